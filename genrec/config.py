@@ -1,0 +1,300 @@
+"""Configs are data: frozen dataclasses, JSON round-trip, dotted-key overrides.
+
+`ExperimentConfig` bundles a model config with the data, trainer, mesh and eval sections. The model section
+is polymorphic; its registry key travels beside it (`model_name`) so a JSON file rebuilds the right class.
+Every decoder validates keys and types at the boundary and names the valid keys when something is wrong.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+  """A config key, value or type is wrong; raised before any work starts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where interactions come from and how they become sequences.
+
+  dataset: "ml-100k", "ml-1m", "ml-20m" (RecBole atomic files or the TFDS builders), "synthetic", or
+    "atomic:DIR/NAME" for any RecBole atomic-file dataset (DIR/NAME.inter, optional .item/.user).
+  data_dir: where prepared/downloaded data is kept ("" → ~/.cache/genrec).
+  """
+  dataset: str = "ml-100k"
+  data_dir: str = ""
+  min_rating: float = 0.0            # implicit feedback: keep interactions with rating >= min_rating
+  kcore: int = 0                     # iterative k-core on users and items (0 = off)
+  min_user_interactions: int = 3     # leave-one-out needs >= 3; shorter users are dropped with a count
+  max_len: int = 50                  # history length fed to sequence models
+  train_window: str = "last"         # last | random: which max_len+1 slice of a user's training items a batch row holds
+  # synthetic generator (dataset="synthetic")
+  synthetic_users: int = 256
+  synthetic_items: int = 64
+  synthetic_length: int = 20
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  steps: int = 1000
+  batch_size: int = 128              # global batch, split over the data-parallel mesh axes
+  grad_accum: int = 1                # micro-batches per optimizer step (batch_size must divide evenly)
+  learning_rate: float = 1e-3
+  warmup_steps: int = 100
+  schedule: str = "cosine"           # cosine | constant | inverse_sqrt
+  min_lr_ratio: float = 0.0
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.98
+  clip_norm: float = 1.0             # 0 = no clipping
+  compute_dtype: str = "float32"     # float32 | bfloat16 (parameters stay float32)
+  eval_every: int = 200
+  log_every: int = 50
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 2
+  best_metric: str = "ndcg@10"       # validation metric that picks the kept model
+  patience: int = 0                  # stop after this many evals without improvement (0 = never)
+  seed: int = 0
+  progress: bool = True
+
+
+DEFAULT_RULES = (
+    ("batch", "data", "fsdp"),
+    ("item", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv",),
+    ("codebook",),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh ("data", "fsdp", "tensor"); -1 on one axis means "all remaining devices".
+
+  rules: the logical-axis table, one row per logical name: (name, mesh axes...). A name with no mesh axes is
+  replicated. A parameter dimension that the mesh axes do not divide stays replicated.
+  """
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+  rules: tuple[tuple[str, ...], ...] = DEFAULT_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """The evaluation protocol; printed with every result.
+
+  candidates: "all_minus_seen" (rank the target among every item the user has not interacted with before),
+    "all" (every item), or "sampled:N" (N sampled unseen negatives; only on request).
+  """
+  split: str = "leave_one_out"
+  candidates: str = "all_minus_seen"
+  ks: tuple[int, ...] = (5, 10, 20)
+  batch_size: int = 256
+  group_by: tuple[str, ...] = ("gender", "age", "occupation")
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  model: Any
+  model_name: str = ""
+  preset: str = ""
+  data: DataConfig = DataConfig()
+  trainer: TrainerConfig = TrainerConfig()
+  mesh: MeshConfig = MeshConfig()
+  eval: EvalConfig = EvalConfig()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON round trip
+
+
+def to_dict(cfg) -> dict[str, Any]:
+  out = {}
+  for f in dataclasses.fields(cfg):
+    v = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(v):
+      v = to_dict(v)
+    elif isinstance(v, tuple):
+      v = list(v)
+    out[f.name] = v
+  return out
+
+
+def to_json(cfg) -> str:
+  return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def _field_types(cls) -> dict[str, Any]:
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, typ, where: str):
+  """Checks `value` (decoded JSON or parsed text) against annotation `typ`; returns the typed value."""
+  origin = typing.get_origin(typ)
+  if typ is Any:
+    return value
+  if dataclasses.is_dataclass(typ):
+    if not isinstance(value, dict):
+      raise ConfigError(f"{where}: expected an object for {typ.__name__}, got {value!r}")
+    return from_dict(typ, value, where)
+  if origin in (typing.Union, types.UnionType):
+    args = typing.get_args(typ)
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for a in args:
+      if a is type(None):
+        continue
+      try:
+        return _coerce(value, a, where)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError(f"{where}: {value!r} does not fit {typ}")
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f"{where}: expected a list, got {value!r}")
+    args = typing.get_args(typ)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if len(args) != len(value):
+      raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+  if typ is bool:
+    if not isinstance(value, bool):
+      raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    return value
+  if typ is int:
+    if isinstance(value, bool) or not isinstance(value, int):
+      raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+  if typ is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+  if typ is str:
+    if not isinstance(value, str):
+      raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+  raise ConfigError(f"{where}: unsupported config type {typ}")
+
+
+def from_dict(cls, d: dict[str, Any], where: str = "config"):
+  """Builds dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+  if cls is ExperimentConfig:
+    return _experiment_from_dict(d)
+  ftypes = _field_types(cls)
+  unknown = sorted(set(d) - set(ftypes))
+  if unknown:
+    raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(ftypes)}")
+  kwargs = {k: _coerce(v, ftypes[k], f"{where}.{k}") for k, v in d.items()}
+  try:
+    return cls(**kwargs)
+  except TypeError as e:
+    raise ConfigError(f"{where}: {e}") from None
+
+
+def _experiment_from_dict(d: dict[str, Any]) -> ExperimentConfig:
+  from genrec.models import registry  # local: models import config, not the other way round
+
+  d = dict(d)
+  name = d.get("model_name")
+  if not isinstance(name, str) or not name:
+    raise ConfigError("config: 'model_name' is missing; cannot tell which model this config is for")
+  model_cls = registry.config_class(name)
+  model = from_dict(model_cls, d.pop("model", {}), "model")
+  rest = from_dict(_ExperimentRest, d, "config")
+  return ExperimentConfig(model=model, **{f.name: getattr(rest, f.name) for f in dataclasses.fields(rest)})
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExperimentRest:
+  model_name: str = ""
+  preset: str = ""
+  data: DataConfig = DataConfig()
+  trainer: TrainerConfig = TrainerConfig()
+  mesh: MeshConfig = MeshConfig()
+  eval: EvalConfig = EvalConfig()
+
+
+def from_json(text: str):
+  try:
+    d = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"config JSON is malformed: {e}") from None
+  if not isinstance(d, dict):
+    raise ConfigError("config JSON must be an object")
+  return from_dict(ExperimentConfig, d)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overrides: --set trainer.steps=2000 model.num_layers=4
+
+
+def _parse_text(text: str, typ, where: str):
+  origin = typing.get_origin(typ)
+  if typ is str:
+    return text
+  if origin is tuple:
+    parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+    (elem, *_) = typing.get_args(typ)
+    return tuple(_parse_text(p.strip(), elem, where) for p in parts)
+  if typ is bool:
+    low = text.lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise ConfigError(f"--set {where}: expected true/false, got {text!r}")
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError:
+    raise ConfigError(f"--set {where}={text}: expected {getattr(typ, '__name__', typ)}") from None
+  try:
+    return _coerce(value, typ, where)
+  except ConfigError as e:
+    raise ConfigError(f"--set {where}={text}: {e}") from None
+
+
+def override(cfg, assignments: list[str] | dict[str, Any]):
+  """Returns `cfg` with dotted-key assignments applied ("a.b=3" strings, or a {key: value} dict)."""
+  items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
+  for key, value in items:
+    cfg = _set_path(cfg, key.split("."), value, key)
+  return cfg
+
+
+def _split_assignment(a: str) -> tuple[str, str]:
+  if "=" not in a:
+    raise ConfigError(f"--set expects key=value, got {a!r}")
+  k, v = a.split("=", 1)
+  return k.strip(), v.strip()
+
+
+def _set_path(cfg, path: list[str], value, full_key: str):
+  ftypes = _field_types(type(cfg))
+  if type(cfg) is ExperimentConfig:
+    ftypes["model"] = type(cfg.model)
+  head = path[0]
+  if head not in ftypes:
+    raise ConfigError(f"unknown config key {full_key!r}: {head!r} is not one of {sorted(ftypes)}")
+  current = getattr(cfg, head)
+  if len(path) > 1:
+    if not dataclasses.is_dataclass(current):
+      raise ConfigError(f"unknown config key {full_key!r}: {head!r} has no sub-keys")
+    return dataclasses.replace(cfg, **{head: _set_path(current, path[1:], value, full_key)})
+  typ = ftypes[head]
+  if dataclasses.is_dataclass(typ):
+    raise ConfigError(f"config key {full_key!r} is a section; set one of {sorted(_field_types(typ))}")
+  new = _parse_text(value, typ, full_key) if isinstance(value, str) else _coerce(value, typ, full_key)
+  return dataclasses.replace(cfg, **{head: new})

@@ -1,0 +1,89 @@
+"""grain pipelines for next-item training and evaluation batches.
+
+Training order is a function of (seed, global position) only: the same global batches come out whatever
+the number of processes, and each process materialises only its own rows of each global batch. The
+iterator state (grain's, JSON) goes into every checkpoint, so a resumed run continues the same stream.
+"""
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from genrec.data.types import SeqData
+
+
+def left_pad(seq: np.ndarray, length: int) -> np.ndarray:
+  """The last `length` items of `seq`, left-padded with 0."""
+  out = np.zeros(length, np.int32)
+  tail = seq[-length:] if length else seq[:0]
+  if len(tail):
+    out[length - len(tail):] = tail
+  return out
+
+
+class _ProcessRows:
+  """Process `index` of `count`'s view of a global stream: its contiguous slice of every global batch."""
+
+  def __init__(self, order: grain.MapDataset, global_batch: int, index: int, count: int):
+    self.order, self.global_batch, self.index, self.local = order, global_batch, index, global_batch // count
+
+  def __len__(self):
+    return len(self.order) // self.global_batch * self.local
+
+  def __getitem__(self, j):
+    g = (j // self.local) * self.global_batch + self.index * self.local + j % self.local
+    return g, self.order[g]
+
+
+def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int, window: str = "last",
+                    process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Batches {"inputs", "targets"} of int32 [B_local, max_len]; `ds[step]` is the batch of that step.
+
+  window="last": each user's most recent max_len+1 training items (SASRec's protocol);
+  "random": a window ending at a uniformly drawn position (>= 2 items), a cheap augmentation.
+  """
+  if global_batch % process_count:
+    raise ValueError(f"batch size {global_batch} does not divide over {process_count} processes")
+  if window not in ("last", "random"):
+    raise ValueError(f"data.train_window must be 'last' or 'random', got {window!r}")
+  users = np.asarray([u for u in range(data.num_users) if len(data.train_sequence(u)) >= 2], np.int64)
+  if len(users) == 0:
+    raise ValueError(f"{data.name}: no user has 2 or more training interactions")
+  sequences = [data.train_sequence(int(u)) for u in users]
+  order = grain.MapDataset.range(len(users)).seed(seed).shuffle().repeat(None)
+  rows = grain.MapDataset.source(_ProcessRows(order, global_batch, process_index, process_count))
+
+  def make(example):
+    g, i = example
+    seq = sequences[i]
+    end = len(seq)
+    if window == "random" and end > 2:
+      end = int(np.random.default_rng([seed, g]).integers(2, end + 1))
+    seq = seq[max(0, end - max_len - 1):end]
+    return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len)}
+
+  return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
+
+
+def eval_examples(data: SeqData, split: str, *, max_len: int, users: np.ndarray | None = None):
+  """Host arrays for every user of a split: history [U, L], seen [U, S], target [U], user [U]."""
+  users = np.arange(data.num_users) if users is None else np.asarray(users)
+  seen_len = max(len(s) for s in data.sequences) - 1
+  history = np.zeros((len(users), max_len), np.int32)
+  seen = np.zeros((len(users), seen_len), np.int32)
+  target = np.zeros(len(users), np.int32)
+  for row, u in enumerate(users):
+    hist, target[row] = data.eval_example(int(u), split)
+    history[row] = left_pad(hist, max_len)
+    seen[row, :len(hist)] = hist
+  return {"history": history, "seen": seen, "target": target, "user": users.astype(np.int32)}
+
+
+def batches(arrays: dict[str, np.ndarray], batch_size: int):
+  """Fixed-size batches (the last one padded by repeating row 0) with a boolean "valid" row mask."""
+  n = len(next(iter(arrays.values())))
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)
+    valid = idx < n
+    idx = np.where(valid, idx, 0)
+    yield {**{k: v[idx] for k, v in arrays.items()}, "valid": valid}

@@ -1,0 +1,4 @@
+"""Shared building blocks: written once, reused by every model family."""
+from genrec.models.layers.attention import (MLP, MultiHeadAttention, TransformerBlock, causal_mask,
+                                            dot_product_attention, padding_mask)
+from genrec.models.layers.core import Embed, LayerNorm, RMSNorm, dense, param, partitioned

@@ -1,0 +1,80 @@
+"""Multi-head attention and the pre-norm transformer block shared by every family."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec.models.layers.core import LayerNorm, RMSNorm, dense
+
+NEG_INF = -1e9
+
+
+def causal_mask(length: int) -> jax.Array:
+  """[1, 1, L, L] boolean, True where query t may attend key s (s <= t)."""
+  return jnp.tril(jnp.ones((length, length), bool))[None, None]
+
+
+def padding_mask(valid_BxL: jax.Array) -> jax.Array:
+  """[B, 1, 1, L] boolean: keys that are real tokens."""
+  return valid_BxL[:, None, None, :]
+
+
+def dot_product_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=None, bias=None):
+  """Softmax attention in float32; `mask` broadcasts to [B, H, L, S], `bias` is added to the logits."""
+  scale = q_BxLxHxK.shape[-1] ** -0.5
+  logits = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK).astype(jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = jnp.where(mask, logits, NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxHxK.dtype)
+  return jnp.einsum("bhls,bshk->blhk", probs, v_BxSxHxK)
+
+
+class MultiHeadAttention(nnx.Module):
+  def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, *, dropout: float = 0.0,
+               use_bias: bool = True, rngs: nnx.Rngs):
+    self.num_heads = num_heads
+    self.head_dim = head_dim or dim // num_heads
+    inner = self.num_heads * self.head_dim
+    self.q = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
+    self.k = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
+    self.v = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
+    self.o = dense(inner, dim, ("heads", "embed"), use_bias=use_bias, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x_BxLxD, kv_BxSxD=None, *, mask=None, bias=None):
+    kv_BxSxD = x_BxLxD if kv_BxSxD is None else kv_BxSxD
+    split = lambda t: t.reshape(*t.shape[:-1], self.num_heads, self.head_dim)
+    q, k, v = split(self.q(x_BxLxD)), split(self.k(kv_BxSxD)), split(self.v(kv_BxSxD))
+    out = dot_product_attention(q, k, v, mask=mask, bias=bias)
+    out = out.reshape(*out.shape[:-2], self.num_heads * self.head_dim)
+    return self.dropout(self.o(out))
+
+
+class MLP(nnx.Module):
+  def __init__(self, dim: int, hidden: int, *, activation: str = "gelu", dropout: float = 0.0, rngs: nnx.Rngs):
+    self.up = dense(dim, hidden, ("embed", "mlp"), rngs=rngs)
+    self.down = dense(hidden, dim, ("mlp", "embed"), rngs=rngs)
+    self.activation = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}[activation]
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x):
+    return self.dropout(self.down(self.dropout(self.activation(self.up(x)))))
+
+
+class TransformerBlock(nnx.Module):
+  """Pre-norm self-attention + MLP, each with a residual."""
+
+  def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dropout: float = 0.0, norm: str = "layer",
+               activation: str = "gelu", rngs: nnx.Rngs):
+    norm_cls = {"layer": LayerNorm, "rms": RMSNorm}[norm]
+    self.attn_norm = norm_cls(dim, rngs=rngs)
+    self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rngs=rngs)
+    self.mlp_norm = norm_cls(dim, rngs=rngs)
+    self.mlp = MLP(dim, mlp_dim, activation=activation, dropout=dropout, rngs=rngs)
+
+  def __call__(self, x_BxLxD, *, mask=None, bias=None):
+    x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), mask=mask, bias=bias)
+    return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))

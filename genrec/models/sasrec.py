@@ -1,0 +1,86 @@
+"""SASRec: a causal transformer over item ids (Kang & McAuley, 2018), trained "SASRec+" style.
+
+Training: every position predicts the next item with a full softmax over the catalogue (cross-entropy),
+input and output share the item embedding table. Batches (left-padded, 0 = padding):
+  train: {"inputs": int32[B, L], "targets": int32[B, L]}    targets[t] = the item after inputs[t]
+  eval:  {"history": int32[B, L], "seen": int32[B, S], ...}  score the item after history[-1]
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec.models import layers
+from genrec.models.registry import register
+
+
+@dataclasses.dataclass(frozen=True)
+class SASRecConfig:
+  num_items: int = 0          # 0: taken from the dataset when training starts
+  max_len: int = 0            # 0: taken from data.max_len
+  dim: int = 64
+  num_layers: int = 2
+  num_heads: int = 2
+  mlp_dim: int = 256
+  dropout: float = 0.2
+  emb_dropout: float = 0.2
+
+  def resolve(self, data, data_cfg) -> "SASRecConfig":
+    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
+                               max_len=self.max_len or data_cfg.max_len)
+
+  task = "next_item"
+
+
+@register("sasrec", SASRecConfig)
+class SASRec(nnx.Module):
+  def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
+    if cfg.num_items <= 0 or cfg.max_len <= 0:
+      raise ValueError(f"SASRecConfig needs num_items and max_len > 0 (got {cfg.num_items}, {cfg.max_len}); "
+                       "call cfg.resolve(data, data_cfg) or set them")
+    self.cfg = cfg
+    self.item_emb = layers.Embed(cfg.num_items + 1, cfg.dim, ("item", "embed"), rngs=rngs)
+    self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
+    self.emb_dropout = nnx.Dropout(cfg.emb_dropout, rngs=rngs)
+    self.blocks = nnx.List([
+        layers.TransformerBlock(cfg.dim, cfg.num_heads, cfg.mlp_dim, dropout=cfg.dropout, rngs=rngs)
+        for _ in range(cfg.num_layers)])
+    self.final_norm = layers.LayerNorm(cfg.dim, rngs=rngs)
+
+  def encode(self, ids_BxL: jax.Array) -> jax.Array:
+    """Hidden state at every position, [B, L, D]; position t sees items <= t."""
+    length = ids_BxL.shape[1]
+    valid_BxL = ids_BxL > 0
+    x = self.item_emb(ids_BxL) * (self.cfg.dim ** 0.5) + self.pos_emb(jnp.arange(length))[None]
+    x = self.emb_dropout(x) * valid_BxL[..., None]
+    mask = layers.causal_mask(length) & layers.padding_mask(valid_BxL)
+    for block in self.blocks:
+      x = block(x, mask=mask) * valid_BxL[..., None]
+    return self.final_norm(x)
+
+  def _logits(self, h):
+    logits = self.item_emb.attend(h).astype(jnp.float32)
+    return logits.at[..., 0].set(-jnp.inf)       # the padding id is never a prediction
+
+  def loss(self, batch):
+    logits_BxLxN = self._logits(self.encode(batch["inputs"]))
+    targets_BxL = batch["targets"]
+    weights = (targets_BxL > 0).astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits_BxLxN, axis=-1)
+    gold = jnp.take_along_axis(logits_BxLxN, targets_BxL[..., None], axis=-1)[..., 0]
+    nll = jnp.where(weights > 0, logz - gold, 0.0)
+    count = jnp.maximum(weights.sum(), 1.0)
+    loss = nll.sum() / count
+    return loss, {"loss": loss, "tokens": weights.sum()}
+
+  def score(self, batch) -> jax.Array:
+    """Scores of every item (column 0 = padding, -inf) as the next item after `history`: [B, N+1]."""
+    return self._logits(self.encode(batch["history"])[:, -1])
+
+  def recommend(self, batch, k: int):
+    from genrec.models.common import top_k_unseen
+
+    return top_k_unseen(self.score(batch), batch["seen"], k)

@@ -1,0 +1,1 @@
+"""The one sharded training loop, evaluation, checkpoints and logging."""

@@ -1,0 +1,107 @@
+"""The evaluation protocol: rank each user's held-out item, then accuracy and beyond-accuracy metrics.
+
+A model is scored through `score(batch) -> [B, N+1]` when it has one (exact ranks among all candidates),
+otherwise through `recommend(batch, k)` (ranks known up to k). The protocol comes from EvalConfig and is
+returned with every result.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genrec.config import ConfigError, EvalConfig
+from genrec.data.pipeline import batches, eval_examples
+from genrec.data.types import SeqData
+from genrec.models.common import seen_mask
+from genrec.train import metrics
+
+
+def parse_candidates(candidates: str) -> tuple[str, int]:
+  if candidates in ("all", "all_minus_seen"):
+    return candidates, 0
+  if candidates.startswith("sampled:"):
+    try:
+      n = int(candidates.split(":", 1)[1])
+    except ValueError:
+      n = 0
+    if n > 0:
+      return "sampled", n
+  raise ConfigError(f"eval.candidates must be 'all', 'all_minus_seen' or 'sampled:N', got {candidates!r}")
+
+
+def protocol(cfg: EvalConfig, data: SeqData) -> dict:
+  return {"dataset": data.name, "split": cfg.split, "candidates": cfg.candidates, "ks": list(cfg.ks),
+          "users": data.num_users, "items": data.num_items,
+          "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
+
+
+def make_eval_step(cfg: EvalConfig) -> Callable:
+  """(model, batch, key) -> per-row metrics and top-k ids; the caller jits it with a merged model."""
+  kind, num_neg = parse_candidates(cfg.candidates)
+  kmax = max(cfg.ks)
+
+  def step(model, batch, key):
+    target = batch["target"]
+    if hasattr(model, "score"):
+      scores = model.score(batch).astype(jnp.float32)
+      seen = seen_mask(batch["seen"], scores.shape[1])
+      exclude = {"all": jnp.zeros_like(seen), "all_minus_seen": seen}.get(kind)
+      if kind == "sampled":
+        exclude = metrics.sampled_exclude(key, seen, target, num_neg)
+      rank = metrics.target_rank(scores, target, exclude)
+      top = metrics.top_k_items(scores, seen if kind == "sampled" else exclude, kmax)
+    else:
+      if kind != "all_minus_seen":
+        raise ConfigError(f"{type(model).__name__} has no score(); only eval.candidates='all_minus_seen' applies")
+      top, _ = model.recommend(batch, kmax)
+      hit = top == target[:, None]
+      rank = jnp.where(hit.any(-1), jnp.argmax(hit, -1), kmax).astype(jnp.int32)
+    return {**metrics.ranking_metrics(rank, cfg.ks), "rank": rank}, top
+
+  return step
+
+
+def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, max_len: int,
+             users: np.ndarray | None = None) -> tuple[dict, dict]:
+  """Runs `run_step(batch_np, key) -> (per_row, top)` (a jitted, sharded step) over every user of `split`.
+
+  Returns (summary, groups): summary holds the mean metrics plus coverage/diversity/novelty at each k.
+  """
+  examples = eval_examples(data, split, max_len=max_len, users=users)
+  key = jax.random.key(cfg.seed)
+  rows, tops = [], []
+  for i, batch in enumerate(batches(examples, cfg.batch_size)):
+    per_row, top = run_step(batch, jax.random.fold_in(key, i))
+    valid = batch["valid"]
+    rows.append({k: np.asarray(v)[valid] for k, v in per_row.items()})
+    tops.append(np.asarray(top)[valid])
+  per_user = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+  top = np.concatenate(tops)
+  rank = per_user.pop("rank")
+  summary = metrics.summarize(per_user)
+  counts = item_counts(data)
+  for k in cfg.ks:
+    summary[f"coverage@{k}"] = metrics.coverage(top[:, :k], data.num_items)
+    summary[f"novelty@{k}"] = metrics.novelty(top[:, :k], counts)
+    if data.item_genres is not None:
+      summary[f"diversity@{k}"] = metrics.intra_list_diversity(top[:, :k], data.item_genres)
+  summary["mean_rank"] = float(rank.mean()) + 1
+  groups = {}
+  user_ids = examples["user"]
+  for name in cfg.group_by:
+    if name in data.user_features:
+      values = [data.user_features[name][u] for u in user_ids]
+      groups[name] = metrics.group_metrics(per_user, values)
+  return {k: float(v) for k, v in summary.items()}, groups
+
+
+def item_counts(data: SeqData) -> np.ndarray:
+  """Users who interacted with each item in training, [N+1] (the novelty popularity)."""
+  counts = np.zeros(data.num_items + 1, np.int64)
+  for u in range(data.num_users):
+    counts[np.unique(data.train_sequence(u))] += 1
+  return counts

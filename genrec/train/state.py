@@ -1,0 +1,79 @@
+"""A model placed on a mesh: abstract init, the shardings its logical axes ask for, then a jitted init that
+creates every parameter directly on its devices. Shared by the trainer and `genrec.load`."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec.config import ExperimentConfig
+from genrec.models import registry
+from genrec.train import sharding
+
+
+@dataclasses.dataclass
+class PlacedModel:
+  """graphdef + states of one model on one mesh. `rngs` (dropout streams) is rebuilt, never checkpointed:
+  every train step reseeds it from (seed, step), so a resumed run draws the same masks."""
+  cfg: ExperimentConfig
+  mesh: jax.sharding.Mesh
+  graphdef: nnx.GraphDef
+  eval_graphdef: nnx.GraphDef
+  params: nnx.State
+  rngs: nnx.State
+  other: nnx.State
+  param_shardings: nnx.State
+  other_shardings: nnx.State
+
+  def model(self, *, train: bool = False, params=None):
+    """A live nnx.Module (eval mode unless `train`) — for inference and inspection."""
+    graphdef = self.graphdef if train else self.eval_graphdef
+    return nnx.merge(graphdef, self.params if params is None else params, self.rngs, self.other)
+
+
+def construct(cfg: ExperimentConfig):
+  model_cls = registry.model_class(cfg.model_name)
+  seed = cfg.trainer.seed
+  return model_cls(cfg.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+
+
+def _split(model):
+  return nnx.split(model, nnx.Param, nnx.RngState, ...)
+
+
+def place(cfg: ExperimentConfig, mesh) -> PlacedModel:
+  """Builds cfg's model with each parameter created on the devices its logical axes map to."""
+  abstract = nnx.eval_shape(lambda: construct(cfg))
+  graphdef, abs_params, abs_rngs, abs_other = _split(abstract)
+  abstract.eval()
+  eval_graphdef = _split(abstract)[0]
+  rules = cfg.mesh.rules
+  p_sh = sharding.state_shardings(abs_params, mesh, rules)
+  o_sh = sharding.state_shardings(abs_other, mesh, rules)
+  r_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abs_rngs)
+
+  def init():
+    _, params, rngs, other = _split(construct(cfg))
+    return params, rngs, other
+
+  with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else jax.set_mesh(mesh):
+    params, rngs, other = jax.jit(init, out_shardings=(p_sh, r_sh, o_sh))()
+  return PlacedModel(cfg, mesh, graphdef, eval_graphdef, params, rngs, other, p_sh, o_sh)
+
+
+def reseed(rngs_state, key):
+  """Fresh dropout keys for one step: stream i gets fold_in(key, i), counters restart at 0."""
+  leaves, treedef = jax.tree.flatten(rngs_state)
+  out = []
+  for i, leaf in enumerate(leaves):
+    if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      out.append(jax.random.fold_in(key, i))
+    else:
+      out.append(jnp.zeros_like(leaf))
+  return jax.tree.unflatten(treedef, out)
+
+
+def cast_floating(tree, dtype):
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)

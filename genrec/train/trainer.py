@@ -1,0 +1,307 @@
+"""The one training loop. It talks to models only through `loss`, `score`/`recommend` and the registry.
+
+    results = train(cfg, workdir)
+
+Resumes from the latest checkpoint in `workdir` by default; keeps the best model by a validation metric in
+`workdir/best`; writes `workdir/results.json` at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from genrec import config as config_lib
+from genrec.config import ConfigError, ExperimentConfig
+from genrec.data import load_dataset
+from genrec.data.pipeline import next_item_train
+from genrec.train import checkpoint as ckpt_lib
+from genrec.train import evaluate as eval_lib
+from genrec.train import optim, sharding
+from genrec.train.logging import RunLogger
+from genrec.train.state import PlacedModel, cast_floating, place, reseed
+
+# Keys that may change between a run and its resumption (they do not change what a step computes).
+RESUMABLE_KEYS = ("trainer.steps", "trainer.eval_every", "trainer.log_every", "trainer.checkpoint_every",
+                  "trainer.progress", "trainer.patience", "eval.batch_size")
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def resolve(cfg: ExperimentConfig, data) -> ExperimentConfig:
+  """Fills data-dependent model fields (catalogue size, history length) so the saved config stands alone."""
+  if hasattr(cfg.model, "resolve"):
+    cfg = dataclasses.replace(cfg, model=cfg.model.resolve(data, cfg.data))
+  return cfg
+
+
+def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
+  graphdef = placed.graphdef
+  accum = cfg.trainer.grad_accum
+  dtype = jnp.dtype(cfg.trainer.compute_dtype)
+  base_key = jax.random.key(cfg.trainer.seed)
+
+  def loss_fn(params, other, rngs, micro, key):
+    # Variables must be created inside this trace (NNX refuses to mutate RNG counters from an outer one).
+    model = nnx.merge(graphdef, cast_floating(params, dtype), reseed(rngs, key), jax.tree.map(lambda x: x, other))
+    loss, metrics = model.loss(micro)
+    new_other = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.RngState)))
+    return loss.astype(jnp.float32), (metrics, new_other)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step(state, rngs, batch):
+    params, other, opt_state, step_num = state["params"], state["other"], state["opt"], state["step"]
+    key = jax.random.fold_in(base_key, step_num)
+    if accum == 1:
+      (loss, (metrics, other)), grads = grad_fn(params, other, rngs, batch, key)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+      def body(carry, inp):
+        grads_acc, other = carry
+        i, mb = inp
+        (loss, (metrics, other)), grads = grad_fn(params, other, rngs, mb, jax.random.fold_in(key, i))
+        return (jax.tree.map(jnp.add, grads_acc, grads), other), (loss, metrics)
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      (grads, other), (losses, metrics) = jax.lax.scan(body, (zeros, other), (jnp.arange(accum), micro))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      loss, metrics = losses.mean(), jax.tree.map(jnp.mean, metrics)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+    return {"params": params, "other": other, "opt": opt_state, "step": step_num + 1}, metrics
+
+  return step
+
+
+def _opt_shardings(tx, abstract_params, param_shardings, mesh):
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  rep = sharding.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+                               transform_non_params=lambda _: rep,
+                               is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+class Trainer:
+  """Holds the compiled functions of one run; `run()` trains, evaluates and checkpoints."""
+
+  def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True):
+    self.workdir = Path(workdir)
+    self.data = data if data is not None else load_dataset(cfg.data)
+    self.cfg = cfg = resolve(cfg, self.data)
+    if cfg.trainer.batch_size % cfg.trainer.grad_accum:
+      raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by "
+                        f"trainer.grad_accum={cfg.trainer.grad_accum}")
+    if getattr(cfg.model, "task", "next_item") != "next_item":
+      raise ConfigError(f"model {cfg.model_name!r} needs task {cfg.model.task!r}, which this trainer lacks")
+    eval_lib.parse_candidates(cfg.eval.candidates)
+    self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh)
+    dp = sharding.data_parallel_size(self.mesh)
+    if (cfg.trainer.batch_size // cfg.trainer.grad_accum) % dp or cfg.eval.batch_size % dp:
+      raise ConfigError(f"batch sizes (trainer {cfg.trainer.batch_size} / grad_accum {cfg.trainer.grad_accum}, "
+                        f"eval {cfg.eval.batch_size}) must divide over {dp} data-parallel devices")
+    self.placed = place(cfg, self.mesh)
+    self.tx = optim.optimizer(cfg.trainer)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    p_sh = self.placed.param_shardings
+    opt_sh = _opt_shardings(self.tx, self.placed.params, p_sh, self.mesh)
+    rep = sharding.replicated(self.mesh)
+    self.state_shardings = {"params": p_sh, "other": self.placed.other_shardings, "opt": opt_sh, "step": rep}
+    with jax.set_mesh(self.mesh):
+      opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(self.placed.params)
+    self.state = {"params": self.placed.params, "other": self.placed.other, "opt": opt_state,
+                  "step": jax.device_put(jnp.zeros((), jnp.int32), rep)}
+    rngs_sh = jax.tree.map(lambda _: rep, self.placed.rngs)
+    self._step = jax.jit(make_train_step(self.placed, self.tx, cfg),
+                         in_shardings=(self.state_shardings, rngs_sh, self.batch_sharding),
+                         out_shardings=(self.state_shardings, rep), donate_argnums=0)
+    self._eval = make_eval_runner(self.placed, cfg)
+    self.train_data = next_item_train(
+        self.data, max_len=cfg.data.max_len, global_batch=cfg.trainer.batch_size, seed=cfg.data.seed,
+        window=cfg.data.train_window, process_index=jax.process_index(), process_count=jax.process_count())
+    self.checkpoints = ckpt_lib.Checkpointer(self.workdir / "checkpoints", max_to_keep=cfg.trainer.keep_checkpoints)
+    self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
+    self.data_state = {"next_index": 0}
+    self.best_value = -np.inf
+    self.evals_since_best = 0
+    if resume and self.checkpoints.latest_step() is not None:
+      self._resume()
+
+  # -- checkpoints ------------------------------------------------------------------------------------------
+  def _meta(self, extra=None) -> dict:
+    return {"config": config_lib.to_dict(self.cfg), "model_name": self.cfg.model_name,
+            "preset": self.cfg.preset, "step": int(self.state["step"]), "data_state": self.data_state,
+            "best_value": float(self.best_value), "evals_since_best": self.evals_since_best,
+            "format": "genrec-checkpoint-1", **(extra or {})}
+
+  def _saved_state(self):
+    return {k: self.state[k] for k in ("params", "other", "opt", "step")}
+
+  def _resume(self):
+    meta = self.checkpoints.read_meta()
+    check_compatible(config_lib.from_dict(ExperimentConfig, meta["config"]), self.cfg, self.workdir)
+    target = ckpt_lib.abstract_like(self._saved_state(), self.state_shardings)
+    self.state = self.checkpoints.restore(meta["step"], target)
+    self.data_state = meta["data_state"]
+    self.best_value = meta.get("best_value", -np.inf)
+    self.evals_since_best = meta.get("evals_since_best", 0)
+
+  # -- loop -------------------------------------------------------------------------------------------------
+  def evaluate(self, split: str, params=None) -> tuple[dict, dict]:
+    params = self.state["params"] if params is None else params
+    return eval_lib.evaluate(lambda b, k: self._eval(params, self.state["other"], self.placed.rngs, b, k),
+                             self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len)
+
+  def run(self) -> dict:
+    cfg, tcfg = self.cfg, self.cfg.trainer
+    start_step = int(self.state["step"])
+    logger = RunLogger(self.workdir, total_steps=tcfg.steps, initial_step=start_step, progress=tcfg.progress)
+    if jax.process_index() == 0:
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      (self.workdir / "config.json").write_text(config_lib.to_json(cfg))
+    iterator = iter(self.train_data.to_iter_dataset())
+    iterator.set_state(self.data_state)
+    pending = None
+    t0 = time.time()
+    best_time = None
+    step = start_step
+    try:
+      while step < tcfg.steps:
+        local = next(iterator)
+        batch = {k: jax.make_array_from_process_local_data(self.batch_sharding, v) for k, v in local.items()}
+        self.state, metrics = self._step(self.state, self.placed.rngs, batch)
+        step += 1
+        self.data_state = iterator.get_state()
+        if pending is not None:                    # metrics read one step late: no host sync on this step
+          self._log_train(logger, *pending)
+        pending = (step, metrics)
+        stop = False
+        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+          self._log_train(logger, *pending)
+          pending = None
+          stop = self._validate(logger, step)
+          if self.evals_since_best == 0:
+            best_time = time.time() - t0
+        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps or stop:
+          self.checkpoints.save(step, self._saved_state(), self._meta())
+        logger.advance(1)
+        if stop:
+          logger.message(f"early stop at step {step}: no gain in {tcfg.best_metric} for {tcfg.patience} evals")
+          break
+      if pending is not None:
+        self._log_train(logger, *pending)
+    finally:
+      logger.close()
+    train_seconds = time.time() - t0
+    return self.finish(train_seconds=train_seconds, best_seconds=best_time, steps=step)
+
+  def _log_train(self, logger, step, metrics):
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not np.isfinite(values["loss"]):
+      raise NonFiniteLossError(f"loss became {values['loss']} at step {step} (lr "
+                               f"{float(optim.schedule(self.cfg.trainer)(step - 1)):.3g}); lower "
+                               "trainer.learning_rate, enable trainer.clip_norm, or check the data")
+    values["lr"] = float(optim.schedule(self.cfg.trainer)(step - 1))
+    if step % self.cfg.trainer.log_every == 0:
+      logger.write(step, "train", values)
+    logger.advance(0, {"loss": values["loss"]})
+
+  def _validate(self, logger, step) -> bool:
+    summary, _ = self.evaluate("valid")
+    logger.write(step, "valid", summary)
+    name = self.cfg.trainer.best_metric
+    if name not in summary:
+      raise ConfigError(f"trainer.best_metric={name!r} is not a validation metric; choose from {sorted(summary)}")
+    value = summary[name]
+    logger.message(f"step {step}: valid {name}={value:.4f} " +
+                   " ".join(f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@"))))
+    if value > self.best_value:
+      self.best_value, self.evals_since_best = value, 0
+      self.best.save(step, {"params": self.state["params"], "other": self.state["other"]},
+                     self._meta({"valid": summary}))
+    else:
+      self.evals_since_best += 1
+    return self.cfg.trainer.patience > 0 and self.evals_since_best >= self.cfg.trainer.patience
+
+  def finish(self, *, train_seconds: float, best_seconds: float | None, steps: int) -> dict:
+    """Evaluates the best checkpoint (or the last state) on valid and test; writes results.json."""
+    params, other = self.state["params"], self.state["other"]
+    best_step = self.best.latest_step()
+    if best_step is not None:
+      target = ckpt_lib.abstract_like({"params": params, "other": other},
+                                      {"params": self.state_shardings["params"],
+                                       "other": self.state_shardings["other"]})
+      restored = self.best.restore(best_step, target)
+      params = restored["params"]
+    valid, _ = self.evaluate("valid", params)
+    test, groups = self.evaluate("test", params)
+    results = {"model": self.cfg.model_name, "preset": self.cfg.preset,
+               "protocol": eval_lib.protocol(self.cfg.eval, self.data), "valid": valid, "test": test,
+               "groups": {"test": groups}, "best_step": best_step, "steps": steps,
+               "train_seconds": round(train_seconds, 2),
+               "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
+    write_results(self.workdir, results)
+    return results
+
+
+def make_eval_runner(placed: PlacedModel, cfg: ExperimentConfig):
+  """A jitted (params, other, rngs, batch_np, key) -> (per_row, top) over the mesh."""
+  step = eval_lib.make_eval_step(cfg.eval)
+  graphdef = placed.eval_graphdef
+  mesh = placed.mesh
+  rep = sharding.replicated(mesh)
+  bsh = sharding.batch_sharding(mesh)
+
+  def fn(params, other, rngs, batch, key):
+    return step(nnx.merge(graphdef, params, rngs, other), batch, key)
+
+  jitted = jax.jit(fn, out_shardings=rep)
+
+  def run(params, other, rngs, batch_np, key):
+    batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx]) for k, v in batch_np.items()}
+    return jitted(params, other, rngs, batch, key)
+
+  return run
+
+
+def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Path) -> None:
+  a, b = _flat(config_lib.to_dict(saved)), _flat(config_lib.to_dict(cfg))
+  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
+  if diff:
+    raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(diff[:6])} differ); "
+                      "use another --workdir, or pass --fresh to start over")
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def write_results(workdir: Path, results: dict) -> None:
+  """Atomic: a reader never sees a half-written results.json."""
+  if jax.process_index() != 0:
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  tmp = workdir / "results.json.tmp"
+  tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+  tmp.replace(workdir / "results.json")
+
+
+def train(cfg: ExperimentConfig, workdir: str | Path, **kwargs) -> dict:
+  return Trainer(cfg, workdir, **kwargs).run()

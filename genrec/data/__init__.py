@@ -1,0 +1,77 @@
+"""Datasets: `load_dataset(cfg.data)` → `SeqData`, whatever the source.
+
+Sources by `DataConfig.dataset`: "synthetic" (planted structure), "atomic:DIR/NAME" (RecBole atomic files),
+"ml-100k" (the copy inside the `recbole` wheel, else a prepared copy under data_dir), "ml-1m"/"ml-20m"
+(GroupLens, via `genrec.data.movielens`). Results are cached per process by the config fields that shape them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+from genrec.config import DataConfig
+from genrec.data.atomic import find_recbole_dataset, read_atomic
+from genrec.data.errors import DataError, DataNotFoundError
+from genrec.data.preprocess import prepare
+from genrec.data.synthetic import make_synthetic
+from genrec.data.types import RawTables, SeqData
+
+__all__ = ["DataError", "SeqData", "RawTables", "load_dataset", "read_atomic", "prepare", "make_synthetic",
+           "find_recbole_dataset"]
+
+MOVIELENS = ("ml-100k", "ml-1m", "ml-20m")
+
+
+def load_dataset(cfg: DataConfig) -> SeqData:
+  """The prepared dataset `cfg` names; the same object for configs that differ only in irrelevant fields."""
+  return _load(_cache_key(cfg))
+
+
+def _cache_key(cfg: DataConfig) -> DataConfig:
+  """`cfg` with the fields that cannot change the result reset to their defaults."""
+  default = DataConfig()
+  if cfg.dataset == "synthetic":
+    return dataclasses.replace(default, dataset="synthetic", synthetic_users=cfg.synthetic_users,
+                               synthetic_items=cfg.synthetic_items, synthetic_length=cfg.synthetic_length,
+                               seed=cfg.seed, min_user_interactions=cfg.min_user_interactions)
+  return dataclasses.replace(cfg, max_len=default.max_len, synthetic_users=default.synthetic_users,
+                             synthetic_items=default.synthetic_items,
+                             synthetic_length=default.synthetic_length, seed=default.seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(cfg: DataConfig) -> SeqData:
+  name = cfg.dataset
+  if name == "synthetic":
+    return make_synthetic(cfg)
+  if name.startswith("atomic:"):
+    path = Path(name[len("atomic:"):]).expanduser()
+    if not path.name:
+      raise DataError(f"data.dataset={name!r}: expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)")
+    return prepare(read_atomic(path.parent, path.name), cfg)
+  if name in MOVIELENS:
+    return prepare(_movielens(name, cfg.data_dir), cfg)
+  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'synthetic' or "
+                  "'atomic:DIR/NAME' (RecBole atomic files)")
+
+
+def _movielens(name: str, data_dir: str) -> RawTables:
+  """The recbole wheel's offline copy when there is one, else the TFDS-prepared copy (ml-1m/20m download)."""
+  local = find_recbole_dataset(name)
+  if local is not None:
+    return read_atomic(local, name)
+  try:
+    from genrec.data.movielens import movielens_tables  # lazy: pulls in tensorflow_datasets
+  except ImportError as e:
+    if e.name != "genrec.data.movielens":
+      raise
+    movielens_tables = None
+  hint = (f"no copy of {name} found: install the offline copy with `pip install --no-deps recbole==1.2.1`, "
+          f"or download and prepare it with `genrec datasets prepare {name}` (needs internet)")
+  if movielens_tables is None:
+    raise DataNotFoundError(hint)
+  try:
+    return movielens_tables(name, data_dir, download=name != "ml-100k")
+  except (FileNotFoundError, DataNotFoundError) as e:
+    raise DataNotFoundError(f"{hint}. ({e})") from None

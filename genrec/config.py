@@ -212,7 +212,7 @@ def _experiment_from_dict(d: dict[str, Any]) -> ExperimentConfig:
   if not isinstance(name, str) or not name:
     raise ConfigError("config: 'model_name' is missing; cannot tell which model this config is for")
   model_cls = registry.config_class(name)
-  model = from_dict(model_cls, d.pop("model", {}), "model")
+  model = _coerce(d.pop("model", {}), model_cls, "model")   # a non-object "model" is a ConfigError
   rest = from_dict(_ExperimentRest, d, "config")
   return ExperimentConfig(model=model, **{f.name: getattr(rest, f.name) for f in dataclasses.fields(rest)})
 
@@ -259,6 +259,11 @@ def _parse_text(text: str, typ, where: str):
   try:
     value = json.loads(text)
   except json.JSONDecodeError:
+    if typ is float:                             # Python spellings JSON lacks: ".5", "1.", "inf"
+      try:
+        return float(text)
+      except ValueError:
+        pass
     raise ConfigError(f"--set {where}={text}: expected {getattr(typ, '__name__', typ)}") from None
   try:
     return _coerce(value, typ, where)

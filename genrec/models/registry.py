@@ -9,7 +9,6 @@ import importlib
 from importlib import metadata
 
 _MODELS: dict[str, tuple[type, type]] = {}
-_ENTRY_POINTS_LOADED = False
 
 
 class UnknownModelError(KeyError):
@@ -32,12 +31,13 @@ def register(name: str, config_cls: type):
 
 
 def _load_entry_points():
-  global _ENTRY_POINTS_LOADED
-  if _ENTRY_POINTS_LOADED:
-    return
-  _ENTRY_POINTS_LOADED = True
+  """Imports every module in the `genrec.models` entry-point group (packages installed after start-up
+  are found too: the group is read each time a name is missing)."""
   for ep in metadata.entry_points(group="genrec.models"):
-    ep.load()
+    try:
+      ep.load()
+    except Exception as e:
+      raise ImportError(f"entry point {ep.name!r} = {ep.value!r} in group 'genrec.models' failed to load: {e}") from e
 
 
 def import_module(name: str):

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-import jax
 import orbax.checkpoint as ocp
 
 
@@ -23,7 +22,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 2, read_only: bool = False):
     self.directory = Path(directory).absolute()
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                           read_only=read_only, enable_async_checkpointing=False)
+                                           enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
   def steps(self) -> list[int]:
@@ -65,8 +64,3 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
-
-
-def abstract_like(tree, shardings):
-  """ShapeDtypeStructs with the given shardings: the restore target for another mesh."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -43,8 +43,11 @@ def _split(model):
   return nnx.split(model, nnx.Param, nnx.RngState, ...)
 
 
-def place(cfg: ExperimentConfig, mesh) -> PlacedModel:
-  """Builds cfg's model with each parameter created on the devices its logical axes map to."""
+def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
+  """Builds cfg's model with each parameter created on the devices its logical axes map to.
+
+  With init=False, params and other are ShapeDtypeStructs carrying their shardings: a restore target.
+  """
   abstract = nnx.eval_shape(lambda: construct(cfg))
   graphdef, abs_params, abs_rngs, abs_other = _split(abstract)
   abstract.eval()
@@ -58,8 +61,12 @@ def place(cfg: ExperimentConfig, mesh) -> PlacedModel:
     _, params, rngs, other = _split(construct(cfg))
     return params, rngs, other
 
-  with jax.sharding.use_mesh(mesh) if hasattr(jax.sharding, "use_mesh") else jax.set_mesh(mesh):
-    params, rngs, other = jax.jit(init, out_shardings=(p_sh, r_sh, o_sh))()
+  with jax.set_mesh(mesh):
+    if init:
+      params, rngs, other = jax.jit(init, out_shardings=(p_sh, r_sh, o_sh))()
+    else:
+      rngs = jax.jit(lambda: init()[1], out_shardings=r_sh)()
+      params, other = abstract_with(abs_params, p_sh), abstract_with(abs_other, o_sh)
   return PlacedModel(cfg, mesh, graphdef, eval_graphdef, params, rngs, other, p_sh, o_sh)
 
 
@@ -77,3 +84,8 @@ def reseed(rngs_state, key):
 
 def cast_floating(tree, dtype):
   return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def abstract_with(tree, shardings):
+  """ShapeDtypeStructs of `tree` carrying `shardings`."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

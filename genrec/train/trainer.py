@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,11 +27,15 @@ from genrec.train import checkpoint as ckpt_lib
 from genrec.train import evaluate as eval_lib
 from genrec.train import optim, sharding
 from genrec.train.logging import RunLogger
-from genrec.train.state import PlacedModel, cast_floating, place, reseed
+from genrec.train.state import PlacedModel, abstract_with, cast_floating, place, reseed
 
 # Keys that may change between a run and its resumption (they do not change what a step computes).
 RESUMABLE_KEYS = ("trainer.steps", "trainer.eval_every", "trainer.log_every", "trainer.checkpoint_every",
                   "trainer.progress", "trainer.patience", "eval.batch_size")
+
+
+# A few batches ahead is plenty (grain's default of 500 wastes CPU and memory on a resume).
+READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -151,7 +156,7 @@ class Trainer:
   def _resume(self):
     meta = self.checkpoints.read_meta()
     check_compatible(config_lib.from_dict(ExperimentConfig, meta["config"]), self.cfg, self.workdir)
-    target = ckpt_lib.abstract_like(self._saved_state(), self.state_shardings)
+    target = abstract_with(self._saved_state(), self.state_shardings)
     self.state = self.checkpoints.restore(meta["step"], target)
     self.data_state = meta["data_state"]
     self.best_value = meta.get("best_value", -np.inf)
@@ -163,21 +168,27 @@ class Trainer:
     return eval_lib.evaluate(lambda b, k: self._eval(params, self.state["other"], self.placed.rngs, b, k),
                              self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len)
 
-  def run(self) -> dict:
+  def run(self, *, stop_at: int | None = None) -> dict | None:
+    """Trains to trainer.steps, then evaluates the best model and returns the results.
+
+    stop_at: pause after that step instead (checkpoint written, no final evaluation; returns None) —
+    a later Trainer on the same workdir resumes exactly where this one stopped.
+    """
     cfg, tcfg = self.cfg, self.cfg.trainer
     start_step = int(self.state["step"])
     logger = RunLogger(self.workdir, total_steps=tcfg.steps, initial_step=start_step, progress=tcfg.progress)
     if jax.process_index() == 0:
       self.workdir.mkdir(parents=True, exist_ok=True)
       (self.workdir / "config.json").write_text(config_lib.to_json(cfg))
-    iterator = iter(self.train_data.to_iter_dataset())
+    iterator = iter(self.train_data.to_iter_dataset(READ_OPTIONS))
     iterator.set_state(self.data_state)
     pending = None
     t0 = time.time()
     best_time = None
     step = start_step
+    last = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
     try:
-      while step < tcfg.steps:
+      while step < last:
         local = next(iterator)
         batch = {k: jax.make_array_from_process_local_data(self.batch_sharding, v) for k, v in local.items()}
         self.state, metrics = self._step(self.state, self.placed.rngs, batch)
@@ -193,7 +204,7 @@ class Trainer:
           stop = self._validate(logger, step)
           if self.evals_since_best == 0:
             best_time = time.time() - t0
-        if step % tcfg.checkpoint_every == 0 or step == tcfg.steps or stop:
+        if step % tcfg.checkpoint_every == 0 or step in (tcfg.steps, last) or stop:
           self.checkpoints.save(step, self._saved_state(), self._meta())
         logger.advance(1)
         if stop:
@@ -204,6 +215,8 @@ class Trainer:
     finally:
       logger.close()
     train_seconds = time.time() - t0
+    if step < tcfg.steps and not stop:
+      return None
     return self.finish(train_seconds=train_seconds, best_seconds=best_time, steps=step)
 
   def _log_train(self, logger, step, metrics):
@@ -239,7 +252,7 @@ class Trainer:
     params, other = self.state["params"], self.state["other"]
     best_step = self.best.latest_step()
     if best_step is not None:
-      target = ckpt_lib.abstract_like({"params": params, "other": other},
+      target = abstract_with({"params": params, "other": other},
                                       {"params": self.state_shardings["params"],
                                        "other": self.state_shardings["other"]})
       restored = self.best.restore(best_step, target)

@@ -35,6 +35,11 @@ def dense(in_features: int, out_features: int, axes: Axes, *, rngs: nnx.Rngs, us
       bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)))
 
 
+def _bcast(v_D, x):
+  """A feature vector shaped to broadcast against x (explicit: tests run with rank promotion off)."""
+  return v_D.reshape((1,) * (x.ndim - 1) + v_D.shape)
+
+
 class LayerNorm(nnx.Module):
   def __init__(self, dim: int, *, eps: float = 1e-6, rngs: nnx.Rngs):
     del rngs
@@ -48,7 +53,7 @@ class LayerNorm(nnx.Module):
     mean = x.mean(-1, keepdims=True)
     var = jnp.square(x - mean).mean(-1, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + self.eps)
-    return (y * self.scale[...] + self.bias[...]).astype(dtype)
+    return (y * _bcast(self.scale[...], y) + _bcast(self.bias[...], y)).astype(dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -61,7 +66,7 @@ class RMSNorm(nnx.Module):
     dtype = x.dtype
     x = x.astype(jnp.float32)
     y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps)
-    return (y * self.scale[...]).astype(dtype)
+    return (y * _bcast(self.scale[...], y)).astype(dtype)
 
 
 class Embed(nnx.Module):

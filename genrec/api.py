@@ -1,0 +1,135 @@
+"""`genrec.load(dir)`: a trained model back from its run folder, with nothing else as input."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from genrec import config as config_lib
+from genrec.config import ExperimentConfig, MeshConfig
+from genrec.train import sharding
+from genrec.train.checkpoint import CheckpointError, Checkpointer
+from genrec.train.state import PlacedModel, abstract_with, place
+
+
+@dataclasses.dataclass
+class Run:
+  """A loaded run: `model` (eval mode, parameters on `placed.mesh`), its `config`, checkpoint `meta`."""
+  workdir: Path
+  config: ExperimentConfig
+  meta: dict
+  placed: PlacedModel
+
+  @property
+  def model(self):
+    return self.placed.model()
+
+  @property
+  def step(self) -> int:
+    return self.meta["step"]
+
+  def dataset(self):
+    from genrec.data import load_dataset
+
+    return load_dataset(self.config.data)
+
+  def recommend(self, user: str, k: int = 10) -> list[dict]:
+    """Top-k items for a source-file user id after their whole history, never an item they have seen:
+    [{"item": raw id, "title", "score"}]."""
+    from genrec.data.pipeline import left_pad
+
+    data = self.dataset()
+    seq = data.sequences[data.user_index(str(user))]
+    if k < 1 or k > data.num_items - len(set(seq.tolist())):
+      raise ValueError(f"k must be between 1 and the {data.num_items - len(set(seq.tolist()))} items user "
+                       f"{user} has not seen, got {k}")
+    batch = {"history": left_pad(seq, self.config.data.max_len)[None], "seen": seq[None].astype(np.int32)}
+    ids, scores = jax.jit(lambda m, b: m.recommend(b, k))(self.model, batch)
+    return [{"item": data.item_raw[i], "title": data.item_titles[i], "score": float(s)}
+            for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist())]
+
+
+def _is_run(workdir: Path) -> bool:
+  return (workdir / "best").is_dir() or (workdir / "checkpoints").is_dir()
+
+
+def load(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None) -> Run:
+  """Loads a run folder written by `genrec train`.
+
+  which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint).
+  mesh: where to place the parameters (default: every local device on the data axis, parameters
+    sharded by the run's own rules — any mesh works, the checkpoint is resharded on restore).
+  """
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    raise CheckpointError(f"{workdir} does not exist")
+  if not _is_run(workdir):
+    raise CheckpointError(f"{workdir} is not a genrec run: no 'best/' or 'checkpoints/' folder in it "
+                          "(train one with `genrec train MODEL:PRESET --workdir DIR`)")
+  if which not in ("best", "latest"):
+    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
+  folder = workdir / ("best" if which == "best" else "checkpoints")
+  if which == "best" and not folder.is_dir():
+    folder = workdir / "checkpoints"
+  ckpt = Checkpointer(folder, max_to_keep=None, read_only=True)
+  meta = ckpt.read_meta(step)
+  if "config" not in meta or "model_name" not in meta:
+    raise CheckpointError(f"{folder}: checkpoint metadata has no config; not written by genrec train")
+  cfg = config_lib.from_dict(ExperimentConfig, meta["config"])
+  mesh = mesh if mesh is not None else sharding.make_mesh(dataclasses.replace(MeshConfig(), rules=cfg.mesh.rules))
+  placed = place(cfg, mesh, init=False)
+  target = {"params": placed.params, "other": placed.other}
+  if folder.name == "checkpoints":
+    target = _full_target(placed)
+  state = ckpt.restore(meta["step"], target)
+  placed.params, placed.other = state["params"], state["other"]
+  return Run(workdir, cfg, meta, placed)
+
+
+def _full_target(placed: PlacedModel):
+  """The trainer's full saved state (with optimizer) as a restore target."""
+  from genrec.train import optim
+  from genrec.train.trainer import _opt_shardings
+
+  tx = optim.optimizer(placed.cfg.trainer)
+  opt_sh = _opt_shardings(tx, placed.params, placed.param_shardings, placed.mesh)
+  abstract_opt = jax.eval_shape(tx.init, placed.params)
+  rep = sharding.replicated(placed.mesh)
+  return {"params": placed.params, "other": placed.other, "opt": abstract_with(abstract_opt, opt_sh),
+          "step": jax.ShapeDtypeStruct((), np.int32, sharding=rep)}
+
+
+def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
+  """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
+  import json
+
+  from genrec.train import evaluate as eval_lib
+  from genrec.train.trainer import make_eval_runner, write_results
+
+  cfg = run.config if eval_cfg is None else dataclasses.replace(run.config, eval=eval_cfg)
+  data = run.dataset()
+  runner = make_eval_runner(run.placed, cfg)
+  placed = run.placed
+
+  def step(batch, key):
+    return runner(placed.params, placed.other, placed.rngs, batch, key)
+
+  valid, _ = eval_lib.evaluate(step, data, "valid", cfg.eval, max_len=cfg.data.max_len)
+  test, groups = eval_lib.evaluate(step, data, "test", cfg.eval, max_len=cfg.data.max_len)
+  previous = {}
+  path = run.workdir / "results.json"
+  if path.exists():
+    try:
+      previous = json.loads(path.read_text())
+    except json.JSONDecodeError:
+      previous = {}
+  results = {**previous, "model": cfg.model_name, "preset": cfg.preset,
+             "protocol": eval_lib.protocol(cfg.eval, data), "valid": valid, "test": test,
+             "groups": {"test": groups}, "evaluated_step": run.step}
+  results.setdefault("steps", run.step)
+  results.setdefault("train_seconds", None)
+  if write:
+    write_results(run.workdir, results)
+  return results

@@ -1,0 +1,152 @@
+"""The `genrec` command. Thin: parse, call the library, print.
+
+  genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh]
+  genrec eval DIR [--set eval.candidates=all ...]
+  genrec recommend DIR --user ID [--k 10]
+  genrec datasets list | prepare NAME [--data-dir DIR]
+  genrec models
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="genrec", description="Generative recommendation in JAX/Flax.")
+  p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                 help="import a module that registers models (repeatable)")
+  sub = p.add_subparsers(dest="command", required=True)
+
+  t = sub.add_parser("train", help="train MODEL:PRESET into a run folder (resumes if one exists)")
+  t.add_argument("spec", help="MODEL:PRESET, e.g. sasrec:ml100k (see `genrec models`)")
+  t.add_argument("--workdir", required=True)
+  t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+  t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
+  t.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
+  e.add_argument("workdir")
+  e.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="eval.KEY=VALUE")
+  e.add_argument("--which", choices=("best", "latest"), default="best")
+  e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  r = sub.add_parser("recommend", help="top-k unseen items for a user")
+  r.add_argument("workdir")
+  r.add_argument("--user", required=True, help="user id as in the dataset's files")
+  r.add_argument("--k", type=int, default=10)
+  r.add_argument("--json", action="store_true")
+  r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  d = sub.add_parser("datasets", help="list or prepare datasets")
+  d.add_argument("action", choices=("list", "prepare"))
+  d.add_argument("name", nargs="?")
+  d.add_argument("--data-dir", default="")
+
+  sub.add_parser("models", help="list registered models and presets")
+  return p
+
+
+def _train(args) -> int:
+  import genrec.configs
+  from genrec import config as config_lib
+  from genrec.train.report import results_table
+  from genrec.train.trainer import train
+
+  cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
+  workdir = Path(args.workdir)
+  if args.fresh:
+    for sub in ("checkpoints", "best", "results.json", "metrics.jsonl", "tensorboard"):
+      path = workdir / sub
+      shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+  print(f"training {args.spec} in {workdir}", file=sys.stderr)
+  results = train(cfg, workdir)
+  print(results_table(results))
+  print(f"\nresults: {workdir / 'results.json'}")
+  return 0
+
+
+def _eval(args) -> int:
+  import genrec
+  from genrec import config as config_lib
+  from genrec.api import evaluate_run
+  from genrec.config import ConfigError
+  from genrec.train.report import results_table
+
+  run = genrec.load(args.workdir, which=args.which)
+  bad = [o for o in args.overrides if not o.startswith("eval.")]
+  if bad:
+    raise ConfigError(f"genrec eval only takes eval.* overrides, got {bad}")
+  eval_cfg = config_lib.override(run.config, args.overrides).eval
+  results = evaluate_run(run, eval_cfg=eval_cfg)
+  print(results_table(results))
+  return 0
+
+
+def _recommend(args) -> int:
+  import genrec
+
+  run = genrec.load(args.workdir)
+  recs = run.recommend(args.user, args.k)
+  if args.json:
+    print(json.dumps(recs, indent=2))
+    return 0
+  print(f"top {args.k} for user {args.user} ({run.config.model_name}:{run.config.preset}, step {run.step}):")
+  for rank, r in enumerate(recs, 1):
+    print(f"{rank:3d}. {r['title'] or '(untitled)'}  [item {r['item']}]  score={r['score']:.3f}")
+  return 0
+
+
+def _datasets(args) -> int:
+  from genrec.data import movielens
+  from genrec.data.atomic import find_recbole_dataset
+
+  if args.action == "list":
+    here = find_recbole_dataset("ml-100k")
+    print(f"ml-100k   offline copy: {here or 'not installed (pip install --no-deps recbole==1.2.1)'}")
+    for name in ("ml-100k", "ml-1m", "ml-20m"):
+      print(f"{name:9s} TFDS builder (downloads from GroupLens): genrec datasets prepare {name}")
+    print("synthetic planted-structure generator (tests)")
+    print("atomic:DIR/NAME  any RecBole atomic-file dataset")
+    return 0
+  if not args.name:
+    raise SystemExit("genrec datasets prepare NAME: NAME is one of ml-100k, ml-1m, ml-20m")
+  movielens.prepare(args.name, args.data_dir)
+  return 0
+
+
+def _models(args) -> int:
+  import genrec
+
+  for name in genrec.list_models():
+    print(name)
+  print("\npresets: " + ", ".join(genrec.list_configs()))
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  from genrec.models import registry
+
+  for module in args.imports + getattr(args, "imports_sub", []):
+    registry.import_module(module)
+  handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
+             "models": _models}[args.command]
+  try:
+    return handler(args)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  except (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError) as e:
+    if "GENREC_TRACEBACK" in __import__("os").environ:
+      raise
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"genrec {args.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,37 @@
+"""Human-readable result tables (the machine-readable contract is results.json)."""
+from __future__ import annotations
+
+MAIN = ("recall", "ndcg", "mrr")
+BEYOND = ("coverage", "diversity", "novelty")
+
+
+def protocol_line(protocol: dict) -> str:
+  return (f"protocol: {protocol['dataset']} ({protocol['users']} users, {protocol['items']} items), "
+          f"split={protocol['split']}, candidates={protocol['candidates']}, ties={protocol['ties'].split(' ')[0]}")
+
+
+def results_table(results: dict) -> str:
+  ks = results["protocol"]["ks"]
+  cols = [f"{m}@{k}" for k in ks for m in MAIN]
+  lines = [f"{results['model']}:{results['preset']}  —  " + protocol_line(results["protocol"]), ""]
+  lines.append("| split | " + " | ".join(cols) + " |")
+  lines.append("|---" * (len(cols) + 1) + "|")
+  for split in ("valid", "test"):
+    m = results[split]
+    lines.append(f"| {split} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in cols) + " |")
+  k = max(ks)
+  beyond = [f"{b}@{k}" for b in BEYOND if f"{b}@{k}" in results["test"]]
+  if beyond:
+    lines.append("")
+    lines.append("test, beyond accuracy: " + ", ".join(f"{b}={results['test'][b]:.4f}" for b in beyond))
+  for name, g in (results.get("groups", {}).get("test") or {}).items():
+    metric = f"ndcg@{10 if 10 in ks else k}"
+    if metric in g.get("disparity", {}):
+      d = g["disparity"][metric]
+      per = ", ".join(f"{v}={g['groups'][v][metric]:.3f} (n={g['groups'][v]['users']})" for v in g["groups"])
+      lines.append(f"test {metric} by {name}: {per}; max-min={d['max_minus_min']:.4f}, worst={d['worst']}")
+  if results.get("train_seconds") is not None:
+    lines.append("")
+    lines.append(f"steps={results.get('steps')} best_step={results.get('best_step')} "
+                 f"train_seconds={results['train_seconds']}")
+  return "\n".join(lines)

@@ -21,6 +21,7 @@ import dataclasses
 import io
 import os
 import re
+import warnings
 import zipfile
 from typing import Any, Iterator
 
@@ -158,8 +159,10 @@ def _read_ratings(name: str, zf: zipfile.ZipFile) -> np.ndarray:
     if name == "ml-1m":
       f = io.BytesIO(f.read().replace(b"::", b"\t"))
     try:
-      r = np.loadtxt(f, dtype=_RATING_DTYPE, delimiter="," if name == "ml-20m" else "\t",
-                     skiprows=1 if name == "ml-20m" else 0, ndmin=1, encoding="latin-1")
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+        r = np.loadtxt(f, dtype=_RATING_DTYPE, delimiter="," if name == "ml-20m" else "\t",
+                       skiprows=1 if name == "ml-20m" else 0, ndmin=1, encoding="latin-1")
     except ValueError as e:
       raise DataError(f"{zf.filename}:{member}: expected user, item, rating, timestamp per line: {e}") from e
   if len(r) == 0:
@@ -233,12 +236,10 @@ def prepare(name: str, data_dir: str = "") -> str:
   """Downloads and prepares every table of `name` (no-op when already there); prints and returns the folder."""
   _check_name(name)
   data_dir = _resolve_dir(data_dir)
-  paths = []
   for table in TABLES[name]:
     builder = GenrecMovielens(config=_config_name(name, table), data_dir=data_dir)
     if not _is_prepared(builder):
       builder.download_and_prepare(file_format="array_record")
-    paths.append(os.fspath(builder.data_path))
   root = os.path.join(data_dir, GenrecMovielens.name)
   print(f"MovieLens {name} is prepared in {root} ({', '.join(TABLES[name])})")
   return root
@@ -269,7 +270,8 @@ def _read_table(name: str, table: str, data_dir: str) -> dict[str, np.ndarray]:
   if table == "interactions":
     cols = {c: np.concatenate([r[c] for r in records]) for c in _RATING_DTYPE.names}
     return {"user_id": _id_strings(cols["user_id"]), "item_id": _id_strings(cols["item_id"]),
-            "timestamp": cols["timestamp"].astype(np.int64), "rating": cols["rating"].astype(np.float32)}
+            "timestamp": cols["timestamp"].astype(np.int64, copy=False),
+            "rating": cols["rating"].astype(np.float32, copy=False)}
   first = ["item_id", "title", "year", "genres"] if table == "items" else ["user_id"]
   out: dict[str, np.ndarray] = {}
   for key in first + sorted(k for k in records[0] if k not in first):

@@ -102,7 +102,7 @@ def served(tmp_path_factory):
       super().do_GET()
 
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(srv_dir)))
-  threading.Thread(target=server.serve_forever, daemon=True).start()
+  threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("NO_PROXY", "127.0.0.1,localhost")
     mp.setenv("no_proxy", "127.0.0.1,localhost")
@@ -206,6 +206,17 @@ def test_download_failure_is_quick_and_clear(served, tmp_path, monkeypatch):
   monkeypatch.setitem(movielens.URLS, "ml-1m", bad)
   with pytest.raises(DataError, match="HTTP 404"):
     movielens_tables("ml-1m", str(tmp_path))
+
+
+def test_malformed_ratings_name_the_file(tmp_path, monkeypatch):
+  bad = tmp_path / "ml-1m.zip"
+  with zipfile.ZipFile(bad, "w") as z:
+    z.writestr("ml-1m/ratings.dat", "1::10::5::978300760\n1::oops::3::978300761\n")
+    z.writestr("ml-1m/movies.dat", "10::Heat (1995)::Action\n")
+    z.writestr("ml-1m/users.dat", "1::F::1::10::48067\n")
+  monkeypatch.setitem(movielens.URLS, "ml-1m", str(bad))
+  with pytest.raises(DataError, match="ratings.dat.*oops"):
+    movielens_tables("ml-1m", str(tmp_path / "tfds"))
 
 
 def test_unknown_name(tmp_path):

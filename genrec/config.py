@@ -191,40 +191,29 @@ def _coerce(value, typ, where: str):
 
 def from_dict(cls, d: dict[str, Any], where: str = "config"):
   """Builds dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
-  if cls is ExperimentConfig:
-    return _experiment_from_dict(d)
   ftypes = _field_types(cls)
+  if cls is ExperimentConfig:
+    ftypes["model"] = _model_config_class(d)
   unknown = sorted(set(d) - set(ftypes))
   if unknown:
     raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(ftypes)}")
-  kwargs = {k: _coerce(v, ftypes[k], f"{where}.{k}") for k, v in d.items()}
+  kwargs = {k: _coerce(v, ftypes[k], "model" if k == "model" else f"{where}.{k}") for k, v in d.items()}
+  if cls is ExperimentConfig:
+    kwargs.setdefault("model", ftypes["model"]())
   try:
     return cls(**kwargs)
   except TypeError as e:
     raise ConfigError(f"{where}: {e}") from None
 
 
-def _experiment_from_dict(d: dict[str, Any]) -> ExperimentConfig:
+def _model_config_class(d: dict[str, Any]) -> type:
+  """The polymorphic model section's class, named by the registry key stored beside it."""
   from genrec.models import registry  # local: models import config, not the other way round
 
-  d = dict(d)
   name = d.get("model_name")
   if not isinstance(name, str) or not name:
     raise ConfigError("config: 'model_name' is missing; cannot tell which model this config is for")
-  model_cls = registry.config_class(name)
-  model = _coerce(d.pop("model", {}), model_cls, "model")   # a non-object "model" is a ConfigError
-  rest = from_dict(_ExperimentRest, d, "config")
-  return ExperimentConfig(model=model, **{f.name: getattr(rest, f.name) for f in dataclasses.fields(rest)})
-
-
-@dataclasses.dataclass(frozen=True)
-class _ExperimentRest:
-  model_name: str = ""
-  preset: str = ""
-  data: DataConfig = DataConfig()
-  trainer: TrainerConfig = TrainerConfig()
-  mesh: MeshConfig = MeshConfig()
-  eval: EvalConfig = EvalConfig()
+  return registry.config_class(name)
 
 
 def from_json(text: str):

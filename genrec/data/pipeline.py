@@ -40,7 +40,8 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
   """Batches {"inputs", "targets"} of int32 [B_local, max_len]; `ds[step]` is the batch of that step.
 
   window="last": each user's most recent max_len+1 training items (SASRec's protocol);
-  "random": a window ending at a uniformly drawn position (>= 2 items), a cheap augmentation.
+  "random": a full-length window (max_len+1 items, or the whole sequence if shorter) at a uniformly drawn
+  position — every slice of a long history gets trained on, and no row is wasted on padding.
   """
   if global_batch % process_count:
     raise ValueError(f"batch size {global_batch} does not divide over {process_count} processes")
@@ -57,8 +58,8 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
     g, i = example
     seq = sequences[i]
     end = len(seq)
-    if window == "random" and end > 2:
-      end = int(np.random.default_rng([seed, g]).integers(2, end + 1))
+    if window == "random" and end > max_len + 1:
+      end = int(np.random.default_rng([seed, g]).integers(max_len + 1, end + 1))
     seq = seq[max(0, end - max_len - 1):end]
     return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len)}
 

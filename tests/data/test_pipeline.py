@@ -105,11 +105,15 @@ def test_random_window_is_a_contiguous_slice_of_training_items():
     np.testing.assert_array_equal(x, left_pad(window[:-1], L))
     np.testing.assert_array_equal(y, left_pad(window[1:], L))
     ends[u].add(end)
-  # Ends lie in [2, last training item], both extremes are drawn, and a user's window changes between epochs.
-  longer = [u for u in TRAIN_USERS if LENGTHS[u] - 2 > 2]
-  assert all(ends[u] <= set(range(2, LENGTHS[u] - 2 + 1)) for u in TRAIN_USERS)
+  # Windows are full length (L+1 items, or the whole history if shorter): ends lie in [min(n, L+1), n] for
+  # n training items, both extremes are drawn, and a long history's window changes between epochs.
+  n_train = {u: LENGTHS[u] - 2 for u in TRAIN_USERS}
+  longer = [u for u in TRAIN_USERS if n_train[u] > L + 1]
+  assert longer
+  assert all(ends[u] <= set(range(min(n_train[u], L + 1), n_train[u] + 1)) for u in TRAIN_USERS)
+  assert all(ends[u] == {n_train[u]} for u in TRAIN_USERS if u not in longer)
   assert all(len(ends[u]) >= 2 for u in longer)
-  assert any(2 in ends[u] for u in longer) and any(LENGTHS[u] - 2 in ends[u] for u in longer)
+  assert any(L + 1 in ends[u] for u in longer) and any(n_train[u] in ends[u] for u in longer)
 
 
 @pytest.mark.parametrize("window", ["last", "random"])

@@ -37,7 +37,8 @@ class _ProcessRows:
 
 def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int, window: str = "last",
                     process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Batches {"inputs", "targets"} of int32 [B_local, max_len]; `ds[step]` is the batch of that step.
+  """Batches {"inputs", "targets", "input_times", "target_times"} of int32 [B_local, max_len]; `ds[step]` is
+  the batch of that step. Times are seconds since the dataset's first interaction (`first_timestamp`).
 
   window="last": each user's most recent max_len+1 training items (SASRec's protocol);
   "random": a full-length window (max_len+1 items, or the whole sequence if shorter) at a uniformly drawn
@@ -51,6 +52,8 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
   if len(users) == 0:
     raise ValueError(f"{data.name}: no user has 2 or more training interactions")
   sequences = [data.train_sequence(int(u)) for u in users]
+  t0 = first_timestamp(data)
+  times = [(data.timestamps[int(u)][:len(seq)] - t0).astype(np.int32) for u, seq in zip(users, sequences)]
   order = grain.MapDataset.range(len(users)).seed(seed).shuffle().repeat(None)
   rows = grain.MapDataset.source(_ProcessRows(order, global_batch, process_index, process_count))
 
@@ -60,24 +63,38 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
     end = len(seq)
     if window == "random" and end > max_len + 1:
       end = int(np.random.default_rng([seed, g]).integers(max_len + 1, end + 1))
-    seq = seq[max(0, end - max_len - 1):end]
-    return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len)}
+    start = max(0, end - max_len - 1)
+    seq, ts = seq[start:end], times[i][start:end]
+    return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len),
+            "input_times": left_pad(ts[:-1], max_len), "target_times": left_pad(ts[1:], max_len)}
 
   return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
 
 
+def first_timestamp(data: SeqData) -> int:
+  return int(min(ts.min() for ts in data.timestamps if len(ts)))
+
+
 def eval_examples(data: SeqData, split: str, *, max_len: int, users: np.ndarray | None = None):
-  """Host arrays for every user of a split: history [U, L], seen [U, S], target [U], user [U]."""
+  """Host arrays for every user of a split: history [U, L], seen [U, S] (the whole history), target [U],
+  user [U], history_times [U, L] and target_time [U] (when the held-out interaction happened)."""
   users = np.arange(data.num_users) if users is None else np.asarray(users)
   seen_len = max(len(s) for s in data.sequences) - 1
+  t0 = first_timestamp(data)
   history = np.zeros((len(users), max_len), np.int32)
+  history_times = np.zeros((len(users), max_len), np.int32)
   seen = np.zeros((len(users), seen_len), np.int32)
   target = np.zeros(len(users), np.int32)
+  target_time = np.zeros(len(users), np.int32)
   for row, u in enumerate(users):
     hist, target[row] = data.eval_example(int(u), split)
+    ts = data.timestamps[int(u)] - t0
     history[row] = left_pad(hist, max_len)
+    history_times[row] = left_pad(ts[:len(hist)], max_len)
+    target_time[row] = ts[len(hist)]
     seen[row, :len(hist)] = hist
-  return {"history": history, "seen": seen, "target": target, "user": users.astype(np.int32)}
+  return {"history": history, "seen": seen, "target": target, "user": users.astype(np.int32),
+          "history_times": history_times, "target_time": target_time}
 
 
 def batches(arrays: dict[str, np.ndarray], batch_size: int):

@@ -61,7 +61,12 @@ def test_left_pad():
 def test_last_window_rows_are_shifted_left_padded_training_items():
   ds = next_item_train(DATA, max_len=L, global_batch=3, seed=0)
   batch = ds[0]
-  assert set(batch) == {"inputs", "targets"}
+  assert set(batch) == {"inputs", "targets", "input_times", "target_times"}
+  # The hand data's timestamps are positions (first interaction at 0): times track the items exactly.
+  for x, y, tx, ty in zip(batch["inputs"], batch["targets"], batch["input_times"], batch["target_times"]):
+    u = _user_of(x, y)
+    assert (tx[x > 0] == x[x > 0] - 100 * u - 1).all() and (ty[y > 0] == y[y > 0] - 100 * u - 1).all()
+    assert (tx[x == 0] == 0).all()
   assert batch["inputs"].shape == batch["targets"].shape == (3, L) and batch["inputs"].dtype == np.int32
   inputs, targets = _rows(ds, 7)
   for x, y in zip(inputs, targets):
@@ -136,7 +141,7 @@ def test_each_process_materialises_only_its_rows(monkeypatch):
   monkeypatch.setattr(pipeline, "left_pad", lambda seq, n: calls.append(1) or real(seq, n))
   ds = next_item_train(DATA, max_len=L, global_batch=6, seed=0, process_index=1, process_count=3)
   assert ds[4]["inputs"].shape == (2, L)
-  assert len(calls) == 2 * 2                       # inputs + targets for each of its 2 rows, not all 6
+  assert len(calls) == 2 * 4                       # 4 arrays for each of its 2 rows, not all 6
 
 
 # Threaded prefetch as in training (the state must count consumed, not prefetched, batches), but a small
@@ -177,7 +182,7 @@ def test_train_stream_validates_arguments():
 @pytest.mark.parametrize("split,cut", [("valid", 2), ("test", 1)])
 def test_eval_examples_history_seen_target(split, cut):
   ex = eval_examples(DATA, split, max_len=L)
-  assert set(ex) == {"history", "seen", "target", "user"}
+  assert set(ex) == {"history", "seen", "target", "user", "history_times", "target_time"}
   seen_width = max(LENGTHS) - 1
   assert ex["history"].shape == (len(LENGTHS), L) and ex["seen"].shape == (len(LENGTHS), seen_width)
   assert ex["user"].tolist() == list(range(len(LENGTHS)))
@@ -185,6 +190,8 @@ def test_eval_examples_history_seen_target(split, cut):
     hist = seq[:-cut]
     assert ex["target"][u] == seq[-cut]
     np.testing.assert_array_equal(ex["history"][u], left_pad(hist, L))
+    np.testing.assert_array_equal(ex["history_times"][u], left_pad(np.arange(len(hist)), L))
+    assert ex["target_time"][u] == len(seq) - cut
     np.testing.assert_array_equal(ex["seen"][u, :len(hist)], hist)   # the full history, not cut to max_len
     assert not ex["seen"][u, len(hist):].any()
     assert ex["target"][u] not in ex["seen"][u]

@@ -100,8 +100,11 @@ def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, 
 
 
 def item_counts(data: SeqData) -> np.ndarray:
-  """Users who interacted with each item in training, [N+1] (the novelty popularity)."""
-  counts = np.zeros(data.num_items + 1, np.int64)
-  for u in range(data.num_users):
-    counts[np.unique(data.train_sequence(u))] += 1
+  """Users who interacted with each item in training, [N+1] (the novelty popularity); computed once."""
+  counts = getattr(data, "_train_item_counts", None)
+  if counts is None:
+    counts = np.zeros(data.num_items + 1, np.int64)
+    for u in range(data.num_users):
+      counts[np.unique(data.train_sequence(u))] += 1
+    object.__setattr__(data, "_train_item_counts", counts)
   return counts

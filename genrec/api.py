@@ -9,6 +9,7 @@ import numpy as np
 
 from genrec import config as config_lib
 from genrec.config import ExperimentConfig, MeshConfig
+from genrec.models import registry
 from genrec.train import sharding
 from genrec.train.checkpoint import CheckpointError, Checkpointer
 from genrec.train.state import PlacedModel, abstract_with, place
@@ -77,7 +78,11 @@ def load(workdir: str | Path, *, which: str = "best", step: int | None = None, m
   meta = ckpt.read_meta(step)
   if "config" not in meta or "model_name" not in meta:
     raise CheckpointError(f"{folder}: checkpoint metadata has no config; not written by genrec train")
-  cfg = config_lib.from_dict(ExperimentConfig, meta["config"])
+  try:
+    cfg = config_lib.from_dict(ExperimentConfig, meta["config"])
+  except registry.UnknownModelError as e:
+    raise registry.UnknownModelError(f"{workdir} holds a run of model {meta['model_name']!r}, which is not "
+                                     f"registered in this process: {e}") from None
   mesh = mesh if mesh is not None else sharding.make_mesh(dataclasses.replace(MeshConfig(), rules=cfg.mesh.rules))
   placed = place(cfg, mesh, init=False)
   target = {"params": placed.params, "other": placed.other}

@@ -131,16 +131,16 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   from genrec.models import registry
 
-  for module in args.imports + getattr(args, "imports_sub", []):
-    registry.import_module(module)
   handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
              "models": _models}[args.command]
   try:
+    for module in args.imports + getattr(args, "imports_sub", []):
+      registry.import_module(module)
     return handler(args)
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130
-  except (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError) as e:
+  except (ValueError, KeyError, FileNotFoundError, RuntimeError, ImportError, FloatingPointError) as e:
     if "GENREC_TRACEBACK" in __import__("os").environ:
       raise
     message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -32,6 +32,10 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state, meta: dict) -> None:
+    """Writes step `step`, replacing an earlier save of the same step (a run resumed from before it
+    redoes that step, e.g. after being killed while writing a later checkpoint)."""
+    if step in self.steps():
+      self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

@@ -14,7 +14,8 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.data import load_dataset
 from genrec.train.state import abstract_with
-from genrec.train.trainer import Trainer, make_eval_runner
+from genrec.train.tasks import get_task
+from genrec.train.trainer import Trainer
 
 
 def main():
@@ -34,7 +35,7 @@ def main():
   rows = [("all_minus_seen", results["test"])]
   eval_all = dataclasses.replace(cfg.eval, candidates="all")
   trainer.cfg = dataclasses.replace(trainer.cfg, eval=eval_all)
-  trainer._eval = make_eval_runner(trainer.placed, trainer.cfg)
+  trainer._evaluate = get_task(trainer.cfg, data).evaluator(trainer.placed)
   best = trainer.best.latest_step()
   params = trainer.best.restore(best, abstract_with(
       {"params": trainer.state["params"], "other": trainer.state["other"]},

@@ -110,19 +110,15 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
   import json
 
-  from genrec.train import evaluate as eval_lib
-  from genrec.train.trainer import make_eval_runner, write_results
+  from genrec.train.tasks import get_task
+  from genrec.train.trainer import write_results
 
   cfg = run.config if eval_cfg is None else dataclasses.replace(run.config, eval=eval_cfg)
-  data = run.dataset()
-  runner = make_eval_runner(run.placed, cfg)
-  placed = run.placed
-
-  def step(batch, key):
-    return runner(placed.params, placed.other, placed.rngs, batch, key)
-
-  valid, _ = eval_lib.evaluate(step, data, "valid", cfg.eval, max_len=cfg.data.max_len)
-  test, groups = eval_lib.evaluate(step, data, "test", cfg.eval, max_len=cfg.data.max_len)
+  task = get_task(cfg, run.dataset())
+  placed = dataclasses.replace(run.placed, cfg=cfg)
+  evaluate = task.evaluator(placed)
+  valid, _ = evaluate(placed.params, placed.other, "valid")
+  test, groups = evaluate(placed.params, placed.other, "test")
   previous = {}
   path = run.workdir / "results.json"
   if path.exists():
@@ -131,7 +127,7 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
     except json.JSONDecodeError:
       previous = {}
   results = {**previous, "model": cfg.model_name, "preset": cfg.preset,
-             "protocol": eval_lib.protocol(cfg.eval, data), "valid": valid, "test": test,
+             "protocol": task.protocol(), "valid": valid, "test": test,
              "groups": {"test": groups}, "evaluated_step": run.step}
   results.setdefault("steps", run.step)
   results.setdefault("train_seconds", None)

@@ -58,6 +58,7 @@ class TrainerConfig:
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
   best_metric: str = "ndcg@10"       # validation metric that picks the kept model
+  best_mode: str = "max"             # max | min: whether a larger best_metric is better
   patience: int = 0                  # stop after this many evals without improvement (0 = never)
   seed: int = 0
   progress: bool = True

@@ -37,8 +37,8 @@ class _ProcessRows:
 
 def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int, window: str = "last",
                     process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Batches {"inputs", "targets", "input_times", "target_times"} of int32 [B_local, max_len]; `ds[step]` is
-  the batch of that step. Times are seconds since the dataset's first interaction (`first_timestamp`).
+  """Batches {"inputs", "targets", "input_times", "target_times"} of int32 [B_local, max_len] and "user"
+  [B_local] (user index); `ds[step]` is the batch of that step. Times are seconds since the dataset's first interaction (`first_timestamp`).
 
   window="last": each user's most recent max_len+1 training items (SASRec's protocol);
   "random": a full-length window (max_len+1 items, or the whole sequence if shorter) at a uniformly drawn
@@ -66,7 +66,8 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
     start = max(0, end - max_len - 1)
     seq, ts = seq[start:end], times[i][start:end]
     return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len),
-            "input_times": left_pad(ts[:-1], max_len), "target_times": left_pad(ts[1:], max_len)}
+            "input_times": left_pad(ts[:-1], max_len), "target_times": left_pad(ts[1:], max_len),
+            "user": np.int32(users[i])}
 
   return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
 

@@ -22,11 +22,10 @@ from flax import nnx
 from genrec import config as config_lib
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
-from genrec.data.pipeline import next_item_train
 from genrec.train import checkpoint as ckpt_lib
-from genrec.train import evaluate as eval_lib
 from genrec.train import optim, sharding
 from genrec.train.logging import RunLogger
+from genrec.train.tasks import get_task
 from genrec.train.state import PlacedModel, abstract_with, cast_floating, place, reseed
 
 # Keys that may change between a run and its resumption (they do not change what a step computes).
@@ -105,12 +104,12 @@ class Trainer:
     self.workdir = Path(workdir)
     self.data = data if data is not None else load_dataset(cfg.data)
     self.cfg = cfg = resolve(cfg, self.data)
+    if cfg.trainer.best_mode not in ("max", "min"):
+      raise ConfigError(f"trainer.best_mode must be 'max' or 'min', got {cfg.trainer.best_mode!r}")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
       raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by "
                         f"trainer.grad_accum={cfg.trainer.grad_accum}")
-    if getattr(cfg.model, "task", "next_item") != "next_item":
-      raise ConfigError(f"model {cfg.model_name!r} needs task {cfg.model.task!r}, which this trainer lacks")
-    eval_lib.parse_candidates(cfg.eval.candidates)
+    self.task = get_task(cfg, self.data)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh)
     dp = sharding.data_parallel_size(self.mesh)
     if (cfg.trainer.batch_size // cfg.trainer.grad_accum) % dp or cfg.eval.batch_size % dp:
@@ -131,10 +130,9 @@ class Trainer:
     self._step = jax.jit(make_train_step(self.placed, self.tx, cfg),
                          in_shardings=(self.state_shardings, rngs_sh, self.batch_sharding),
                          out_shardings=(self.state_shardings, rep), donate_argnums=0)
-    self._eval = make_eval_runner(self.placed, cfg)
-    self.train_data = next_item_train(
-        self.data, max_len=cfg.data.max_len, global_batch=cfg.trainer.batch_size, seed=cfg.data.seed,
-        window=cfg.data.train_window, process_index=jax.process_index(), process_count=jax.process_count())
+    self._evaluate = self.task.evaluator(self.placed)
+    self.train_data = self.task.train_dataset(process_index=jax.process_index(),
+                                              process_count=jax.process_count())
     self.checkpoints = ckpt_lib.Checkpointer(self.workdir / "checkpoints", max_to_keep=cfg.trainer.keep_checkpoints)
     self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
     self.data_state = {"next_index": 0}
@@ -165,8 +163,7 @@ class Trainer:
   # -- loop -------------------------------------------------------------------------------------------------
   def evaluate(self, split: str, params=None) -> tuple[dict, dict]:
     params = self.state["params"] if params is None else params
-    return eval_lib.evaluate(lambda b, k: self._eval(params, self.state["other"], self.placed.rngs, b, k),
-                             self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len)
+    return self._evaluate(params, self.state["other"], split)
 
   def run(self, *, stop_at: int | None = None) -> dict | None:
     """Trains to trainer.steps, then evaluates the best model and returns the results.
@@ -237,10 +234,11 @@ class Trainer:
     if name not in summary:
       raise ConfigError(f"trainer.best_metric={name!r} is not a validation metric; choose from {sorted(summary)}")
     value = summary[name]
+    score = value if self.cfg.trainer.best_mode == "max" else -value
     logger.message(f"step {step}: valid {name}={value:.4f} " +
                    " ".join(f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@"))))
-    if value > self.best_value:
-      self.best_value, self.evals_since_best = value, 0
+    if score > self.best_value:
+      self.best_value, self.evals_since_best = score, 0
       self.best.save(step, {"params": self.state["params"], "other": self.state["other"]},
                      self._meta({"valid": summary}))
     else:
@@ -260,32 +258,12 @@ class Trainer:
     valid, _ = self.evaluate("valid", params)
     test, groups = self.evaluate("test", params)
     results = {"model": self.cfg.model_name, "preset": self.cfg.preset,
-               "protocol": eval_lib.protocol(self.cfg.eval, self.data), "valid": valid, "test": test,
+               "protocol": self.task.protocol(), "valid": valid, "test": test,
                "groups": {"test": groups}, "best_step": best_step, "steps": steps,
                "train_seconds": round(train_seconds, 2),
                "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
     write_results(self.workdir, results)
     return results
-
-
-def make_eval_runner(placed: PlacedModel, cfg: ExperimentConfig):
-  """A jitted (params, other, rngs, batch_np, key) -> (per_row, top) over the mesh."""
-  step = eval_lib.make_eval_step(cfg.eval)
-  graphdef = placed.eval_graphdef
-  mesh = placed.mesh
-  rep = sharding.replicated(mesh)
-  bsh = sharding.batch_sharding(mesh)
-
-  def fn(params, other, rngs, batch, key):
-    return step(nnx.merge(graphdef, params, rngs, other), batch, key)
-
-  jitted = jax.jit(fn, out_shardings=rep)
-
-  def run(params, other, rngs, batch_np, key):
-    batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx]) for k, v in batch_np.items()}
-    return jitted(params, other, rngs, batch, key)
-
-  return run
 
 
 def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Path) -> None:

@@ -61,10 +61,12 @@ def test_left_pad():
 def test_last_window_rows_are_shifted_left_padded_training_items():
   ds = next_item_train(DATA, max_len=L, global_batch=3, seed=0)
   batch = ds[0]
-  assert set(batch) == {"inputs", "targets", "input_times", "target_times"}
+  assert set(batch) == {"inputs", "targets", "input_times", "target_times", "user"}
   # The hand data's timestamps are positions (first interaction at 0): times track the items exactly.
-  for x, y, tx, ty in zip(batch["inputs"], batch["targets"], batch["input_times"], batch["target_times"]):
+  rows = zip(batch["inputs"], batch["targets"], batch["input_times"], batch["target_times"], batch["user"])
+  for x, y, tx, ty, user in rows:
     u = _user_of(x, y)
+    assert user == u
     assert (tx[x > 0] == x[x > 0] - 100 * u - 1).all() and (ty[y > 0] == y[y > 0] - 100 * u - 1).all()
     assert (tx[x == 0] == 0).all()
   assert batch["inputs"].shape == batch["targets"].shape == (3, L) and batch["inputs"].dtype == np.int32

@@ -3,6 +3,7 @@ import dataclasses
 import types
 
 import jax
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -16,7 +17,7 @@ from genrec.train.state import construct, place
 def resolved(spec):
   cfg = genrec.configs.get(spec)
   if hasattr(cfg.model, "resolve"):
-    fake = types.SimpleNamespace(num_items=97, num_users=11)
+    fake = types.SimpleNamespace(num_items=97, num_users=11, item_embeddings=np.zeros((98, 24), np.float32))
     cfg = dataclasses.replace(cfg, model=cfg.model.resolve(fake, cfg.data))
   return cfg
 

@@ -106,3 +106,20 @@ def batches(arrays: dict[str, np.ndarray], batch_size: int):
     valid = idx < n
     idx = np.where(valid, idx, 0)
     yield {**{k: v[idx] for k, v in arrays.items()}, "valid": valid}
+
+
+def item_batches(embeddings: np.ndarray, *, global_batch: int, seed: int, process_index: int = 0,
+                 process_count: int = 1) -> grain.MapDataset:
+  """Shuffled catalogue items for content models: {"embedding": float32 [B, D], "item": int32 [B]} (items 1..N;
+  row 0 of `embeddings` is padding and never drawn)."""
+  if global_batch % process_count:
+    raise ValueError(f"batch size {global_batch} does not divide over {process_count} processes")
+  num_items = len(embeddings) - 1
+  order = grain.MapDataset.range(num_items).seed(seed).shuffle().repeat(None)
+  rows = grain.MapDataset.source(_ProcessRows(order, global_batch, process_index, process_count))
+
+  def make(example):
+    item = example[1] + 1
+    return {"embedding": embeddings[item], "item": np.int32(item)}
+
+  return rows.map(make).batch(global_batch // process_count, drop_remainder=True)

@@ -12,6 +12,8 @@ def protocol_line(protocol: dict) -> str:
 
 def results_table(results: dict) -> str:
   ks = results["protocol"]["ks"]
+  if not ks:
+    return _stage_table(results)
   cols = [f"{m}@{k}" for k in ks for m in MAIN]
   lines = [f"{results['model']}:{results['preset']}  —  " + protocol_line(results["protocol"]), ""]
   lines.append("| split | " + " | ".join(cols) + " |")
@@ -34,4 +36,23 @@ def results_table(results: dict) -> str:
     lines.append("")
     lines.append(f"steps={results.get('steps')} best_step={results.get('best_step')} "
                  f"train_seconds={results['train_seconds']}")
+  return "\n".join(lines)
+
+
+def _stage_table(results: dict) -> str:
+  """Models without ranking metrics (tokenizers): their own validation statistics."""
+  p = results["protocol"]
+  lines = [f"{results['model']}:{results['preset']}  —  {p['dataset']} catalogue of {p['items']} items", ""]
+  m = results["valid"]
+  keys = [k for k in sorted(m) if "/" not in k]
+  lines.append("| " + " | ".join(keys) + " |")
+  lines.append("|---" * len(keys) + "|")
+  lines.append("| " + " | ".join(f"{m[k]:.4g}" for k in keys) + " |")
+  sid = results.get("semantic_ids")
+  if sid:
+    st = sid["stats"]
+    lines.append("")
+    lines.append(f"semantic IDs: {sid['items']} items x {sid['digits']} digits (version {sid['version']}); "
+                 f"collision rate before the extra digit {st['collision_rate']:.4f}, "
+                 f"codebook usage per level {', '.join(f'{u:.2f}' for u in st['usage'])}")
   return "\n".join(lines)

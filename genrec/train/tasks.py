@@ -4,18 +4,24 @@
   item_embeddings  item content embeddings → reconstruct/quantise them (semantic-ID tokenizers); the
                    model's own statistics
 
-The trainer only talks to a Task: `train_dataset(...)` (a grain MapDataset whose [step] is the batch of that
-step), `evaluator(placed)` → fn(params, other, split) → (summary, groups), `protocol()`, `best_mode`.
+The trainer only talks to a Task: `view` (what the model config's resolve() sees), `train_dataset(...)` (a
+grain MapDataset whose [step] is the batch of that step), `evaluator(placed)` → fn(params, other, split) →
+(summary, groups), `protocol()`, and the optional hooks `prepare(placed, key)` (before the optimizer is
+built) and `finish(trainer, params, other)` (after training; returns extra results).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import numpy as np
 from flax import nnx
 
 from genrec.config import ConfigError, ExperimentConfig
-from genrec.data.pipeline import next_item_train
+from genrec.data.pipeline import item_batches, next_item_train
+from genrec.models.semantic_ids.collisions import code_stats, dedup_codes
 from genrec.train import evaluate as eval_lib
-from genrec.train import sharding
+from genrec.train import sharding, stages
 from genrec.train.state import PlacedModel
 
 
@@ -24,6 +30,7 @@ class NextItemTask:
 
   def __init__(self, cfg: ExperimentConfig, data):
     self.cfg, self.data = cfg, data
+    self.view = data
     eval_lib.parse_candidates(cfg.eval.candidates)
 
   def train_dataset(self, *, process_index: int, process_count: int):
@@ -65,7 +72,86 @@ def make_eval_runner(placed: PlacedModel, cfg: ExperimentConfig):
   return run
 
 
-TASKS = {"next_item": NextItemTask}
+@dataclasses.dataclass(frozen=True)
+class ItemTable:
+  """What an item-embeddings model's config `resolve()` sees."""
+  name: str
+  num_items: int
+  item_embeddings: np.ndarray
+
+
+class ItemEmbeddingsTask:
+  """Content models over the catalogue (semantic-ID tokenizers). Validation = the model's own loss metrics
+  over every item plus code statistics; the finished run exports the item -> semantic ID table."""
+  best_mode = "min"
+
+  def __init__(self, cfg: ExperimentConfig, data):
+    self.cfg, self.data = cfg, data
+    self.embeddings = stages.item_embeddings(data, cfg.data, progress=cfg.trainer.progress)
+    self.view = ItemTable(data.name, data.num_items, self.embeddings)
+
+  def train_dataset(self, *, process_index: int, process_count: int):
+    return item_batches(self.embeddings, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
+                        process_index=process_index, process_count=process_count)
+
+  def prepare(self, placed, key) -> None:
+    """k-means initialisation of the codebooks on the whole catalogue, when the model asks for it."""
+    model = placed.model(train=True)
+    if hasattr(model, "init_codebooks") and getattr(self.cfg.model, "kmeans_init", True):
+      model.init_codebooks(self.embeddings[1:], key)
+      _, placed.params, _, placed.other = nnx.split(model, nnx.Param, nnx.RngState, ...)
+
+  def codes(self, placed, params, other) -> np.ndarray:
+    """Codes [N, L] of items 1..N under `params`."""
+    model = nnx.merge(placed.eval_graphdef, params, placed.rngs, other)
+    encode = jax.jit(lambda m, x: m.encode({"embedding": x}))
+    chunk = self.cfg.eval.batch_size
+    x = self.embeddings[1:]
+    return np.concatenate([np.asarray(encode(model, x[i:i + chunk])) for i in range(0, len(x), chunk)])
+
+  def evaluator(self, placed):
+    graphdef, cfg = placed.eval_graphdef, self.cfg
+    rep = sharding.replicated(placed.mesh)
+    loss = jax.jit(lambda params, other, rngs, batch: nnx.merge(graphdef, params, rngs, other).loss(batch)[1],
+                   out_shardings=rep)
+
+    def evaluate(params, other, split):
+      del split                                      # the catalogue is the same for valid and test
+      n, chunk = self.data.num_items, cfg.eval.batch_size
+      totals: dict[str, float] = {}
+      for start in range(0, n, chunk):
+        items = 1 + (np.arange(start, start + chunk) % n)   # the last chunk wraps around: fixed shapes
+        weight = min(chunk, n - start) / n
+        batch = {"embedding": self.embeddings[items], "item": items.astype(np.int32)}
+        for k, v in jax.device_get(loss(params, other, placed.rngs, batch)).items():
+          if np.ndim(v) == 0:
+            totals[k] = totals.get(k, 0.0) + float(v) * weight
+      stats = code_stats(self.codes(placed, params, other), cfg.model.codebook_size)
+      totals["collision_rate"] = stats["collision_rate"]
+      totals["distinct_tuples"] = stats["distinct_tuples"]
+      for level, (u, p) in enumerate(zip(stats["usage"], stats["perplexity"])):
+        totals[f"usage/l{level}"], totals[f"perplexity/l{level}"] = u, p
+      return totals, {}
+
+    return evaluate
+
+  def finish(self, trainer, params, other) -> dict:
+    """Writes the deduplicated item -> semantic ID table next to the checkpoints."""
+    codes = self.codes(trainer.placed, params, other)
+    stats = code_stats(codes, self.cfg.model.codebook_size)
+    table = np.concatenate([np.zeros((1, codes.shape[1] + 1), np.int32), dedup_codes(codes)])
+    stats["max_collision_digit"] = int(table[:, -1].max())
+    if jax.process_index() == 0:
+      return {"semantic_ids": stages.write_semantic_ids(trainer.workdir, table, stats, self.cfg)}
+    return {}
+
+  def protocol(self) -> dict:
+    return {"dataset": self.data.name, "items": self.data.num_items, "split": "catalogue",
+            "embeddings": self.cfg.data.item_embeddings, "candidates": "-", "ks": [],
+            "users": self.data.num_users, "ties": "-"}
+
+
+TASKS = {"next_item": NextItemTask, "item_embeddings": ItemEmbeddingsTask}
 
 
 def get_task(cfg: ExperimentConfig, data):

@@ -103,19 +103,24 @@ class Trainer:
   def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True):
     self.workdir = Path(workdir)
     self.data = data if data is not None else load_dataset(cfg.data)
-    self.cfg = cfg = resolve(cfg, self.data)
+    self.task = get_task(cfg, self.data)
+    self.cfg = cfg = self.task.cfg = resolve(cfg, self.task.view)
     if cfg.trainer.best_mode not in ("max", "min"):
       raise ConfigError(f"trainer.best_mode must be 'max' or 'min', got {cfg.trainer.best_mode!r}")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
       raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by "
                         f"trainer.grad_accum={cfg.trainer.grad_accum}")
-    self.task = get_task(cfg, self.data)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh)
     dp = sharding.data_parallel_size(self.mesh)
     if (cfg.trainer.batch_size // cfg.trainer.grad_accum) % dp or cfg.eval.batch_size % dp:
       raise ConfigError(f"batch sizes (trainer {cfg.trainer.batch_size} / grad_accum {cfg.trainer.grad_accum}, "
                         f"eval {cfg.eval.batch_size}) must divide over {dp} data-parallel devices")
+    self.checkpoints = ckpt_lib.Checkpointer(self.workdir / "checkpoints", max_to_keep=cfg.trainer.keep_checkpoints)
+    self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
+    resuming = resume and self.checkpoints.latest_step() is not None
     self.placed = place(cfg, self.mesh)
+    if hasattr(self.task, "prepare") and not resuming:
+      self.task.prepare(self.placed, jax.random.key(cfg.trainer.seed))
     self.tx = optim.optimizer(cfg.trainer)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     p_sh = self.placed.param_shardings
@@ -133,12 +138,10 @@ class Trainer:
     self._evaluate = self.task.evaluator(self.placed)
     self.train_data = self.task.train_dataset(process_index=jax.process_index(),
                                               process_count=jax.process_count())
-    self.checkpoints = ckpt_lib.Checkpointer(self.workdir / "checkpoints", max_to_keep=cfg.trainer.keep_checkpoints)
-    self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
     self.data_state = {"next_index": 0}
     self.best_value = -np.inf
     self.evals_since_best = 0
-    if resume and self.checkpoints.latest_step() is not None:
+    if resuming:
       self._resume()
 
   # -- checkpoints ------------------------------------------------------------------------------------------
@@ -161,9 +164,10 @@ class Trainer:
     self.evals_since_best = meta.get("evals_since_best", 0)
 
   # -- loop -------------------------------------------------------------------------------------------------
-  def evaluate(self, split: str, params=None) -> tuple[dict, dict]:
+  def evaluate(self, split: str, params=None, other=None) -> tuple[dict, dict]:
     params = self.state["params"] if params is None else params
-    return self._evaluate(params, self.state["other"], split)
+    other = self.state["other"] if other is None else other
+    return self._evaluate(params, other, split)
 
   def run(self, *, stop_at: int | None = None) -> dict | None:
     """Trains to trainer.steps, then evaluates the best model and returns the results.
@@ -184,6 +188,9 @@ class Trainer:
     best_time = None
     step = start_step
     last = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
+    if tcfg.steps == 0 and self.best.latest_step() is None:   # a model fitted in prepare() (no gradient steps)
+      self._validate(logger, 0)
+      self.checkpoints.save(0, self._saved_state(), self._meta())
     try:
       while step < last:
         local = next(iterator)
@@ -254,14 +261,16 @@ class Trainer:
                                       {"params": self.state_shardings["params"],
                                        "other": self.state_shardings["other"]})
       restored = self.best.restore(best_step, target)
-      params = restored["params"]
-    valid, _ = self.evaluate("valid", params)
-    test, groups = self.evaluate("test", params)
+      params, other = restored["params"], restored["other"]
+    valid, _ = self.evaluate("valid", params, other)
+    test, groups = self.evaluate("test", params, other)
     results = {"model": self.cfg.model_name, "preset": self.cfg.preset,
                "protocol": self.task.protocol(), "valid": valid, "test": test,
                "groups": {"test": groups}, "best_step": best_step, "steps": steps,
                "train_seconds": round(train_seconds, 2),
                "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
+    if hasattr(self.task, "finish"):
+      results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)
     return results
 

@@ -1,0 +1,133 @@
+"""Multi-stage models: item content embeddings and the runs a model depends on (e.g. TIGER on a tokenizer).
+
+A dependency stage is an ordinary run of the shared trainer, kept under `$GENREC_CACHE/stages/` (default
+~/.cache/genrec) in a folder named by a hash of its full config: a second `genrec train tiger:ml100k` reuses
+the tokenizer the first one trained, and a changed tokenizer config trains a new one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from genrec import config as config_lib
+from genrec.config import ConfigError, DataConfig, ExperimentConfig
+from genrec.data.errors import DataError
+from genrec.data.types import SeqData
+
+SEMANTIC_IDS = "semantic_ids"
+
+
+def cache_root() -> Path:
+  return Path(os.environ.get("GENREC_CACHE", "~/.cache/genrec")).expanduser()
+
+
+def item_texts(data: SeqData, policy: str) -> list[str]:
+  """Texts of items 1..N; empty ones are an error unless policy == "placeholder"."""
+  if policy not in ("error", "placeholder"):
+    raise ConfigError(f"data.empty_item_text must be 'error' or 'placeholder', got {policy!r}")
+  texts = list(data.item_text[1:])
+  empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+  if empty and policy == "error":
+    shown = ", ".join(f"{data.item_raw[i]!r}" for i in empty[:5])
+    raise DataError(f"{len(empty)} item(s) of {data.name} have no text to embed (item ids {shown}"
+                    f"{', ...' if len(empty) > 5 else ''}); give them text, or set "
+                    "data.empty_item_text=placeholder to embed 'item <id>' for them")
+  for i in empty:
+    texts[i - 1] = f"item {data.item_raw[i]}"
+  return texts
+
+
+def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = True) -> np.ndarray:
+  """float32 [num_items + 1, D], row 0 (padding) zeros. Text embeddings are cached on disk per (encoder,
+  texts) and per process."""
+  memo = getattr(data, "_item_embeddings", {})
+  key = (data_cfg.item_embeddings, data_cfg.empty_item_text)
+  if key in memo:
+    return memo[key]
+  source = data_cfg.item_embeddings
+  kind, _, arg = source.partition(":")
+  if kind == "text":
+    from genrec.models.text import TextEncoder
+
+    texts = item_texts(data, data_cfg.empty_item_text)
+    encoder = TextEncoder.minilm() if arg in ("", "minilm") else TextEncoder.from_pretrained(arg)
+    if progress:
+      print(f"embedding {len(texts)} item texts of {data.name} with {arg or 'minilm'}", file=sys.stderr)
+    table = encoder.encode(texts, progress=progress, cache=cache_root() / "embeddings")
+  elif kind == "npy":
+    path = Path(arg).expanduser()
+    if not path.is_file():
+      raise DataError(f"data.item_embeddings={source!r}: no such file")
+    table = np.load(path, allow_pickle=False)
+    if table.ndim != 2 or table.shape[0] != data.num_items:
+      raise DataError(f"item embeddings {path} have shape {table.shape}; the catalogue of {data.name} has "
+                      f"{data.num_items} items, so expected [{data.num_items}, D] (one row per item id 1..N)")
+  else:
+    raise ConfigError(f"data.item_embeddings must be 'text:minilm', 'text:HF_DIR' or 'npy:FILE', got {source!r}")
+  table = np.concatenate([np.zeros((1, table.shape[1]), np.float32), np.asarray(table, np.float32)])
+  memo[key] = table
+  object.__setattr__(data, "_item_embeddings", memo)
+  return table
+
+
+def stage_config(spec: str, overrides, data_cfg: DataConfig) -> ExperimentConfig:
+  """The dependency's config: its preset with overrides, on the dependent run's data (same catalogue)."""
+  import genrec.configs
+
+  cfg = config_lib.override(genrec.configs.get(spec), list(overrides))
+  return dataclasses.replace(cfg, data=data_cfg)
+
+
+def stage_dir(cfg: ExperimentConfig) -> Path:
+  digest = hashlib.sha256(config_lib.to_json(cfg).encode()).hexdigest()[:12]
+  return cache_root() / "stages" / f"{cfg.model_name}-{digest}"
+
+
+def run_stage(cfg: ExperimentConfig, *, data=None) -> Path:
+  """Trains the stage unless a finished run of exactly this config exists; returns its folder."""
+  from genrec.train.trainer import Trainer
+
+  workdir = stage_dir(cfg)
+  if not (workdir / "results.json").exists():
+    print(f"stage {cfg.model_name}:{cfg.preset} -> {workdir}", file=sys.stderr)
+    Trainer(cfg, workdir, data=data).run()
+  return workdir
+
+
+def write_semantic_ids(workdir: Path, table: np.ndarray, stats: dict, cfg: ExperimentConfig) -> dict:
+  """Saves the item -> semantic ID table [N+1, C] (row 0 padding) with its version and statistics."""
+  version = hashlib.sha256(np.ascontiguousarray(table, np.int32).tobytes()).hexdigest()[:16]
+  meta = {"version": version, "items": int(table.shape[0] - 1), "digits": int(table.shape[1]),
+          "tokenizer": cfg.model_name, "preset": cfg.preset, "stats": stats}
+  out = workdir / "artifacts"
+  out.mkdir(parents=True, exist_ok=True)
+  _atomic(out / f"{SEMANTIC_IDS}.npy", lambda f: np.save(f, np.asarray(table, np.int32), allow_pickle=False))
+  _atomic(out / f"{SEMANTIC_IDS}.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+  return meta
+
+
+def read_semantic_ids(workdir: str | Path) -> tuple[np.ndarray, dict]:
+  folder = Path(workdir) / "artifacts"
+  try:
+    meta = json.loads((folder / f"{SEMANTIC_IDS}.json").read_text())
+    table = np.load(folder / f"{SEMANTIC_IDS}.npy", allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise DataError(f"{workdir} has no readable semantic-ID table ({e}); is it a tokenizer run?") from None
+  version = hashlib.sha256(np.ascontiguousarray(table, np.int32).tobytes()).hexdigest()[:16]
+  if version != meta.get("version"):
+    raise DataError(f"semantic-ID table in {folder} does not match its recorded version "
+                    f"({version} vs {meta.get('version')}): the files were changed or mixed up")
+  return table, meta
+
+
+def _atomic(path: Path, write) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "wb") as f:
+    write(f)
+  tmp.replace(path)

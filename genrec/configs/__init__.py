@@ -11,7 +11,9 @@ import sys
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.models import registry
 
-_MODULES = {"sasrec": "genrec.configs.sasrec"}
+_MODULES = {"sasrec": "genrec.configs.sasrec", "hstu": "genrec.configs.hstu",
+            "bert4rec": "genrec.configs.bert4rec", "rqvae": "genrec.configs.rqvae",
+            "rqkmeans": "genrec.configs.rqkmeans"}
 
 
 def _presets(model: str) -> dict:

@@ -1,7 +1,7 @@
 """SASRec: a causal transformer over item ids (Kang & McAuley, 2018), trained "SASRec+" style.
 
 Training: every position predicts the next item with a full softmax over the catalogue (cross-entropy),
-input and output share the item embedding table. Batches (left-padded, 0 = padding):
+input and output share the item embedding table (genrec.models.sequential). Batches (left-padded, 0 = padding):
   train: {"inputs": int32[B, L], "targets": int32[B, L]}    targets[t] = the item after inputs[t]
   eval:  {"history": int32[B, L], "seen": int32[B, S], ...}  score the item after history[-1]
 """
@@ -15,6 +15,7 @@ from flax import nnx
 
 from genrec.models import layers
 from genrec.models.registry import register
+from genrec.models.sequential import ItemSequenceModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,13 +37,13 @@ class SASRecConfig:
 
 
 @register("sasrec", SASRecConfig)
-class SASRec(nnx.Module):
+class SASRec(ItemSequenceModel):
   def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
     if cfg.num_items <= 0 or cfg.max_len <= 0:
       raise ValueError(f"SASRecConfig needs num_items and max_len > 0 (got {cfg.num_items}, {cfg.max_len}); "
                        "call cfg.resolve(data, data_cfg) or set them")
     self.cfg = cfg
-    self.item_emb = layers.Embed(cfg.num_items + 1, cfg.dim, ("item", "embed"), rngs=rngs)
+    self.init_items(cfg.num_items, cfg.dim, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
     self.emb_dropout = nnx.Dropout(cfg.emb_dropout, rngs=rngs)
     self.blocks = nnx.List([
@@ -61,26 +62,9 @@ class SASRec(nnx.Module):
       x = block(x, mask=mask) * valid_BxL[..., None]
     return self.final_norm(x)
 
-  def _logits(self, h):
-    logits = self.item_emb.attend(h).astype(jnp.float32)
-    return logits.at[..., 0].set(-jnp.inf)       # the padding id is never a prediction
-
   def loss(self, batch):
-    logits_BxLxN = self._logits(self.encode(batch["inputs"]))
     targets_BxL = batch["targets"]
-    weights = (targets_BxL > 0).astype(jnp.float32)
-    logz = jax.nn.logsumexp(logits_BxLxN, axis=-1)
-    gold = jnp.take_along_axis(logits_BxLxN, targets_BxL[..., None], axis=-1)[..., 0]
-    nll = jnp.where(weights > 0, logz - gold, 0.0)
-    count = jnp.maximum(weights.sum(), 1.0)
-    loss = nll.sum() / count
-    return loss, {"loss": loss, "tokens": weights.sum()}
+    return self.next_item_loss(self.encode(batch["inputs"]), targets_BxL, (targets_BxL > 0).astype(jnp.float32))
 
-  def score(self, batch) -> jax.Array:
-    """Scores of every item (column 0 = padding, -inf) as the next item after `history`: [B, N+1]."""
-    return self._logits(self.encode(batch["history"])[:, -1])
-
-  def recommend(self, batch, k: int):
-    from genrec.models.common import top_k_unseen
-
-    return top_k_unseen(self.score(batch), batch["seen"], k)
+  def query(self, batch) -> jax.Array:
+    return self.encode(batch["history"])[:, -1]

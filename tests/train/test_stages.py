@@ -1,0 +1,102 @@
+"""Tokenizer stages through the shared trainer: item embeddings in, a versioned semantic-ID table out."""
+import json
+
+import numpy as np
+import pytest
+
+import genrec.configs
+from genrec import config as config_lib
+from genrec.config import DataConfig
+from genrec.data import load_dataset
+from genrec.data.errors import DataError
+from genrec.train import stages
+from genrec.train.trainer import Trainer
+
+NUM_ITEMS = 64   # the synthetic catalogue of the tiny presets
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+  """Item embeddings in 4 well-separated clusters of 16 items (item i in cluster (i-1) // 16)."""
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(4, 24)) * 10
+  emb = np.repeat(centres, 16, axis=0) + rng.normal(size=(NUM_ITEMS, 24)) * 0.1
+  path = tmp_path_factory.mktemp("emb") / "items.npy"
+  np.save(path, emb.astype(np.float32))
+  return path
+
+
+def tokenizer_cfg(spec, planted, *extra):
+  return config_lib.override(genrec.configs.get(spec), ["trainer.progress=false", f"data.item_embeddings=npy:{planted}",
+                                                         *extra])
+
+
+@pytest.fixture(scope="module")
+def rqkmeans_run(planted, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("rqk")
+  cfg = tokenizer_cfg("rqkmeans:tiny", planted, "model.levels=2", "model.codebook_size=4")
+  return workdir, Trainer(cfg, workdir, resume=False).run()
+
+
+def test_rqkmeans_codes_recover_planted_clusters(rqkmeans_run):
+  workdir, results = rqkmeans_run
+  table, meta = stages.read_semantic_ids(workdir)
+  assert table.shape == (NUM_ITEMS + 1, 3) and (table[0] == 0).all()
+  first = table[1:, 0]
+  for c in range(4):                          # every item of a cluster shares its first code, clusters differ
+    assert len(set(first[c * 16:(c + 1) * 16])) == 1
+  assert len(set(first)) == 4
+  assert len({tuple(r) for r in table[1:]}) == NUM_ITEMS          # the extra digit makes every tuple unique
+  assert meta["stats"]["usage"][0] == 1.0 and results["semantic_ids"]["version"] == meta["version"]
+  assert results["valid"]["recon"] < 1.0      # clusters of spread 0.1 in 24 dims: ~0.24 after level 1
+
+
+def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
+  workdir, _ = rqkmeans_run
+  table, meta = stages.read_semantic_ids(workdir)
+  table[5, 0] = (table[5, 0] + 1) % 4
+  stages.write_semantic_ids(tmp_path, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
+  (tmp_path / "artifacts" / "semantic_ids.json").write_text(json.dumps(meta))     # the old version
+  with pytest.raises(DataError, match="does not match its recorded version"):
+    stages.read_semantic_ids(tmp_path)
+  with pytest.raises(DataError, match="no readable semantic-ID table"):
+    stages.read_semantic_ids(tmp_path / "nowhere")
+
+
+def test_rqvae_trains_and_exports(planted, tmp_path):
+  cfg = tokenizer_cfg("rqvae:tiny", planted, "model.levels=2", "model.codebook_size=4", "trainer.steps=60",
+                      "trainer.eval_every=30")
+  results = Trainer(cfg, tmp_path, resume=False).run()
+  log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  valid = [r["recon"] for r in log if r["split"] == "valid"]
+  assert valid[-1] < valid[0] or valid[0] < 0.05
+  table, _ = stages.read_semantic_ids(tmp_path)
+  assert table.shape == (NUM_ITEMS + 1, 3)
+  assert results["semantic_ids"]["stats"]["usage"][0] == 1.0       # k-means init puts a code on each cluster
+
+
+def test_run_stage_reuses_a_finished_run(planted, tmp_path, monkeypatch):
+  monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
+  data_cfg = DataConfig(dataset="synthetic", item_embeddings=f"npy:{planted}")
+  cfg = stages.stage_config("rqkmeans:tiny", ["model.codebook_size=4", "trainer.progress=false"], data_cfg)
+  first = stages.run_stage(cfg)
+  stamp = (first / "results.json").stat().st_mtime_ns
+  assert stages.run_stage(cfg) == first and (first / "results.json").stat().st_mtime_ns == stamp
+  other = stages.stage_config("rqkmeans:tiny", ["model.codebook_size=8", "trainer.progress=false"], data_cfg)
+  assert stages.stage_dir(other) != first
+
+
+def test_bad_inputs(planted, tmp_path):
+  data = load_dataset(DataConfig(dataset="synthetic"))
+  short = tmp_path / "short.npy"
+  np.save(short, np.zeros((NUM_ITEMS - 1, 8), np.float32))
+  with pytest.raises(DataError, match=r"shape \(63, 8\).*64 items"):
+    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings=f"npy:{short}"))
+  with pytest.raises(DataError, match="no such file"):
+    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="npy:/nowhere.npy"))
+  ml = load_dataset(DataConfig())
+  with pytest.raises(DataError, match="1 item.*no text.*'267'.*empty_item_text=placeholder"):
+    stages.item_texts(ml, "error")
+  assert stages.item_texts(ml, "placeholder")[266] == "item 267"
+  with pytest.raises(ValueError, match="codebook_size=128 is larger than the catalogue of 64"):
+    Trainer(tokenizer_cfg("rqkmeans:tiny", planted, "model.codebook_size=128"), tmp_path, resume=False)

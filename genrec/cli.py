@@ -3,6 +3,7 @@
   genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh]
   genrec eval DIR [--set eval.candidates=all ...]
   genrec recommend DIR --user ID [--k 10]
+  genrec export-ids DIR [--out FILE.csv|FILE.json]
   genrec datasets list | prepare NAME [--data-dir DIR]
   genrec models
 """
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--k", type=int, default=10)
   r.add_argument("--json", action="store_true")
   r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  x = sub.add_parser("export-ids", help="write a run's item -> semantic ID table (CSV or JSON) with statistics")
+  x.add_argument("workdir")
+  x.add_argument("--out", help="FILE.csv or FILE.json (default: DIR/semantic_ids.csv)")
+  x.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   d = sub.add_parser("datasets", help="list or prepare datasets")
   d.add_argument("action", choices=("list", "prepare"))
@@ -100,6 +106,14 @@ def _recommend(args) -> int:
   return 0
 
 
+def _export_ids(args) -> int:
+  from genrec.train.export import export_semantic_ids
+
+  out = export_semantic_ids(args.workdir, args.out)
+  print(f"wrote {out}")
+  return 0
+
+
 def _datasets(args) -> int:
   from genrec.data import movielens
   from genrec.data.atomic import find_recbole_dataset
@@ -132,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
   from genrec.models import registry
 
   handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
-             "models": _models}[args.command]
+             "models": _models, "export-ids": _export_ids}[args.command]
   try:
     for module in args.imports + getattr(args, "imports_sub", []):
       registry.import_module(module)

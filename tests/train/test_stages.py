@@ -100,3 +100,21 @@ def test_bad_inputs(planted, tmp_path):
   assert stages.item_texts(ml, "placeholder")[266] == "item 267"
   with pytest.raises(ValueError, match="codebook_size=128 is larger than the catalogue of 64"):
     Trainer(tokenizer_cfg("rqkmeans:tiny", planted, "model.codebook_size=128"), tmp_path, resume=False)
+
+
+def test_export_ids_writes_csv_and_json(rqkmeans_run, tmp_path):
+  import csv
+
+  from genrec import cli
+
+  workdir, _ = rqkmeans_run
+  table, meta = stages.read_semantic_ids(workdir)
+  assert cli.main(["export-ids", str(workdir), "--out", str(tmp_path / "ids.json")]) == 0
+  exported = json.loads((tmp_path / "ids.json").read_text())
+  data = load_dataset(DataConfig(dataset="synthetic"))
+  assert exported["version"] == meta["version"] and len(exported["items"]) == NUM_ITEMS
+  assert exported["items"][data.item_raw[5]] == table[5].tolist()
+  assert cli.main(["export-ids", str(workdir), "--out", str(tmp_path / "ids.csv")]) == 0
+  rows = list(csv.reader((tmp_path / "ids.csv").open()))
+  assert rows[0] == ["item", "title", "c0", "c1", "c2"] and len(rows) == NUM_ITEMS + 1
+  assert cli.main(["export-ids", str(workdir), "--out", str(tmp_path / "ids.txt")]) == 2

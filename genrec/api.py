@@ -39,17 +39,18 @@ class Run:
   def recommend(self, user: str, k: int = 10) -> list[dict]:
     """Top-k items for a source-file user id after their whole history, never an item they have seen:
     [{"item": raw id, "title", "score"}]."""
-    from genrec.data.pipeline import left_pad
+    from genrec.data.pipeline import query_example
 
     data = self.dataset()
-    seq = data.sequences[data.user_index(str(user))]
-    if k < 1 or k > data.num_items - len(set(seq.tolist())):
-      raise ValueError(f"k must be between 1 and the {data.num_items - len(set(seq.tolist()))} items user "
-                       f"{user} has not seen, got {k}")
-    batch = {"history": left_pad(seq, self.config.data.max_len)[None], "seen": seq[None].astype(np.int32)}
+    u = data.user_index(str(user))
+    seq = data.sequences[u]
+    unseen = data.num_items - len(set(seq.tolist()))
+    if k < 1 or k > unseen:
+      raise ValueError(f"k must be between 1 and the {unseen} items user {user} has not seen, got {k}")
+    batch = query_example(data, u, max_len=self.config.data.max_len)
     ids, scores = jax.jit(lambda m, b: m.recommend(b, k))(self.model, batch)
     return [{"item": data.item_raw[i], "title": data.item_titles[i], "score": float(s)}
-            for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist())]
+            for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist()) if i > 0]
 
 
 def _is_run(workdir: Path) -> bool:

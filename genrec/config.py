@@ -32,7 +32,7 @@ class DataConfig:
   min_user_interactions: int = 3     # leave-one-out needs >= 3; shorter users are dropped with a count
   max_len: int = 50                  # history length fed to sequence models
   train_window: str = "last"         # last | random: which max_len+1 slice of a user's training items a batch row holds
-  item_embeddings: str = "text:minilm"   # content embeddings: text:minilm | text:HF_DIR | npy:FILE ([num_items, D])
+  item_embeddings: str = "text:minilm"   # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
   empty_item_text: str = "error"     # error | placeholder ("item <id>") for catalogue items with no text
   # synthetic generator (dataset="synthetic")
   synthetic_users: int = 256

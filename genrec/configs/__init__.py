@@ -13,7 +13,7 @@ from genrec.models import registry
 
 _MODULES = {"sasrec": "genrec.configs.sasrec", "hstu": "genrec.configs.hstu",
             "bert4rec": "genrec.configs.bert4rec", "rqvae": "genrec.configs.rqvae",
-            "rqkmeans": "genrec.configs.rqkmeans"}
+            "rqkmeans": "genrec.configs.rqkmeans", "tiger": "genrec.configs.tiger"}
 
 
 def _presets(model: str) -> dict:

@@ -7,7 +7,7 @@ def tiny() -> ExperimentConfig:
   return ExperimentConfig(
       model=RQVAEConfig(hidden_dims=(32,), latent_dim=8, levels=2, codebook_size=8, dead_code_steps=20),
       model_name="rqvae", preset="tiny",
-      data=DataConfig(dataset="synthetic", item_embeddings="text:minilm"),
+      data=DataConfig(dataset="synthetic", item_embeddings="random:16"),
       trainer=TrainerConfig(steps=40, batch_size=32, learning_rate=3e-3, warmup_steps=5, eval_every=20,
                             checkpoint_every=20, log_every=10, best_metric="recon", best_mode="min", b2=0.99),
       eval=EvalConfig(batch_size=32))

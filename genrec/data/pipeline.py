@@ -123,3 +123,13 @@ def item_batches(embeddings: np.ndarray, *, global_batch: int, seed: int, proces
     return {"embedding": embeddings[item], "item": np.int32(item)}
 
   return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
+
+
+def query_example(data: SeqData, user: int, *, max_len: int) -> dict[str, np.ndarray]:
+  """A batch of one row asking for what comes after the user's whole history (not only the training part);
+  the query time is that of the last interaction. Same fields as `eval_examples`, minus the target."""
+  seq = data.sequences[user]
+  ts = data.timestamps[user] - first_timestamp(data)
+  return {"history": left_pad(seq, max_len)[None], "seen": seq[None].astype(np.int32),
+          "user": np.array([user], np.int32), "history_times": left_pad(ts, max_len)[None].astype(np.int32),
+          "target_time": np.array([ts[-1]], np.int32)}

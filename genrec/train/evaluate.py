@@ -60,7 +60,10 @@ def make_eval_step(cfg: EvalConfig) -> Callable:
       top, _ = model.recommend(batch, kmax)
       hit = top == target[:, None]
       rank = jnp.where(hit.any(-1), jnp.argmax(hit, -1), kmax).astype(jnp.int32)
-    return {**metrics.ranking_metrics(rank, cfg.ks), "rank": rank}, top
+    out = {**metrics.ranking_metrics(rank, cfg.ks), "rank": rank}
+    if hasattr(model, "invalid_rate"):        # generative retrievers: how often free decoding invents items
+      out[f"invalid_unconstrained@{kmax}"] = model.invalid_rate(batch, kmax).astype(jnp.float32)
+    return out, top
 
   return step
 

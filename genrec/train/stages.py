@@ -60,6 +60,14 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
     if progress:
       print(f"embedding {len(texts)} item texts of {data.name} with {arg or 'minilm'}", file=sys.stderr)
     table = encoder.encode(texts, progress=progress, cache=cache_root() / "embeddings")
+  elif kind == "random":
+    try:
+      dim = int(arg)
+    except ValueError:
+      dim = 0
+    if dim < 1:
+      raise ConfigError(f"data.item_embeddings={source!r}: 'random:D' needs a width D >= 1")
+    table = np.random.default_rng(data_cfg.seed).normal(size=(data.num_items, dim)).astype(np.float32)
   elif kind == "npy":
     path = Path(arg).expanduser()
     if not path.is_file():
@@ -69,7 +77,8 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
       raise DataError(f"item embeddings {path} have shape {table.shape}; the catalogue of {data.name} has "
                       f"{data.num_items} items, so expected [{data.num_items}, D] (one row per item id 1..N)")
   else:
-    raise ConfigError(f"data.item_embeddings must be 'text:minilm', 'text:HF_DIR' or 'npy:FILE', got {source!r}")
+    raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE' or 'random:D', "
+                      f"got {source!r}")
   table = np.concatenate([np.zeros((1, table.shape[1]), np.float32), np.asarray(table, np.float32)])
   memo[key] = table
   object.__setattr__(data, "_item_embeddings", memo)

@@ -32,6 +32,33 @@ class NextItemTask:
     self.cfg, self.data = cfg, data
     self.view = data
     eval_lib.parse_candidates(cfg.eval.candidates)
+    self.item_codes = None
+    if getattr(cfg.model, "tokenizer", ""):
+      self._semantic_ids()
+
+  def _semantic_ids(self) -> None:
+    """Runs (or reuses) the tokenizer stage a generative retriever depends on and sizes its codes."""
+    model = self.cfg.model
+    stage = stages.stage_config(model.tokenizer, model.tokenizer_overrides, self.cfg.data)
+    table, meta = stages.read_semantic_ids(stages.run_stage(stage, data=self.data))
+    if len(table) != self.data.num_items + 1:
+      raise ConfigError(f"the semantic-ID table of {model.tokenizer} covers {len(table) - 1} items; "
+                        f"{self.data.name} has {self.data.num_items}")
+    pinned = model.semantic_ids_version
+    if pinned and pinned != meta["version"]:
+      raise ConfigError(f"{self.cfg.model_name} was configured for semantic-ID table {pinned}, but its "
+                        f"tokenizer stage {model.tokenizer} gives table {meta['version']}; retrain the "
+                        "retriever (a fresh --workdir) or restore the tokenizer run it was trained on")
+    self.cfg = dataclasses.replace(self.cfg, model=model.with_semantic_ids(table, meta["version"]))
+    self.item_codes = table
+
+  def prepare(self, placed, key) -> None:
+    """Loads the item -> semantic ID table into a generative retriever's state before training."""
+    del key
+    if self.item_codes is not None:
+      model = placed.model(train=True)
+      model.set_item_codes(self.item_codes)
+      _, placed.params, _, placed.other = nnx.split(model, nnx.Param, nnx.RngState, ...)
 
   def train_dataset(self, *, process_index: int, process_count: int):
     cfg = self.cfg

@@ -104,7 +104,7 @@ class Trainer:
     self.workdir = Path(workdir)
     self.data = data if data is not None else load_dataset(cfg.data)
     self.task = get_task(cfg, self.data)
-    self.cfg = cfg = self.task.cfg = resolve(cfg, self.task.view)
+    self.cfg = cfg = self.task.cfg = resolve(self.task.cfg, self.task.view)
     if cfg.trainer.best_mode not in ("max", "min"):
       raise ConfigError(f"trainer.best_mode must be 'max' or 'min', got {cfg.trainer.best_mode!r}")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:

@@ -2,3 +2,5 @@
 from genrec.models.layers.attention import (MLP, MultiHeadAttention, TransformerBlock, causal_mask,
                                             dot_product_attention, padding_mask)
 from genrec.models.layers.core import Embed, LayerNorm, RMSNorm, dense, param, partitioned
+from genrec.models.layers.t5 import (Attention, DecoderBlock, EncoderBlock, RelativePositionBias, init_kv_cache,
+                                     relative_position_bucket)

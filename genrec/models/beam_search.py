@@ -1,0 +1,144 @@
+"""Batched beam search over code tuples, constrained to the tuples of real items by dense per-level tables.
+
+An item is a tuple of C codes, each in [0, K). Prefixes of length l are numbered per level; the tables are:
+
+  next_prefix[l]   int32 [P_l, K]   id of prefix p extended by code c, or -1 if no item starts that way.
+                                    P_0 = 1 (the empty prefix); the last level's ids are item ids (1..N).
+  prefix_count[l]  int32 [P_{l+1}]  items under each prefix of length l+1 (last level: 1 per item id).
+  item_prefix[l]   int32 [N+1]      each item's prefix id after l+1 codes (-1 for item 0, the padding).
+
+Every table has a fixed row capacity (`prefix_capacity`), so they can live in a model built before its code
+table is known. Decoding unrolls the C levels (C is small and static); each level is a gather into its table and
+one top-k over beam x K candidates, so the whole search is one jitted graph with no host round trip.
+
+Already-seen items are removed inside the search, not after it: a candidate prefix is kept only if some item
+under it is unseen (its item count minus the row's seen items under it, counted by binary search in the row's
+sorted seen prefixes), so no beam is spent on a prefix whose items the user has all seen.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_NONE = np.iinfo(np.int32).max       # sorts after every prefix id; matches none
+
+
+class PrefixTables(NamedTuple):
+  next_prefix: tuple        # C x [P_l, K]
+  prefix_count: tuple       # C x [P_{l+1}]
+  item_prefix: tuple        # C x [N+1]
+
+
+class BeamResult(NamedTuple):
+  items: jax.Array          # int32 [B, k]; -1 where fewer than k valid items exist (or, unconstrained, for a
+                            # generated tuple that is no item)
+  scores: jax.Array         # float32 [B, k], total log-probability; -inf where items is -1 for lack of items
+  codes: jax.Array          # int32 [B, k, C], the generated tuples
+
+
+def prefix_capacity(num_items: int, code_levels: int, codebook_size: int) -> list[int]:
+  """Rows P_l of next_prefix[l] for l = 0..C: min(N, K^l) (P_0 = 1), and P_C = N + 1 (item ids)."""
+  caps = [min(num_items, codebook_size ** level) for level in range(code_levels)]
+  return [1, *caps[1:], num_items + 1]
+
+
+def empty_tables(num_items: int, code_levels: int, codebook_size: int) -> PrefixTables:
+  """Tables with no valid prefix (every search returns -1), shaped like those of a real catalogue."""
+  caps = prefix_capacity(num_items, code_levels, codebook_size)
+  return PrefixTables(
+      tuple(np.full((caps[l], codebook_size), -1, np.int32) for l in range(code_levels)),
+      tuple(np.zeros(caps[l + 1], np.int32) for l in range(code_levels)),
+      tuple(np.full(num_items + 1, -1, np.int32) for _ in range(code_levels)))
+
+
+def build_tables(codes_NxC: np.ndarray, codebook_size: int) -> PrefixTables:
+  """Host-side tables from an item → code table [N+1, C] (row 0 = padding, ignored; rows 1..N unique, codes in
+  [0, K)); validated by the caller."""
+  codes = np.asarray(codes_NxC, np.int64)
+  num_items, levels = codes.shape[0] - 1, codes.shape[1]
+  tables = empty_tables(num_items, levels, codebook_size)
+  parent = np.zeros(num_items, np.int64)            # every item starts at the empty prefix 0
+  for level in range(levels):
+    if level == levels - 1:
+      child = np.arange(1, num_items + 1)
+    else:
+      _, child = np.unique(codes[1:, :level + 1], axis=0, return_inverse=True)
+      child = child.reshape(-1)
+    tables.next_prefix[level][parent, codes[1:, level]] = child
+    tables.prefix_count[level][:] = np.bincount(child, minlength=len(tables.prefix_count[level]))
+    tables.item_prefix[level][1:] = child
+    parent = child
+  return tables
+
+
+def seen_prefixes(tables: PrefixTables, seen_BxS: jax.Array) -> tuple:
+  """Per level, each row's distinct seen items mapped to their prefix ids and sorted: C x int32 [B, S]."""
+  seen = jnp.sort(seen_BxS, axis=1)
+  first = jnp.concatenate([jnp.ones_like(seen[:, :1], bool), seen[:, 1:] != seen[:, :-1]], axis=1)
+  seen = jnp.where(first & (seen > 0), seen, 0)
+  out = []
+  for item_prefix in tables.item_prefix:
+    prefix = jnp.take(item_prefix, seen, axis=0)
+    out.append(jnp.sort(jnp.where(prefix >= 0, prefix, _NONE), axis=1))
+  return tuple(out)
+
+
+def _count_sorted(sorted_BxS, query_BxM):
+  """How many times each query value occurs in its row of a sorted array: [B, M]."""
+  side = lambda s: jax.vmap(lambda row, q: jnp.searchsorted(row, q, side=s))(sorted_BxS, query_BxM)
+  return side("right") - side("left")
+
+
+StepFn = Callable[[int, jax.Array, object], tuple[jax.Array, object]]
+
+
+def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int, beam_size: int, k: int,
+                seen_BxS: jax.Array | None = None, constrained: bool = True) -> BeamResult:
+  """Top-k code tuples by total log-probability, C steps of beam search.
+
+  step_fn(level, prev_code_BxW, cache) -> (log_probs_BxWxK, cache): the model's distribution over level
+  `level`'s K codes for each beam, given the code chosen at the previous level (-1 at level 0, meaning "start").
+  Every leaf of `cache` has leading axes [B, W] (W = beam width); beams are reordered along axis 1 after each
+  step. Anything shared by a row's beams (an encoder output) belongs in step_fn's closure, not in the cache.
+
+  The beam width is max(beam_size, k). constrained=True keeps only prefixes of real items (unseen ones, given
+  `seen_BxS`, int32 [B, S], 0 = padding); a row with fewer valid continuations than beams fills the rest with
+  -inf, and if fewer than k valid items exist the tail of `items` is -1 with score -inf. constrained=False
+  searches all K^C tuples (for measuring how often an unconstrained model generates a non-item): a generated
+  tuple that is no item comes back as -1 with its real score.
+  """
+  width = max(beam_size, k)
+  levels, num_codes = len(tables.next_prefix), tables.next_prefix[0].shape[1]
+  seen = seen_prefixes(tables, seen_BxS) if (constrained and seen_BxS is not None) else None
+  scores = jnp.full((batch_size, width), -jnp.inf, jnp.float32).at[:, 0].set(0.0)   # one live beam at start
+  prefix = jnp.zeros((batch_size, width), jnp.int32)
+  prev_code = jnp.full((batch_size, width), -1, jnp.int32)
+  codes = jnp.zeros((batch_size, width, 0), jnp.int32)
+  for level in range(levels):
+    log_probs, cache = step_fn(level, prev_code, cache)
+    table = tables.next_prefix[level]
+    live = jnp.isfinite(scores)[..., None]
+    child = jnp.take(table, jnp.clip(prefix, 0, table.shape[0] - 1), axis=0)            # [B, W, K]
+    child = jnp.where(live & (prefix >= 0)[..., None], child, -1)
+    ok = jnp.broadcast_to(live, child.shape)
+    if constrained:
+      ok = ok & (child >= 0)
+      if seen is not None:
+        flat = child.reshape(batch_size, width * num_codes)
+        count = jnp.take(tables.prefix_count[level], jnp.maximum(flat, 0), axis=0)
+        ok = ok & ((count - _count_sorted(seen[level], flat)) > 0).reshape(child.shape)
+    cand = jnp.where(ok, scores[..., None] + log_probs.astype(jnp.float32), -jnp.inf)
+    scores, idx = jax.lax.top_k(cand.reshape(batch_size, width * num_codes), width)
+    parent, code = idx // num_codes, idx % num_codes
+    prefix = jnp.take_along_axis(child.reshape(batch_size, -1), idx, axis=1)
+    prefix = jnp.where(jnp.isfinite(scores), prefix, -1)
+    codes = jnp.concatenate([jnp.take_along_axis(codes, parent[..., None], axis=1), code[..., None]], axis=2)
+    cache = jax.tree.map(lambda x: jnp.take_along_axis(x, parent.reshape(parent.shape + (1,) * (x.ndim - 2)),
+                                                       axis=1), cache)
+    prev_code = code
+  items = jnp.where(jnp.isfinite(scores), prefix, -1)[:, :k]
+  return BeamResult(items, scores[:, :k], codes[:, :k])

@@ -1,0 +1,306 @@
+"""TIGER: generative retrieval over semantic IDs (Rajput et al., 2023).
+
+Each item is a tuple of C codes (semantic-ID digits from a tokenizer, the last one TIGER's collision digit).
+A T5-style encoder reads the user's history as a flat sequence of code tokens (plus one hashed user token);
+the decoder writes the next item's C codes, one level at a time; recommendation is beam search constrained to
+tuples of real, unseen items (genrec.models.beam_search).
+
+Tokens: 0 = padding; (level l, code c) → 1 + l*K + c; user u → 1 + C*K + (u mod num_user_buckets); BOS last.
+At decoder position l only level l's K codes are outputs (the head has a K-wide slice per level).
+
+The item → code table `item_codes` [N+1, C] (row 0 = padding) and the search tables derived from it are
+non-trainable Variables, zeros until `set_item_codes` loads the tokenizer's table; they are checkpointed with
+the model. Batches (left-padded, 0 = padding):
+  train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   one target per row: targets[:, -1]
+  eval:  {"history": int32[B, L], "seen": int32[B, S], "user": int32[B]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from genrec.models import beam_search as bs
+from genrec.models import layers
+from genrec.models.layers import t5
+from genrec.models.registry import register
+
+NUM_BUCKETS, MAX_DISTANCE = 32, 128      # T5's relative position buckets
+
+
+@dataclasses.dataclass(frozen=True)
+class TigerConfig:
+  num_items: int = 0           # 0: taken from the dataset
+  code_levels: int = 0         # C: semantic-ID digits per item, the collision digit included
+  codebook_size: int = 0       # K: codes per level (the largest level's)
+  num_user_buckets: int = 2000
+  dim: int = 128
+  enc_layers: int = 4
+  dec_layers: int = 4
+  num_heads: int = 6
+  head_dim: int = 64
+  mlp_dim: int = 1024
+  dropout: float = 0.1
+  max_len: int = 0             # history items; 0: taken from data.max_len
+  beam_size: int = 20
+  tokenizer: str = ""          # the stage giving the item -> semantic ID table, e.g. "rqvae:ml100k" (the trainer
+  tokenizer_overrides: tuple[str, ...] = ()   # runs or reuses it); its --set overrides
+  semantic_ids_version: str = ""   # the table this model was trained on (set by the trainer; a mismatch errors)
+  recency_emb: bool = True     # add a learned "items back from the newest" embedding to each history token
+
+  task = "next_item"
+
+  def resolve(self, data, data_cfg) -> "TigerConfig":
+    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
+                               max_len=self.max_len or data_cfg.max_len)
+
+  def with_semantic_ids(self, table_NxC, version: str) -> "TigerConfig":
+    """Sizes the code vocabulary from the tokenizer's table (its digits, the collision digit included)."""
+    table = np.asarray(table_NxC)
+    return dataclasses.replace(self, code_levels=int(table.shape[1]), codebook_size=int(table.max()) + 1,
+                               semantic_ids_version=version)
+
+
+class ItemCodesError(ValueError):
+  pass
+
+
+def codes_fingerprint(codes_NxC) -> int:
+  """A nonzero int31 digest of an item → code table: detects a model paired with a table it was not trained on."""
+  digest = hashlib.sha256(np.ascontiguousarray(np.asarray(codes_NxC, np.int32)).tobytes()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF or 1
+
+
+@register("tiger", TigerConfig)
+class Tiger(nnx.Module):
+  def __init__(self, cfg: TigerConfig, *, rngs: nnx.Rngs):
+    if min(cfg.num_items, cfg.code_levels, cfg.codebook_size, cfg.max_len) <= 0:
+      raise ValueError(f"TigerConfig needs num_items, code_levels, codebook_size and max_len > 0 (got "
+                       f"{cfg.num_items}, {cfg.code_levels}, {cfg.codebook_size}, {cfg.max_len}); call "
+                       "cfg.resolve(data, data_cfg) and size the codes like the tokenizer's table")
+    self.cfg = cfg
+    C, K = cfg.code_levels, cfg.codebook_size
+    self.bos = 1 + C * K + cfg.num_user_buckets
+    block = dict(dropout=cfg.dropout, rngs=rngs)
+    self.embed = layers.Embed(self.bos + 1, cfg.dim, ("vocab", "embed"), rngs=rngs)
+    if cfg.recency_emb:
+      self.recency = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
+    self.enc_bias = t5.RelativePositionBias(cfg.num_heads, bidirectional=True, num_buckets=NUM_BUCKETS,
+                                            max_distance=MAX_DISTANCE, rngs=rngs)
+    self.dec_bias = t5.RelativePositionBias(cfg.num_heads, bidirectional=False, num_buckets=NUM_BUCKETS,
+                                            max_distance=MAX_DISTANCE, rngs=rngs)
+    self.encoder = nnx.List([t5.EncoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block)
+                             for _ in range(cfg.enc_layers)])
+    self.enc_norm = layers.RMSNorm(cfg.dim, rngs=rngs)
+    self.decoder = nnx.List([t5.DecoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block)
+                             for _ in range(cfg.dec_layers)])
+    self.dec_norm = layers.RMSNorm(cfg.dim, rngs=rngs)
+    self.head = layers.dense(cfg.dim, C * K, ("embed", "vocab"), use_bias=False, rngs=rngs)
+    self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+    # Not trained: the tokenizer's table and the beam-search tables derived from it (set_item_codes).
+    self.item_codes = nnx.Variable(jnp.zeros((cfg.num_items + 1, C), jnp.int32))
+    self.codes_hash = nnx.Variable(jnp.zeros((), jnp.int32))
+    caps = bs.prefix_capacity(cfg.num_items, C, K)
+    self.next_prefix = nnx.List([nnx.Variable(jnp.full((caps[l], K), -1, jnp.int32)) for l in range(C)])
+    self.prefix_count = nnx.List([nnx.Variable(jnp.zeros((caps[l + 1],), jnp.int32)) for l in range(C)])
+    self.item_prefix = nnx.List([nnx.Variable(jnp.full((cfg.num_items + 1,), -1, jnp.int32)) for _ in range(C)])
+
+  # ---- the code table -------------------------------------------------------------------------------------
+
+  def set_item_codes(self, codes) -> None:
+    """Loads the tokenizer's item → code table and rebuilds the beam-search tables (host-side, NumPy).
+
+    `codes`: integers [N, C] (row i = item i+1, the tokenizer's catalogue order) or [N+1, C] (row 0 = padding,
+    ignored). Every code must lie in [0, K) and every item's tuple must be unique.
+    """
+    cfg = self.cfg
+    n, C, K = cfg.num_items, cfg.code_levels, cfg.codebook_size
+    codes = np.asarray(codes)
+    if codes.ndim != 2 or codes.shape[1] != C or codes.shape[0] not in (n, n + 1):
+      raise ItemCodesError(f"the item code table has shape {codes.shape}; this TIGER model expects [{n}, {C}] "
+                           f"(one row per catalogue item) or [{n + 1}, {C}] (row 0 = padding): num_items={n}, "
+                           f"code_levels={C} (the collision digit included)")
+    if not np.issubdtype(codes.dtype, np.integer):
+      raise ItemCodesError(f"item codes must be integers; got dtype {codes.dtype}")
+    if codes.shape[0] == n:
+      codes = np.concatenate([np.zeros((1, C), codes.dtype), codes])
+    codes = codes.astype(np.int64)
+    codes[0] = 0
+    bad = np.argwhere((codes[1:] < 0) | (codes[1:] >= K))
+    if len(bad):
+      item, level = int(bad[0][0]) + 1, int(bad[0][1])
+      raise ItemCodesError(f"item {item} has code {int(codes[item, level])} at level {level}, outside [0, {K}) "
+                           f"(codebook_size={K}); {len(bad)} codes out of range in all")
+    _, inverse, counts = np.unique(codes[1:], axis=0, return_inverse=True, return_counts=True)
+    if counts.max() > 1:
+      group = int(counts.argmax())
+      items = np.flatnonzero(inverse.reshape(-1) == group) + 1
+      raise ItemCodesError(
+          f"{int((counts > 1).sum())} code tuples are shared by several items, e.g. items "
+          f"{', '.join(map(str, items[:6].tolist()))} all have {tuple(codes[items[0]].tolist())}; every item needs "
+          "a unique tuple: append the collision digit (genrec.models.semantic_ids.dedup_codes) and count it in "
+          "code_levels")
+    tables = bs.build_tables(codes, K)
+    self.item_codes[...] = jnp.asarray(codes, jnp.int32)
+    self.codes_hash[...] = jnp.asarray(codes_fingerprint(codes), jnp.int32)
+    for variables, arrays in zip((self.next_prefix, self.prefix_count, self.item_prefix), tables, strict=True):
+      for var, array in zip(variables, arrays, strict=True):
+        var[...] = jnp.asarray(array)
+
+  def tables(self) -> bs.PrefixTables:
+    return bs.PrefixTables(*(tuple(v[...] for v in group)
+                             for group in (self.next_prefix, self.prefix_count, self.item_prefix)))
+
+  # ---- encoder / decoder ----------------------------------------------------------------------------------
+
+  def encoder_tokens(self, history_BxL, user_B):
+    """[B, 1 + L*C]: each item's C code tokens in history order, the user token just before the first one."""
+    cfg = self.cfg
+    B, L = history_BxL.shape
+    C, K = cfg.code_levels, cfg.codebook_size
+    codes = jnp.take(self.item_codes[...], history_BxL, axis=0)                       # [B, L, C]
+    offset = (1 + K * jnp.arange(C, dtype=jnp.int32))[None, None, :]
+    tokens = jnp.where((history_BxL > 0)[..., None], codes + offset, 0).reshape(B, L * C)
+    tokens = jnp.concatenate([jnp.zeros((B, 1), jnp.int32), tokens], axis=1)
+    # Left padding: the user token goes right before the history, so relative distances ignore the padding.
+    where = L * C - (tokens > 0).sum(axis=1)
+    user_token = 1 + C * K + jnp.asarray(user_B, jnp.int32) % cfg.num_user_buckets
+    return tokens.at[jnp.arange(B), where].set(user_token)
+
+  def encode(self, tokens_BxS):
+    """(encoder output [B, S, D], valid [B, S])."""
+    valid = tokens_BxS > 0
+    pos = jnp.arange(tokens_BxS.shape[1])
+    bias, mask = self.enc_bias(pos, pos), layers.padding_mask(valid)
+    x = self.embed(tokens_BxS)
+    if self.cfg.recency_emb:
+      # T5 has no absolute positions, so only the encoder's own attention could tell the decoder which tokens
+      # are the newest item; this says it directly (on planted data: far fewer steps to learn the rule).
+      S, C = tokens_BxS.shape[1], self.cfg.code_levels
+      slot = jnp.clip((S - 1 - jnp.arange(S)) // C, 0, self.cfg.max_len - 1)
+      is_code = (tokens_BxS > 0) & (tokens_BxS <= C * self.cfg.codebook_size)
+      x = x + self.recency(slot)[None] * is_code[..., None].astype(x.dtype)
+    x = self.dropout(x)
+    for block in self.encoder:
+      x = block(x, mask=mask, bias=bias)
+    return self.dropout(self.enc_norm(x)), valid
+
+  def encode_batch(self, batch, history_key: str = "history"):
+    if "user" not in batch:
+      raise KeyError("TIGER batches need 'user' (int32 [B], the user index) for the hashed user token")
+    return self.encode(self.encoder_tokens(batch[history_key], batch["user"]))
+
+  def level_log_probs(self, h_BxTxD, levels_T):
+    """Log-softmax over each position's level's K codes: [B, T, K]."""
+    C, K = self.cfg.code_levels, self.cfg.codebook_size
+    w_DxTxK = self.head.kernel[...].reshape(-1, C, K)[:, levels_T].astype(h_BxTxD.dtype)
+    return jax.nn.log_softmax(jnp.einsum("btd,dtk->btk", h_BxTxD, w_DxTxK).astype(jnp.float32), axis=-1)
+
+  def code_tokens(self, level, codes):
+    return 1 + self.cfg.codebook_size * level + codes
+
+  def decode(self, enc_BxSxD, enc_valid_BxS, codes_BxC):
+    """Teacher forcing, no cache: log-probs [B, C, K] of each level's code given the true earlier codes."""
+    B, C = codes_BxC.shape
+    prev = self.code_tokens(jnp.arange(C - 1, dtype=jnp.int32)[None, :], codes_BxC[:, :-1])
+    tokens = jnp.concatenate([jnp.full((B, 1), self.bos, jnp.int32), prev], axis=1)
+    h = self.decoder_hidden(self.dropout(self.embed(tokens)), enc_BxSxD, enc_valid_BxS)
+    return self.level_log_probs(h, jnp.arange(C))
+
+  def decoder_hidden(self, x_BxTxD, enc_BxSxD, enc_valid_BxS):
+    """The decoder stack over embedded inputs (position t sees inputs <= t): [B, T, D]."""
+    pos = jnp.arange(x_BxTxD.shape[1])
+    bias, mask = self.dec_bias(pos, pos), layers.causal_mask(len(pos))
+    cross_mask = layers.padding_mask(enc_valid_BxS)
+    for block in self.decoder:
+      x_BxTxD, _ = block(x_BxTxD, block.cross_attn.project_kv(enc_BxSxD), self_mask=mask, self_bias=bias,
+                         cross_mask=cross_mask)
+    return self.dropout(self.dec_norm(x_BxTxD))
+
+  def start_decoding(self, enc_BxSxD, enc_valid_BxS):
+    """What every decode step reuses: each decoder block's cross-attention (k, v) and the encoder mask."""
+    return [block.cross_attn.project_kv(enc_BxSxD) for block in self.decoder], layers.padding_mask(enc_valid_BxS)
+
+  def init_cache(self, rows: int):
+    cfg = self.cfg
+    return [t5.init_kv_cache(rows, cfg.code_levels, cfg.num_heads, cfg.head_dim) for _ in self.decoder]
+
+  def decode_step(self, level: int, prev_code_R, cache, context):
+    """One decoder position for R rows (R = a multiple of the encoder batch: beams of a row are consecutive).
+
+    level: the position (0 = BOS input); prev_code_R: the code chosen at level-1 (ignored at level 0).
+    Returns (log-probs [R, K] over level `level`'s codes, the updated cache).
+    """
+    cross_kv, cross_mask = context
+    C = self.cfg.code_levels
+    if level == 0:
+      token = jnp.full(prev_code_R.shape, self.bos, jnp.int32)
+    else:
+      token = self.code_tokens(level - 1, prev_code_R)
+    x = self.embed(token)[:, None]
+    keys = jnp.arange(C)
+    bias = self.dec_bias(jnp.full((1,), level), keys)
+    mask = (keys <= level)[None, None, None, :]
+    new_cache = []
+    for block, kv, layer_cache in zip(self.decoder, cross_kv, cache, strict=True):
+      x, layer_cache = block(x, kv, self_mask=mask, self_bias=bias, cross_mask=cross_mask, cache=layer_cache,
+                             index=level)
+      new_cache.append(layer_cache)
+    return self.level_log_probs(self.dec_norm(x), jnp.full((1,), level))[:, 0], new_cache
+
+  # ---- the model interface --------------------------------------------------------------------------------
+
+  def loss(self, batch):
+    """Cross-entropy of the next item's codes (mean over the C digits) given the history; one target per row."""
+    target_B = batch["targets"][:, -1]
+    enc, valid = self.encode_batch(batch, "inputs")
+    codes = jnp.take(self.item_codes[...], target_B, axis=0)
+    log_probs = self.decode(enc, valid, codes)
+    nll_B = -jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].mean(axis=-1)
+    weight_B = (target_B > 0).astype(jnp.float32)
+    rows = weight_B.sum()
+    loss = (nll_B * weight_B).sum() / jnp.maximum(rows, 1.0)
+    return loss, {"loss": loss, "rows": rows}
+
+  def item_log_probs(self, batch, items_BxM):
+    """Total log-probability of given items [B, M] (teacher forcing, no search): [B, M]."""
+    enc, valid = self.encode_batch(batch)
+    B, M = items_BxM.shape
+    codes = jnp.take(self.item_codes[...], items_BxM.reshape(B * M), axis=0)
+    rep = lambda x: jnp.repeat(x, M, axis=0)
+    log_probs = self.decode(rep(enc), rep(valid), codes)
+    return jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].sum(-1).reshape(B, M)
+
+  def generate(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None) -> bs.BeamResult:
+    """Beam search (width max(beam_size, k); beam_size defaults to the config's) over code tuples for an eval
+    batch; see beam_search.beam_search."""
+    enc, valid = self.encode_batch(batch)
+    beam_size = beam_size or self.cfg.beam_size
+    B, W = enc.shape[0], max(beam_size, k)
+    context = self.start_decoding(enc, valid)
+    flat = lambda x: x.reshape(B * W, *x.shape[2:])
+    beams = lambda x: x.reshape(B, W, *x.shape[1:])
+
+    def step(level, prev_BxW, cache):
+      log_probs, cache = self.decode_step(level, prev_BxW.reshape(B * W), jax.tree.map(flat, cache), context)
+      return log_probs.reshape(B, W, -1), jax.tree.map(beams, cache)
+
+    cache = jax.tree.map(beams, self.init_cache(B * W))
+    return bs.beam_search(step, cache, self.tables(), batch_size=B, beam_size=beam_size, k=k,
+                          seen_BxS=batch.get("seen") if constrained else None, constrained=constrained)
+
+  def recommend(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None):
+    """Top-k unseen items [B, k] and their total log-probabilities [B, k]; -1 / -inf past the last valid item.
+    constrained=False: unconstrained decoding; a generated tuple that is no item comes back as -1."""
+    result = self.generate(batch, k, constrained=constrained, beam_size=beam_size)
+    return result.items, result.scores
+
+  def invalid_rate(self, batch, k: int | None = None, *, beam_size: int | None = None):
+    """Fraction of the top-k tuples from unconstrained beam search that are not real items, per row: [B]."""
+    k = k or beam_size or self.cfg.beam_size
+    result = self.generate(batch, k, constrained=False, beam_size=beam_size)
+    return ((result.items < 0) & jnp.isfinite(result.scores)).mean(axis=1)

@@ -21,9 +21,9 @@ def ml100k() -> ExperimentConfig:
       model=BERT4RecConfig(dim=64, num_layers=2, num_heads=2, mlp_dim=256, dropout=0.2, emb_dropout=0.2,
                            mask_ratio=0.2),
       model_name="bert4rec", preset="ml100k",
-      data=DataConfig(dataset="ml-100k", max_len=200, train_window="random"),
-      trainer=TrainerConfig(steps=1500, batch_size=128, learning_rate=1e-3, warmup_steps=100,
-                            weight_decay=0.0, eval_every=100, checkpoint_every=500, log_every=50),
+      data=DataConfig(dataset="ml-100k", max_len=50, train_window="random"),
+      trainer=TrainerConfig(steps=800, batch_size=128, learning_rate=1e-3, warmup_steps=100,
+                            weight_decay=0.0, eval_every=100, checkpoint_every=400, log_every=50),
       eval=EvalConfig(batch_size=256))
 
 

@@ -1,6 +1,9 @@
 """Test-wide JAX settings: 8 simulated CPU devices and strict numerics, set before any JAX op."""
 import os
+import sys
 
+# Shared helpers (fixtures_runs.py, extension/) import by name; pytest's importlib mode does not add tests/.
+sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import jax  # noqa: E402

@@ -1,6 +1,5 @@
 """Bad input at every boundary gives a clear error (exit code 2 from the CLI), never a traceback; damaged or
 half-written run folders are diagnosed, and an interrupted checkpoint never hides the previous one."""
-import importlib.util
 import json
 import shutil
 import sys
@@ -11,19 +10,8 @@ import pytest
 import genrec
 from genrec.models.registry import UnknownModelError
 from genrec.train.checkpoint import CheckpointError, Checkpointer
+import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 
-
-def _fixtures_runs():
-  # pytest runs with --import-mode=importlib, so tests/ is not on sys.path; one module object per session.
-  name = "genrec_tests_fixtures_runs"
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fixtures_runs.py"))
-    sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules[name])
-  return sys.modules[name]
-
-
-runs = _fixtures_runs()
 
 
 @pytest.fixture(scope="module")

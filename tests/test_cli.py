@@ -1,28 +1,15 @@
 """The `genrec` command end to end on one tiny SASRec run: train, eval, recommend, models, datasets, resume."""
-import importlib.util
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import genrec
 from genrec.data import load_dataset
 from genrec.train.checkpoint import Checkpointer
+import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 
-
-def _fixtures_runs():
-  # pytest runs with --import-mode=importlib, so tests/ is not on sys.path; one module object per session.
-  name = "genrec_tests_fixtures_runs"
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fixtures_runs.py"))
-    sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules[name])
-  return sys.modules[name]
-
-
-runs = _fixtures_runs()
 genrec_cli = runs.genrec_cli
 METRICS = ("recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5")
 

@@ -15,12 +15,13 @@ from flax import nnx
 
 from genrec.config import ConfigError
 from genrec.models import layers
+from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
 from genrec.models.sequential import ItemSequenceModel, softmax_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
-class BERT4RecConfig:
+class BERT4RecConfig(SequenceSizes):
   num_items: int = 0          # 0: taken from the dataset when training starts
   max_len: int = 0            # 0: taken from data.max_len (the model sees max_len + 1 positions)
   dim: int = 64
@@ -37,17 +38,12 @@ class BERT4RecConfig:
     if not 0.0 < self.mask_ratio < 1.0:
       raise ConfigError(f"model.mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
-  def resolve(self, data, data_cfg) -> "BERT4RecConfig":
-    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
-                               max_len=self.max_len or data_cfg.max_len)
 
 
 @register("bert4rec", BERT4RecConfig)
 class BERT4Rec(ItemSequenceModel):
   def __init__(self, cfg: BERT4RecConfig, *, rngs: nnx.Rngs):
-    if cfg.num_items <= 0 or cfg.max_len <= 0:
-      raise ValueError(f"BERT4RecConfig needs num_items and max_len > 0 (got {cfg.num_items}, {cfg.max_len}); "
-                       "call cfg.resolve(data, data_cfg) or set them")
+    cfg.check_sizes()
     self.cfg = cfg
     self.mask_id = cfg.num_items + 1
     self.init_items(cfg.num_items, cfg.dim, extra_tokens=1, rngs=rngs)

@@ -20,6 +20,7 @@ from flax import nnx
 
 from genrec.config import ConfigError
 from genrec.models import layers
+from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
 from genrec.models.sequential import ItemSequenceModel, check_loss_config
 
@@ -27,7 +28,7 @@ ATTENTIONS = ("plain", "blocked")
 
 
 @dataclasses.dataclass(frozen=True)
-class HSTUConfig:
+class HSTUConfig(SequenceSizes):
   num_items: int = 0          # 0: taken from the dataset when training starts
   max_len: int = 0            # 0: taken from data.max_len
   dim: int = 64
@@ -58,9 +59,6 @@ class HSTUConfig:
     except ValueError as e:
       raise ConfigError(str(e)) from None
 
-  def resolve(self, data, data_cfg) -> "HSTUConfig":
-    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
-                               max_len=self.max_len or data_cfg.max_len)
 
 
 def time_bucket(dt, num_buckets: int):
@@ -167,9 +165,7 @@ class HSTULayer(nnx.Module):
 @register("hstu", HSTUConfig)
 class HSTU(ItemSequenceModel):
   def __init__(self, cfg: HSTUConfig, *, rngs: nnx.Rngs):
-    if cfg.num_items <= 0 or cfg.max_len <= 0:
-      raise ValueError(f"HSTUConfig needs num_items and max_len > 0 (got {cfg.num_items}, {cfg.max_len}); "
-                       "call cfg.resolve(data, data_cfg) or set them")
+    cfg.check_sizes()
     if cfg.attention == "blocked" and cfg.max_len % cfg.block_size:
       raise ConfigError(f"model.block_size={cfg.block_size} must divide max_len={cfg.max_len}")
     self.cfg = cfg

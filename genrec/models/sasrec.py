@@ -14,12 +14,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genrec.models import layers
+from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
 from genrec.models.sequential import ItemSequenceModel
 
 
 @dataclasses.dataclass(frozen=True)
-class SASRecConfig:
+class SASRecConfig(SequenceSizes):
   num_items: int = 0          # 0: taken from the dataset when training starts
   max_len: int = 0            # 0: taken from data.max_len
   dim: int = 64
@@ -29,9 +30,6 @@ class SASRecConfig:
   dropout: float = 0.2
   emb_dropout: float = 0.2
 
-  def resolve(self, data, data_cfg) -> "SASRecConfig":
-    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
-                               max_len=self.max_len or data_cfg.max_len)
 
   task = "next_item"
 
@@ -39,9 +37,7 @@ class SASRecConfig:
 @register("sasrec", SASRecConfig)
 class SASRec(ItemSequenceModel):
   def __init__(self, cfg: SASRecConfig, *, rngs: nnx.Rngs):
-    if cfg.num_items <= 0 or cfg.max_len <= 0:
-      raise ValueError(f"SASRecConfig needs num_items and max_len > 0 (got {cfg.num_items}, {cfg.max_len}); "
-                       "call cfg.resolve(data, data_cfg) or set them")
+    cfg.check_sizes()
     self.cfg = cfg
     self.init_items(cfg.num_items, cfg.dim, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)

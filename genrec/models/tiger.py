@@ -27,13 +27,14 @@ from flax import nnx
 from genrec.models import beam_search as bs
 from genrec.models import layers
 from genrec.models.layers import t5
+from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
 
 NUM_BUCKETS, MAX_DISTANCE = 32, 128      # T5's relative position buckets
 
 
 @dataclasses.dataclass(frozen=True)
-class TigerConfig:
+class TigerConfig(SequenceSizes):
   num_items: int = 0           # 0: taken from the dataset
   code_levels: int = 0         # C: semantic-ID digits per item, the collision digit included
   codebook_size: int = 0       # K: codes per level (the largest level's)
@@ -54,9 +55,6 @@ class TigerConfig:
 
   task = "next_item"
 
-  def resolve(self, data, data_cfg) -> "TigerConfig":
-    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
-                               max_len=self.max_len or data_cfg.max_len)
 
   def with_semantic_ids(self, table_NxC, version: str) -> "TigerConfig":
     """Sizes the code vocabulary from the tokenizer's table (its digits, the collision digit included)."""

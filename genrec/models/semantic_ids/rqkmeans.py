@@ -78,15 +78,20 @@ class RQKMeansConfig:
 
   def resolve(self, data, data_cfg) -> "RQKMeansConfig":
     del data_cfg
-    cfg = self
-    table = getattr(data, "item_embeddings", None)
-    if not cfg.input_dim and table is not None:
-      cfg = dataclasses.replace(cfg, input_dim=int(np.shape(table)[-1]))
-    num_items = getattr(data, "num_items", None)
-    if num_items is not None and cfg.codebook_size > num_items:
-      raise ValueError(f"RQ-KMeans codebook_size={cfg.codebook_size} is larger than the catalogue of "
-                       f"{num_items} items (use a smaller model.codebook_size)")
-    return cfg
+    return resolve_tokenizer(self, data, "RQ-KMeans")
+
+
+def resolve_tokenizer(cfg, data, name: str, *, check_codebook: bool = True):
+  """A tokenizer config's input_dim from `data.item_embeddings` [*, D] when unset; a codebook larger than the
+  catalogue is refused (k-means cannot place more codes than there are items)."""
+  table = getattr(data, "item_embeddings", None)
+  if not cfg.input_dim and table is not None:
+    cfg = dataclasses.replace(cfg, input_dim=int(np.shape(table)[-1]))
+  num_items = getattr(data, "num_items", None)
+  if check_codebook and num_items is not None and cfg.codebook_size > num_items:
+    raise ValueError(f"{name} codebook_size={cfg.codebook_size} is larger than the catalogue of {num_items} "
+                     "items; k-means cannot place that many codes (use a smaller model.codebook_size)")
+  return cfg
 
 
 @register("rqkmeans", RQKMeansConfig)

@@ -31,7 +31,7 @@ from flax import nnx
 from genrec.models import layers
 from genrec.models.registry import register
 from genrec.models.semantic_ids.kmeans import DEFAULT_CHUNK
-from genrec.models.semantic_ids.rqkmeans import fit_rqkmeans
+from genrec.models.semantic_ids.rqkmeans import fit_rqkmeans, resolve_tokenizer
 
 QUANTIZERS = ("ste", "rotation")
 sg = jax.lax.stop_gradient
@@ -57,15 +57,7 @@ class RQVAEConfig:
   def resolve(self, data, data_cfg) -> "RQVAEConfig":
     """Takes input_dim from `data.item_embeddings` [*, D] when unset; checks the codebook fits the catalogue."""
     del data_cfg
-    cfg = self
-    table = getattr(data, "item_embeddings", None)
-    if not cfg.input_dim and table is not None:
-      cfg = dataclasses.replace(cfg, input_dim=int(np.shape(table)[-1]))
-    num_items = getattr(data, "num_items", None)
-    if cfg.kmeans_init and num_items is not None and cfg.codebook_size > num_items:
-      raise ValueError(f"RQ-VAE codebook_size={cfg.codebook_size} is larger than the catalogue of {num_items} "
-                       "items; k-means cannot place that many codes (use a smaller model.codebook_size)")
-    return cfg
+    return resolve_tokenizer(self, data, "RQ-VAE", check_codebook=self.kmeans_init)
 
   def validate(self) -> None:
     if self.input_dim <= 0:

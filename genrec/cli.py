@@ -70,6 +70,9 @@ def _train(args) -> int:
       shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
   print(f"training {args.spec} in {workdir}", file=sys.stderr)
   results = train(cfg, workdir)
+  if results is None:
+    print(f"stopped before trainer.steps; run the same command to resume from {workdir}", file=sys.stderr)
+    return 0
   print(results_table(results))
   print(f"\nresults: {workdir / 'results.json'}")
   return 0

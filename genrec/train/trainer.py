@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grain
@@ -188,9 +191,12 @@ class Trainer:
     best_time = None
     step = start_step
     last = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
+    stop = False
+    self.interrupted = None
     if tcfg.steps == 0 and self.best.latest_step() is None:   # a model fitted in prepare() (no gradient steps)
       self._validate(logger, 0)
       self.checkpoints.save(0, self._saved_state(), self._meta())
+    restore_handlers = _catch_stop_signals(self)
     try:
       while step < last:
         local = next(iterator)
@@ -214,12 +220,19 @@ class Trainer:
         if stop:
           logger.message(f"early stop at step {step}: no gain in {tcfg.best_metric} for {tcfg.patience} evals")
           break
+        if self.interrupted is not None:
+          if step % tcfg.checkpoint_every and step not in (tcfg.steps, last):
+            self.checkpoints.save(step, self._saved_state(), self._meta())
+          logger.message(f"{self.interrupted}: stopped after step {step} with a checkpoint; the same "
+                         f"`genrec train` on {self.workdir} resumes from it")
+          break
       if pending is not None:
         self._log_train(logger, *pending)
     finally:
+      restore_handlers()
       logger.close()
     train_seconds = time.time() - t0
-    if step < tcfg.steps and not stop:
+    if (step < tcfg.steps and not stop) or self.interrupted is not None:
       return None
     return self.finish(train_seconds=train_seconds, best_seconds=best_time, steps=step)
 
@@ -273,6 +286,20 @@ class Trainer:
       results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)
     return results
+
+
+def _catch_stop_signals(trainer) -> Callable[[], None]:
+  """SIGTERM/SIGINT set `trainer.interrupted`; the loop finishes its step, checkpoints and returns. Returns a
+  function restoring the previous handlers. (Only the main thread may install handlers.)"""
+  if threading.current_thread() is not threading.main_thread():
+    return lambda: None
+
+  def handler(signum, frame):
+    del frame
+    trainer.interrupted = signal.Signals(signum).name
+
+  previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+  return lambda: [signal.signal(sig, old) for sig, old in previous.items()]
 
 
 def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Path) -> None:

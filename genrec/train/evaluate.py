@@ -69,12 +69,14 @@ def make_eval_step(cfg: EvalConfig) -> Callable:
 
 
 def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, max_len: int,
-             users: np.ndarray | None = None) -> tuple[dict, dict]:
-  """Runs `run_step(batch_np, key) -> (per_row, top)` (a jitted, sharded step) over every user of `split`.
+             users: np.ndarray | None = None, examples: dict | None = None) -> tuple[dict, dict]:
+  """Runs `run_step(batch_np, key) -> (per_row, top)` (a jitted, sharded step) over every user of `split`
+  (or over `examples`, the split's `eval_examples` when the caller keeps them between evaluations).
 
   Returns (summary, groups): summary holds the mean metrics plus coverage/diversity/novelty at each k.
   """
-  examples = eval_examples(data, split, max_len=max_len, users=users)
+  if examples is None:
+    examples = eval_examples(data, split, max_len=max_len, users=users)
   key = jax.random.key(cfg.seed)
   rows, tops = [], []
   for i, batch in enumerate(batches(examples, cfg.batch_size)):

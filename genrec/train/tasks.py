@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from genrec.config import ConfigError, ExperimentConfig
-from genrec.data.pipeline import item_batches, next_item_train
+from genrec.data.pipeline import eval_examples, item_batches, next_item_train
 from genrec.models.semantic_ids.collisions import code_stats, dedup_codes
 from genrec.train import evaluate as eval_lib
 from genrec.train import sharding, stages
@@ -69,9 +69,14 @@ class NextItemTask:
   def evaluator(self, placed):
     runner = make_eval_runner(placed, self.cfg)
 
+    examples = {}     # host arrays per split, built once: every validation reuses them
+
     def evaluate(params, other, split):
       step = lambda batch, key: runner(params, other, placed.rngs, batch, key)
-      return eval_lib.evaluate(step, self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len)
+      if split not in examples:
+        examples[split] = eval_examples(self.data, split, max_len=self.cfg.data.max_len)
+      return eval_lib.evaluate(step, self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len,
+                               examples=examples[split])
 
     return evaluate
 

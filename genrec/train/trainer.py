@@ -125,6 +125,7 @@ class Trainer:
     if hasattr(self.task, "prepare") and not resuming:
       self.task.prepare(self.placed, jax.random.key(cfg.trainer.seed))
     self.tx = optim.optimizer(cfg.trainer)
+    self.schedule = optim.schedule(cfg.trainer)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     p_sh = self.placed.param_shardings
     opt_sh = _opt_shardings(self.tx, self.placed.params, p_sh, self.mesh)
@@ -238,11 +239,10 @@ class Trainer:
 
   def _log_train(self, logger, step, metrics):
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    values["lr"] = float(self.schedule(step - 1))
     if not np.isfinite(values["loss"]):
-      raise NonFiniteLossError(f"loss became {values['loss']} at step {step} (lr "
-                               f"{float(optim.schedule(self.cfg.trainer)(step - 1)):.3g}); lower "
+      raise NonFiniteLossError(f"loss became {values['loss']} at step {step} (lr {values['lr']:.3g}); lower "
                                "trainer.learning_rate, enable trainer.clip_norm, or check the data")
-    values["lr"] = float(optim.schedule(self.cfg.trainer)(step - 1))
     if step % self.cfg.trainer.log_every == 0:
       logger.write(step, "train", values)
     logger.advance(0, {"loss": values["loss"]})

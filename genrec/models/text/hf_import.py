@@ -7,20 +7,18 @@ names it. The module is built abstractly (`nnx.eval_shape`), so loading never ru
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genrec.models.hf import (CONFIG, WEIGHTS, CheckpointError, file_fingerprint, find_file,  # noqa: F401
+                              module_from_tensors, read_json, read_safetensors)
 from genrec.models.text.bert import Bert, BertConfig
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 
 # HF name → NNX path. Per layer: `encoder.layer.{i}.` + key ↦ ("layers", i) + path.
@@ -53,10 +51,6 @@ LAYER_NAMES = {
 IGNORED = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that does not fit its config (names the tensors) or a missing file (names the path)."""
-
-
 def name_table(cfg: BertConfig) -> dict[str, tuple]:
   """Every tensor a checkpoint of `cfg` must hold: HF name → NNX state path."""
   table = dict(EMBEDDING_NAMES)
@@ -73,77 +67,20 @@ def _canonical(name: str) -> str:
   return name
 
 
-def find_file(path: str | os.PathLike, name: str, what: str) -> Path:
-  """`path` is a model folder or a file inside it; returns folder/name or raises naming what it is for."""
-  path = Path(path).expanduser()
-  folder = path if path.is_dir() else path.parent
-  if not folder.exists():
-    raise CheckpointError(f"model folder {folder} does not exist")
-  found = folder / name
-  if not found.is_file():
-    present = sorted(p.name for p in folder.iterdir())
-    raise CheckpointError(f"no {name} in {folder} ({what}); the folder holds {present}")
-  return found
-
-
 def load_config(path: str | os.PathLike, **overrides) -> BertConfig:
   """The BertConfig from the `config.json` next to the weights (HF ships one with every model)."""
   file = find_file(path, CONFIG, "the model's shape: hidden_size, num_hidden_layers, …; "
                    "or pass config=BertConfig(...)")
-  try:
-    hf = json.loads(file.read_text())
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{file} is not valid JSON: {e}") from e
-  return BertConfig.from_hf_config(hf, **overrides)
-
-
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """All tensors of a .safetensors file as NumPy arrays (no pickle, no torch)."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load_file
-
-  path = Path(path)
-  if path.is_dir():
-    path = find_file(path, WEIGHTS, "the weights")
-  try:
-    return load_file(str(path))
-  except (SafetensorError, OSError, TypeError) as e:
-    raise CheckpointError(f"cannot read {path} as safetensors (bfloat16 tensors need a float32 export): {e}") from e
+  return BertConfig.from_hf_config(read_json(file), **overrides)
 
 
 def bert_from_tensors(tensors: dict[str, np.ndarray], cfg: BertConfig, *, source: str = "checkpoint",
                       dtype=jnp.float32) -> Bert:
   """Builds a `Bert` for `cfg` holding exactly `tensors` (HF names and layout)."""
   tensors = {_canonical(k): v for k, v in tensors.items()}
-  table = name_table(cfg)
-  missing = sorted(set(table) - set(tensors))
-  unexpected = sorted(set(tensors) - set(table) - set(IGNORED))
-  if missing or unexpected:
-    raise CheckpointError(
-        f"{source} does not match BertConfig(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads}): "
-        f"missing tensors {missing or 'none'}; unexpected tensors {unexpected or 'none'}")
-
-  abstract = nnx.eval_shape(lambda: Bert(cfg, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(abstract)
-  by_path = {path: name for name, path in table.items()}
-  leaves = []
-  for path, var in nnx.to_flat_state(state):
-    if isinstance(var, nnx.Param):
-      name = by_path[path]
-      value = tensors[name]
-      if path[-1] == "kernel":
-        value = value.T
-      if value.shape != var.shape:
-        raise CheckpointError(
-            f"{source}: tensor {name} has shape {tensors[name].shape} but the config implies "
-            f"{var.shape[::-1] if path[-1] == 'kernel' else var.shape} (HF layout); is config.json the "
-            "one these weights were saved with?")
-      var = var.replace(jnp.asarray(value, dtype))
-    else:   # dropout's RNG state: a fresh key and counter (dropout is off for an imported encoder)
-      is_key = jax.dtypes.issubdtype(var.get_value().dtype, jax.dtypes.prng_key)
-      var = var.replace(jax.random.key(0) if is_key else jnp.zeros(var.shape, var.get_value().dtype))
-    leaves.append((path, var))
-  return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+  return module_from_tensors(
+      lambda: Bert(cfg, rngs=nnx.Rngs(0)), tensors, name_table(cfg), source=source, ignored=IGNORED, dtype=dtype,
+      what=f"BertConfig(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads})")
 
 
 def load_bert(path: str | os.PathLike, *, config: BertConfig | None = None, dtype=jnp.float32) -> Bert:
@@ -176,16 +113,3 @@ def default_max_length(path: str | os.PathLike, cfg: BertConfig) -> int:
       if value:
         return min(int(value), cfg.max_position)
   return cfg.max_position
-
-
-def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-  """sha256 of a file's size, first and last MiB: cheap, and changes when the weights change."""
-  path = Path(path)
-  size = path.stat().st_size
-  h = hashlib.sha256(str(size).encode())
-  with path.open("rb") as f:
-    h.update(f.read(chunk))
-    if size > chunk:
-      f.seek(max(chunk, size - chunk))
-      h.update(f.read(chunk))
-  return h.hexdigest()

@@ -1,6 +1,7 @@
 """The `genrec` command. Thin: parse, call the library, print.
 
-  genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh]
+  genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP] [--init-from RUN]
+               [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
   genrec eval DIR [--set eval.candidates=all ...]
   genrec recommend DIR --user ID [--k 10]
   genrec export-ids DIR [--out FILE.csv|FILE.json]
@@ -27,7 +28,10 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--workdir", required=True)
   t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
   t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
+  t.add_argument("--stop-at", type=int, metavar="STEP",
+                 help="pause after STEP with a checkpoint (the same command without it resumes)")
   t.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+  _launch_flags(t)
 
   e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
   e.add_argument("workdir")
@@ -56,20 +60,43 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _launch_flags(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group("multi-process launch (see README: several hosts)")
+  g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (env GENREC_COORDINATOR)")
+  g.add_argument("--num-processes", type=int, help="processes in the job (env GENREC_NUM_PROCESSES)")
+  g.add_argument("--process-id", type=int, help="this process, 0..N-1 (env GENREC_PROCESS_ID)")
+  g.add_argument("--distributed", choices=("auto",), help="detect the cluster: SLURM, Open MPI, TPU pod")
+  g.add_argument("--local-devices", type=int, default=0, metavar="N",
+                 help="simulate N devices on a CPU host (testing meshes without accelerators)")
+
+
+def _start_jax(args) -> None:
+  from genrec.train import distributed
+
+  launch = distributed.from_args(args.coordinator, args.num_processes, args.process_id,
+                                 auto=args.distributed == "auto", local_devices=args.local_devices)
+  distributed.initialize(launch)
+
+
 def _train(args) -> int:
   import genrec.configs
   from genrec import config as config_lib
   from genrec.train.report import results_table
-  from genrec.train.trainer import train
+  from genrec.train.trainer import Trainer
 
   cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
+  _start_jax(args)
   workdir = Path(args.workdir)
   if args.fresh:
     for sub in ("checkpoints", "best", "results.json", "metrics.jsonl", "tensorboard"):
       path = workdir / sub
       shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
   print(f"training {args.spec} in {workdir}", file=sys.stderr)
-  results = train(cfg, workdir)
+  results = Trainer(cfg, workdir).run(stop_at=args.stop_at)
+  import jax
+
+  if jax.process_index() != 0:           # one report per job
+    return 0
   if results is None:
     print(f"stopped before trainer.steps; run the same command to resume from {workdir}", file=sys.stderr)
     return 0

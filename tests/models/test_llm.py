@@ -190,6 +190,8 @@ def test_import_matches_numpy_reference_with_left_and_right_padding(ckpt):
   assert layer.attn.q.kernel.get_metadata()["out_sharding"] == ("embed", "heads")
   assert layer.mlp.up.kernel.get_metadata()["out_sharding"] == ("embed", "mlp")
   assert lm.tokens.embedding.get_metadata()["out_sharding"] == ("vocab", "embed")
+  for path, var in nnx.to_flat_state(nnx.state(lm)):
+    assert len(var.get_metadata()["out_sharding"]) == var.ndim, path
 
 
 def test_padding_content_and_side_do_not_change_real_logits(ckpt):
@@ -365,7 +367,8 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
   tensors = random_tensors(QWEN2)
   del tensors["model.layers.0.self_attn.v_proj.bias"]
   tensors["model.layers.0.self_attn.o_proj.bias"] = np.zeros(48, np.float32)
-  with pytest.raises(CheckpointError, match=r"missing tensors \['model\.layers\.0\.self_attn\.v_proj\.bias'\]; "
+  with pytest.raises(CheckpointError, match=r"missing tensors \['model\.layers\.0\.self_attn\.v_proj\.bias'\] "
+                     r"\(expected model\.layers\.0\.self_attn\.v_proj\.bias \(12,\)\); "
                      r"unexpected tensors \['model\.layers\.0\.self_attn\.o_proj\.bias'\]"):
     load_llm(write_checkpoint(tmp_path / "bad", tensors, QWEN2))
   with pytest.raises(CheckpointError, match=r"no model\.safetensors in .*model\.safetensors\.index\.json"):

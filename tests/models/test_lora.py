@@ -17,6 +17,11 @@ LORA = LoRAConfig(rank=4, alpha=8.0, targets=ALL)      # one adapter shape throu
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, CFG.vocab_size, (2, 8)), jnp.int32)
 
 
+@pytest.fixture(scope="module")
+def base():
+  return DecoderLM(CFG, rngs=nnx.Rngs(0))
+
+
 @nnx.jit
 def forward(lm, ids_BxL):
   return lm(ids_BxL)
@@ -31,8 +36,8 @@ def adapters(lm):
   return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(lm, LoRAParam))}
 
 
-def test_fresh_adapter_leaves_outputs_unchanged_and_keeps_base_paths():
-  lm = DecoderLM(CFG, rngs=nnx.Rngs(0))
+def test_fresh_adapter_leaves_outputs_unchanged_and_keeps_base_paths(base):
+  lm = nnx.clone(base)
   before, paths = np.asarray(forward(lm, IDS)), set(base_params(lm))
   wrapped = apply_lora(lm, LORA, rngs=nnx.Rngs(1))
   assert sorted(wrapped) == sorted(f"layers.0.{m}" for m in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate",
@@ -49,8 +54,8 @@ def test_fresh_adapter_leaves_outputs_unchanged_and_keeps_base_paths():
   assert lm.layers[0].mlp.down.lora_b.get_metadata()["out_sharding"] == (None, "embed")
 
 
-def test_merge_and_unmerge_keep_outputs():
-  lm = DecoderLM(CFG, rngs=nnx.Rngs(0))
+def test_merge_and_unmerge_keep_outputs(base):
+  lm = nnx.clone(base)
   plain = np.asarray(forward(lm, IDS))
   apply_lora(lm, LORA, rngs=nnx.Rngs(1))
   key = jax.random.key(2)
@@ -72,8 +77,8 @@ def test_merge_and_unmerge_keep_outputs():
   np.testing.assert_allclose(lm.layers[0].attn.q.kernel.get_value(), kernel0, atol=1e-6)
 
 
-def test_optimizer_over_adapters_only_leaves_base_weights_exactly_unchanged():
-  lm = DecoderLM(CFG, rngs=nnx.Rngs(0))
+def test_optimizer_over_adapters_only_leaves_base_weights_exactly_unchanged(base):
+  lm = nnx.clone(base)
   lora = LORA
   apply_lora(lm, lora, rngs=nnx.Rngs(1))
   base0, ad0 = base_params(lm), adapters(lm)
@@ -107,8 +112,8 @@ def test_dropout_acts_in_train_mode_only():
   np.testing.assert_array_equal(call(lora, x), call(lora, x))
 
 
-def test_bad_targets_and_config_are_named():
-  lm = DecoderLM(CFG, rngs=nnx.Rngs(0))
+def test_bad_targets_and_config_are_named(base):
+  lm = nnx.clone(base)
   with pytest.raises(ValueError, match=r"LoRA targets \['q_proj'\] name no linear layer of DecoderLM; .*"
                      r"\['down', 'gate', 'k', 'lm_head', 'o', 'q', 'up', 'v'\]"):
     apply_lora(lm, LoRAConfig(targets=("q", "q_proj")), rngs=nnx.Rngs(1))

@@ -51,6 +51,11 @@ def hf_name(path: tuple) -> str:
   return f"{TOP_MODULES[tuple(module)]}.{LEAF_NAMES[leaf]}"
 
 
+def hf_shape(path: tuple, shape) -> tuple[int, ...]:
+  """The HF layout of a parameter's shape: Linear weights are [out, in]."""
+  return tuple(shape[::-1] if path[-1] == "kernel" else shape)
+
+
 def _ignored(name: str, cfg: LLMConfig) -> bool:
   """Buffers some exports carry (RoPE inv_freq) and a tied model's copy of the embedding as lm_head."""
   return name.endswith(".rotary_emb.inv_freq") or (cfg.tie_embeddings and name == "lm_head.weight")
@@ -130,10 +135,11 @@ def load_llm(path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | 
   present = {n for n in files if not _ignored(n, cfg)}
   missing, unexpected = sorted(set(table) - present), sorted(present - set(table))
   if missing or unexpected:
+    shapes = ", ".join(f"{n} {hf_shape(table[n], flat[table[n]].shape)}" for n in missing)
     raise CheckpointError(
         f"{folder} does not match {cfg.family} LLMConfig(hidden={cfg.hidden}, layers={cfg.layers}, "
-        f"tie_embeddings={cfg.tie_embeddings}, qkv_bias={cfg.qkv_bias}): missing tensors {missing or 'none'}; "
-        f"unexpected tensors {unexpected or 'none'}")
+        f"tie_embeddings={cfg.tie_embeddings}, qkv_bias={cfg.qkv_bias}): missing tensors {missing or 'none'}"
+        f"{f' (expected {shapes})' if missing else ''}; unexpected tensors {unexpected or 'none'}")
   place = place or (lambda _, array: jnp.asarray(array))
   np_dtype = np.dtype(dtype)
   by_file: dict[Path, list[str]] = {}
@@ -148,7 +154,7 @@ def load_llm(path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | 
           raise CheckpointError(f"{INDEX} puts tensor {name} in {file.name}, which does not hold it")
         p, var = table[name], flat[table[name]]
         is_kernel = p[-1] == "kernel"
-        expected = tuple(var.shape[::-1] if is_kernel else var.shape)
+        expected = hf_shape(p, var.shape)
         tensor_slice = f.get_slice(name)
         if tuple(tensor_slice.get_shape()) != expected:
           raise CheckpointError(

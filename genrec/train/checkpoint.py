@@ -3,15 +3,64 @@
 A checkpoint is a step folder with two items: `state` (arrays: parameters, optimizer state) and `meta`
 (JSON: the experiment config, the model's registry key, the data-iterator state, metrics). Orbax writes a
 step into a temporary folder and renames it when complete, so a run killed mid-save leaves the previous
-step loadable.
+step loadable. After that, process 0 adds `genrec-manifest.json` (size and sha256 of every file), and every
+restore checks it: a truncated or altered file is an error naming the step and the file, not a tensorstore
+message or silently wrong weights. (A step without a manifest — killed between the rename and the manifest
+— is restored unverified.)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
+
+MANIFEST = "genrec-manifest.json"
+
+
+def _sha256(path: Path) -> str:
+  h = hashlib.sha256()
+  with path.open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _files(folder: Path) -> dict[str, Path]:
+  return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def write_manifest(folder: Path) -> None:
+  entries = {rel: [p.stat().st_size, _sha256(p)] for rel, p in _files(folder).items()}
+  tmp = folder / (MANIFEST + ".tmp")
+  tmp.write_text(json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
+  tmp.replace(folder / MANIFEST)
+
+
+def verify_manifest(folder: Path, step: int) -> bool:
+  """Raises CheckpointError naming the first missing, truncated or altered file; False if unverifiable."""
+  path = folder / MANIFEST
+  if not path.is_file():
+    return False
+  try:
+    entries = json.loads(path.read_text())["files"]
+  except (OSError, ValueError, KeyError) as e:
+    raise CheckpointError(f"checkpoint step {step}: its manifest {path} is unreadable ({e})") from None
+  for rel, (size, digest) in entries.items():
+    file = folder / rel
+    if not file.is_file():
+      raise CheckpointError(f"checkpoint step {step}: file {file} is missing")
+    actual = file.stat().st_size
+    if actual != size:
+      raise CheckpointError(f"checkpoint step {step}: file {file} is truncated or grown ({actual} bytes, "
+                            f"{size} when written)")
+    if _sha256(file) != digest:
+      raise CheckpointError(f"checkpoint step {step}: file {file} was modified after it was written "
+                            "(sha256 differs from the manifest)")
+  return True
 
 
 class CheckpointError(RuntimeError):
@@ -24,6 +73,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
                                            enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+    self._verified: set[int] = set()
 
   def steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -36,12 +86,22 @@ class Checkpointer:
     redoes that step, e.g. after being killed while writing a later checkpoint)."""
     if step in self.steps():
       self._manager.delete(step)
+    self._verified.discard(step)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      write_manifest(self.directory / str(step))
+
+  def verify(self, step: int) -> None:
+    """Checks the step's files against its manifest (once per step and Checkpointer)."""
+    if step not in self._verified:
+      verify_manifest(self.directory / str(step), step)
+      self._verified.add(step)
 
   def read_meta(self, step: int | None = None) -> dict:
     step = self._resolve(step)
+    self.verify(step)
     path = self.directory / str(step) / "meta" / "metadata"
     try:
       return json.loads(path.read_text())
@@ -51,6 +111,7 @@ class Checkpointer:
   def restore(self, step: int | None, abstract_state):
     """Restores arrays onto the shardings carried by `abstract_state` (ShapeDtypeStructs), any mesh."""
     step = self._resolve(step)
+    self.verify(step)
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except Exception as e:  # orbax/tensorstore raise many types for damaged files

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -159,10 +160,25 @@ class Trainer:
     return {k: self.state[k] for k in ("params", "other", "opt", "step")}
 
   def _resume(self):
-    meta = self.checkpoints.read_meta()
-    check_compatible(config_lib.from_dict(ExperimentConfig, meta["config"]), self.cfg, self.workdir)
+    """Restores the newest readable checkpoint. A damaged one (truncated, altered, half-deleted) is reported
+    and skipped for the one before it; only when none is readable is it an error."""
     target = abstract_with(self._saved_state(), self.state_shardings)
-    self.state = self.checkpoints.restore(meta["step"], target)
+    failures = []
+    for step in sorted(self.checkpoints.steps(), reverse=True):
+      try:
+        meta = self.checkpoints.read_meta(step)
+        check_compatible(config_lib.from_dict(ExperimentConfig, meta["config"]), self.cfg, self.workdir)
+        self.state = self.checkpoints.restore(step, target)
+        break
+      except ckpt_lib.CheckpointError as e:
+        failures.append(str(e))
+        if jax.process_index() == 0:
+          print(f"genrec: skipping a damaged checkpoint: {e}", file=sys.stderr)
+    else:
+      raise ckpt_lib.CheckpointError(f"no readable checkpoint in {self.checkpoints.directory}: " +
+                                     "; ".join(failures) + " (pass --fresh to start over)")
+    if failures and jax.process_index() == 0:
+      print(f"genrec: resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
     self.data_state = meta["data_state"]
     self.best_value = meta.get("best_value", -np.inf)
     self.evals_since_best = meta.get("evals_since_best", 0)

@@ -31,6 +31,7 @@ class DataConfig:
   kcore: int = 0                     # iterative k-core on users and items (0 = off)
   min_user_interactions: int = 3     # leave-one-out needs >= 3; shorter users are dropped with a count
   max_len: int = 50                  # history length fed to sequence models
+  time_fraction: float = 1.0         # keep the earliest fraction of interactions by time (an older snapshot)
   train_window: str = "last"         # last | random: which max_len+1 slice of a user's training items a batch row holds
   item_embeddings: str = "text:minilm"   # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
   empty_item_text: str = "error"     # error | placeholder ("item <id>") for catalogue items with no text

@@ -10,6 +10,8 @@ import dataclasses
 import functools
 from pathlib import Path
 
+import numpy as np
+
 from genrec.config import DataConfig
 from genrec.data.atomic import find_recbole_dataset, read_atomic
 from genrec.data.errors import DataError, DataNotFoundError
@@ -40,18 +42,33 @@ def _cache_key(cfg: DataConfig) -> DataConfig:
                              synthetic_length=default.synthetic_length, seed=default.seed)
 
 
+def _snapshot(raw: RawTables, fraction: float) -> RawTables:
+  """The interactions up to the `fraction` quantile of their timestamps (ties at the cut all kept): the
+  dataset as it stood earlier, e.g. what an older model was trained on before `--init-from` updates it."""
+  if not 0.0 < fraction <= 1.0:
+    raise DataError(f"data.time_fraction must be in (0, 1], got {fraction}")
+  if fraction == 1.0:
+    return raw
+  times = np.asarray(raw.inter["timestamp"])
+  cut = np.sort(times)[max(int(np.ceil(fraction * len(times))) - 1, 0)]
+  keep = times <= cut
+  return dataclasses.replace(raw, inter={k: np.asarray(v)[keep] for k, v in raw.inter.items()})
+
+
 @functools.lru_cache(maxsize=8)
 def _load(cfg: DataConfig) -> SeqData:
   name = cfg.dataset
   if name == "synthetic":
+    if cfg.time_fraction != 1.0:
+      raise DataError("data.time_fraction applies to datasets with real timestamps, not 'synthetic'")
     return make_synthetic(cfg)
   if name.startswith("atomic:"):
     path = Path(name[len("atomic:"):]).expanduser()
     if not path.name:
       raise DataError(f"data.dataset={name!r}: expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)")
-    return prepare(read_atomic(path.parent, path.name), cfg)
+    return prepare(_snapshot(read_atomic(path.parent, path.name), cfg.time_fraction), cfg)
   if name in MOVIELENS:
-    return prepare(_movielens(name, cfg.data_dir), cfg)
+    return prepare(_snapshot(_movielens(name, cfg.data_dir), cfg.time_fraction), cfg)
   raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'synthetic' or "
                   "'atomic:DIR/NAME' (RecBole atomic files)")
 

@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--workdir", required=True)
   t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
   t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
+  t.add_argument("--init-from", metavar="RUN", help="start from RUN's parameters (fresh optimizer; the "
+                 "catalogue may grow: item rows are matched by item id)")
+  t.add_argument("--init-which", choices=("best", "latest"), default="best", help="which checkpoint of RUN")
   t.add_argument("--stop-at", type=int, metavar="STEP",
                  help="pause after STEP with a checkpoint (the same command without it resumes)")
   t.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
@@ -92,7 +95,12 @@ def _train(args) -> int:
       path = workdir / sub
       shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
   print(f"training {args.spec} in {workdir}", file=sys.stderr)
-  results = Trainer(cfg, workdir).run(stop_at=args.stop_at)
+  trainer = Trainer(cfg, workdir, init_from=args.init_from, init_which=args.init_which)
+  if trainer.init_info is not None:
+    info = trainer.init_info
+    grown = f"; {info['items_carried']} items carried over, {info['items_new']} new" if "items_new" in info else ""
+    print(f"warm start from {info['run']} ({info['which']}, step {info['step']}){grown}", file=sys.stderr)
+  results = trainer.run(stop_at=args.stop_at)
   import jax
 
   if jax.process_index() != 0:           # one report per job

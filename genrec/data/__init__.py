@@ -1,6 +1,7 @@
 """Datasets: `load_dataset(cfg.data)` → `SeqData`, whatever the source.
 
-Sources by `DataConfig.dataset`: "synthetic" (planted structure), "atomic:DIR/NAME" (RecBole atomic files),
+Sources by `DataConfig.dataset`: "synthetic" (planted structure), "synthetic_mm" (the same with item images
+and captions, `genrec.data.synthetic_mm`), "atomic:DIR/NAME" (RecBole atomic files),
 "ml-100k" (the copy inside the `recbole` wheel, else a prepared copy under data_dir), "ml-1m"/"ml-20m"
 (GroupLens, via `genrec.data.movielens`). Results are cached per process by the config fields that shape them.
 """
@@ -33,10 +34,11 @@ def load_dataset(cfg: DataConfig) -> SeqData:
 def _cache_key(cfg: DataConfig) -> DataConfig:
   """`cfg` with the fields that cannot change the result reset to their defaults."""
   default = DataConfig()
-  if cfg.dataset == "synthetic":
-    return dataclasses.replace(default, dataset="synthetic", synthetic_users=cfg.synthetic_users,
+  if cfg.dataset in ("synthetic", "synthetic_mm"):
+    return dataclasses.replace(default, dataset=cfg.dataset, synthetic_users=cfg.synthetic_users,
                                synthetic_items=cfg.synthetic_items, synthetic_length=cfg.synthetic_length,
-                               seed=cfg.seed, min_user_interactions=cfg.min_user_interactions)
+                               seed=cfg.seed, min_user_interactions=cfg.min_user_interactions,
+                               time_fraction=cfg.time_fraction)
   return dataclasses.replace(cfg, max_len=default.max_len, synthetic_users=default.synthetic_users,
                              synthetic_items=default.synthetic_items,
                              synthetic_length=default.synthetic_length, seed=default.seed)
@@ -62,6 +64,10 @@ def _load(cfg: DataConfig) -> SeqData:
     if cfg.time_fraction != 1.0:
       raise DataError("data.time_fraction applies to datasets with real timestamps, not 'synthetic'")
     return make_synthetic(cfg)
+  if name == "synthetic_mm":
+    from genrec.data.synthetic_mm import make_synthetic_mm
+
+    return make_synthetic_mm(cfg)
   if name.startswith("atomic:"):
     path = Path(name[len("atomic:"):]).expanduser()
     if not path.name:
@@ -69,7 +75,7 @@ def _load(cfg: DataConfig) -> SeqData:
     return prepare(_snapshot(read_atomic(path.parent, path.name), cfg.time_fraction), cfg)
   if name in MOVIELENS:
     return prepare(_snapshot(_movielens(name, cfg.data_dir), cfg.time_fraction), cfg)
-  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'synthetic' or "
+  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'synthetic', 'synthetic_mm' or "
                   "'atomic:DIR/NAME' (RecBole atomic files)")
 
 

@@ -104,7 +104,8 @@ def _opt_shardings(tx, abstract_params, param_shardings, mesh):
 class Trainer:
   """Holds the compiled functions of one run; `run()` trains, evaluates and checkpoints."""
 
-  def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True):
+  def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True,
+               init_from: str | Path | None = None, init_which: str = "best"):
     self.workdir = Path(workdir)
     self.data = data if data is not None else load_dataset(cfg.data)
     self.task = get_task(cfg, self.data)
@@ -125,6 +126,11 @@ class Trainer:
     self.placed = place(cfg, self.mesh)
     if hasattr(self.task, "prepare") and not resuming:
       self.task.prepare(self.placed, jax.random.key(cfg.trainer.seed))
+    self.init_info = None
+    if init_from is not None and not resuming:     # a resumed run continues from its own checkpoint
+      from genrec.train.warm_start import warm_start
+
+      self.init_info = warm_start(self.placed, cfg, self.data, init_from, init_which)
     self.tx = optim.optimizer(cfg.trainer)
     self.schedule = optim.schedule(cfg.trainer)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
@@ -298,6 +304,8 @@ class Trainer:
                "groups": {"test": groups}, "best_step": best_step, "steps": steps,
                "train_seconds": round(train_seconds, 2),
                "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
+    if self.init_info is not None:
+      results["init_from"] = self.init_info
     if hasattr(self.task, "finish"):
       results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)

@@ -21,7 +21,7 @@ def left_pad(seq: np.ndarray, length: int) -> np.ndarray:
   return out
 
 
-class _ProcessRows:
+class ProcessRows:
   """Process `index` of `count`'s view of a global stream: its contiguous slice of every global batch."""
 
   def __init__(self, order: grain.MapDataset, global_batch: int, index: int, count: int):
@@ -55,7 +55,7 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
   t0 = first_timestamp(data)
   times = [(data.timestamps[int(u)][:len(seq)] - t0).astype(np.int32) for u, seq in zip(users, sequences)]
   order = grain.MapDataset.range(len(users)).seed(seed).shuffle().repeat(None)
-  rows = grain.MapDataset.source(_ProcessRows(order, global_batch, process_index, process_count))
+  rows = grain.MapDataset.source(ProcessRows(order, global_batch, process_index, process_count))
 
   def make(example):
     g, i = example
@@ -116,7 +116,7 @@ def item_batches(embeddings: np.ndarray, *, global_batch: int, seed: int, proces
     raise ValueError(f"batch size {global_batch} does not divide over {process_count} processes")
   num_items = len(embeddings) - 1
   order = grain.MapDataset.range(num_items).seed(seed).shuffle().repeat(None)
-  rows = grain.MapDataset.source(_ProcessRows(order, global_batch, process_index, process_count))
+  rows = grain.MapDataset.source(ProcessRows(order, global_batch, process_index, process_count))
 
   def make(example):
     item = example[1] + 1

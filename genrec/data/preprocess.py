@@ -70,6 +70,9 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
   bounds = np.cumsum(np.bincount(uidx, minlength=len(user_codes)))[:-1]
   sequences = np.split(iid[order].astype(np.int32), bounds)
   timestamps = np.split(ts[order], bounds)
+  ratings = None
+  if "rating" in raw.inter:
+    ratings = np.split(np.asarray(raw.inter["rating"], np.float32)[keep][order], bounds)
 
   titles, text, genres, genre_names = _item_fields(raw.items, item_rows, len(item_codes))
   return SeqData(
@@ -77,7 +80,7 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
       user_raw=user_keys[user_codes].tolist(), item_raw=["[PAD]"] + item_keys[item_codes].tolist(),
       item_titles=titles, item_text=text,
       item_genres=genres, genre_names=genre_names, user_features=_user_features(raw.users, user_rows),
-      stats=stats)
+      stats=stats, ratings=ratings)
 
 
 def _check_table(raw: RawTables, kind: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

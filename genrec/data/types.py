@@ -25,6 +25,7 @@ class SeqData:
   genre_names: list[str]
   user_features: dict[str, list[str]]  # e.g. {"gender": [...], "age": [...]} per user index (group metrics)
   stats: dict[str, int]                # counts of what preprocessing dropped/kept
+  ratings: list[np.ndarray] | None = None  # per user: float32 ratings aligned with sequences, when the source has them
 
   @property
   def num_users(self) -> int:

@@ -172,3 +172,61 @@ def group_metrics(per_user: dict[str, np.ndarray], groups_U: list[str]) -> dict:
     worst = min(means, key=means.get)
     out["disparity"][name] = {"max_minus_min": max(means.values()) - means[worst], "worst": worst}
   return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pointwise (click-through) metrics: one score and one 0/1 label per example.
+
+
+def _average_ranks(scores_M: np.ndarray, groups_M: np.ndarray) -> np.ndarray:
+  """1-based rank of each score within its group, ties sharing their average rank."""
+  order = np.lexsort((scores_M, groups_M))
+  s, g = scores_M[order], groups_M[order]
+  new_run = np.concatenate([[True], (s[1:] != s[:-1]) | (g[1:] != g[:-1])])
+  run_id = np.cumsum(new_run) - 1
+  run_start = np.flatnonzero(new_run)
+  run_end = np.append(run_start[1:], len(s))
+  group_start = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+  first_of_group = np.repeat(group_start, np.diff(np.append(group_start, len(s))))
+  ranks = np.empty(len(s), np.float64)
+  ranks[order] = ((run_start + run_end + 1) / 2.0)[run_id] - first_of_group
+  return ranks
+
+
+def _grouped_auc(labels_M, scores_M, groups_M) -> tuple[np.ndarray, np.ndarray]:
+  """(AUC per group, mask of groups with both a positive and a negative); groups are 0..G-1."""
+  labels_M = np.asarray(labels_M) > 0
+  scores_M = np.asarray(scores_M, np.float64)
+  if np.isnan(scores_M).any():
+    raise ValueError("scores contain NaN; AUC is undefined")
+  ranks = _average_ranks(scores_M, groups_M)
+  num = int(groups_M.max()) + 1 if len(groups_M) else 0
+  pos = np.bincount(groups_M, weights=labels_M, minlength=num)
+  neg = np.bincount(groups_M, minlength=num) - pos
+  rank_sum = np.bincount(groups_M, weights=np.where(labels_M, ranks, 0.0), minlength=num)
+  both = (pos > 0) & (neg > 0)
+  auc = (rank_sum - pos * (pos + 1) / 2) / np.where(both, pos * neg, 1.0)
+  return np.where(both, auc, np.nan), both
+
+
+def auc(labels_M: np.ndarray, scores_M: np.ndarray) -> float:
+  """Area under the ROC curve (Mann-Whitney U / (P * N)); ties between a positive and a negative count 1/2.
+  NaN unless there is at least one positive and one negative."""
+  groups = np.zeros(len(labels_M), np.int64)
+  return float(_grouped_auc(labels_M, scores_M, groups)[0][0]) if len(groups) else float("nan")
+
+
+def uauc(users_M: np.ndarray, labels_M: np.ndarray, scores_M: np.ndarray) -> tuple[float, int]:
+  """(mean of per-user AUC over the users with both a positive and a negative, how many such users);
+  an unweighted mean, NaN when no user qualifies."""
+  _, users = np.unique(np.asarray(users_M), return_inverse=True)
+  per_user, both = _grouped_auc(labels_M, scores_M, users.ravel())
+  counted = int(both.sum())
+  return (float(per_user[both].mean()) if counted else float("nan")), counted
+
+
+def logloss(labels_M: np.ndarray, probs_M: np.ndarray, eps: float = 1e-7) -> float:
+  """Mean binary cross-entropy of probabilities (clipped to [eps, 1 - eps])."""
+  p = np.clip(np.asarray(probs_M, np.float64), eps, 1 - eps)
+  y = np.asarray(labels_M, np.float64)
+  return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))

@@ -12,6 +12,8 @@ def protocol_line(protocol: dict) -> str:
 
 def results_table(results: dict) -> str:
   ks = results["protocol"]["ks"]
+  if results["protocol"].get("task") == "pointwise":
+    return _pointwise_table(results)
   if not ks:
     return _stage_table(results)
   cols = [f"{m}@{k}" for k in ks for m in MAIN]
@@ -32,11 +34,7 @@ def results_table(results: dict) -> str:
       d = g["disparity"][metric]
       per = ", ".join(f"{v}={g['groups'][v][metric]:.3f} (n={g['groups'][v]['users']})" for v in g["groups"])
       lines.append(f"test {metric} by {name}: {per}; max-min={d['max_minus_min']:.4f}, worst={d['worst']}")
-  if results.get("train_seconds") is not None:
-    lines.append("")
-    lines.append(f"steps={results.get('steps')} best_step={results.get('best_step')} "
-                 f"train_seconds={results['train_seconds']}")
-  return "\n".join(lines)
+  return "\n".join(lines + _run_lines(results))
 
 
 def _stage_table(results: dict) -> str:
@@ -56,3 +54,28 @@ def _stage_table(results: dict) -> str:
                  f"collision rate before the extra digit {st['collision_rate']:.4f}, "
                  f"codebook usage per level {', '.join(f'{u:.2f}' for u in st['usage'])}")
   return "\n".join(lines)
+
+
+def _pointwise_table(results: dict) -> str:
+  """Click-through models: AUC, UAUC (with the users it averages over) and logloss per split."""
+  p = results["protocol"]
+  lines = [f"{results['model']}:{results['preset']}  —  protocol: {p['dataset']} ({p['users']} users, "
+           f"{p['items']} items), split={p['split']}, label={p['label']}", ""]
+  lines.append("| split | examples | AUC | UAUC | UAUC users | logloss |")
+  lines.append("|---|---|---|---|---|---|")
+  for split in ("valid", "test"):
+    m = results[split]
+    lines.append(f"| {split} | {p['examples'][split]} | {m['auc']:.4f} | {m['uauc']:.4f} | {m['uauc_users']} | "
+                 f"{m['logloss']:.4f} |")
+  cf = results.get("cf_artifact")
+  if cf:
+    lines.append("")
+    lines.append(f"CF embeddings: {cf['path']}/ ({cf['num_users']} users, {cf['num_items']} items, dim {cf['dim']})")
+  return "\n".join(lines + _run_lines(results))
+
+
+def _run_lines(results: dict) -> list[str]:
+  if results.get("train_seconds") is None:
+    return []
+  return ["", f"steps={results.get('steps')} best_step={results.get('best_step')} "
+              f"train_seconds={results['train_seconds']}"]

@@ -3,6 +3,8 @@
   next_item        user histories → the next item (SASRec, HSTU, BERT4Rec, TIGER); ranking metrics
   item_embeddings  item content embeddings → reconstruct/quantise them (semantic-ID tokenizers); the
                    model's own statistics
+  pointwise        labelled (user, item) examples → click probabilities (MF, CoLLM, TALLRec); AUC, UAUC
+                   (genrec.train.pointwise)
 
 The trainer only talks to a Task: `view` (what the model config's resolve() sees), `train_dataset(...)` (a
 grain MapDataset whose [step] is the batch of that step), `evaluator(placed)` → fn(params, other, split) →
@@ -22,6 +24,7 @@ from genrec.data.pipeline import eval_examples, item_batches, next_item_train
 from genrec.models.semantic_ids.collisions import code_stats, dedup_codes
 from genrec.train import evaluate as eval_lib
 from genrec.train import sharding, stages
+from genrec.train.pointwise import PointwiseTask
 from genrec.train.state import PlacedModel
 
 
@@ -183,7 +186,7 @@ class ItemEmbeddingsTask:
             "users": self.data.num_users, "ties": "-"}
 
 
-TASKS = {"next_item": NextItemTask, "item_embeddings": ItemEmbeddingsTask}
+TASKS = {"next_item": NextItemTask, "item_embeddings": ItemEmbeddingsTask, "pointwise": PointwiseTask}
 
 
 def get_task(cfg: ExperimentConfig, data):

@@ -8,13 +8,8 @@ Every rating is an example, label = rating > 3, global time split 80/10/10; AUC 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shutil
 
-import genrec.configs
-from genrec import config as config_lib
-from genrec.data import load_dataset
-from genrec.train.trainer import Trainer
+from common import train_presets
 
 MODELS = ("mf",)
 
@@ -25,16 +20,7 @@ def main():
   ap.add_argument("--set", nargs="*", default=[])
   ap.add_argument("--workdir", default="runs/bench-collm-ml100k")
   args = ap.parse_args()
-  rows, data = [], None
-  for name in args.models:
-    cfg = config_lib.override(genrec.configs.get(f"{name}:ml100k"), args.set)
-    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress=False))
-    data = data if data is not None else load_dataset(cfg.data)
-    folder = f"{args.workdir}/{name}"
-    shutil.rmtree(folder, ignore_errors=True)
-    results = Trainer(cfg, folder, data=data, resume=False).run()
-    rows.append((name, results))
-    print(f"{name}: test auc={results['test']['auc']:.4f} in {results['train_seconds']:.0f} s", flush=True)
+  rows, _ = train_presets(args.models, args.set, args.workdir)
   p = rows[0][1]["protocol"]
   print(f"\n{p['dataset']}: {p['users']} users, {p['items']} items; split={p['split']}; label={p['label']}; "
         f"examples {p['examples']}; overrides: {args.set or 'none'}")

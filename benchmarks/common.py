@@ -23,7 +23,8 @@ def train_presets(models, overrides, workdir, preset="ml100k", per_model=None):
     shutil.rmtree(folder, ignore_errors=True)
     results = Trainer(cfg, folder, data=data, resume=False).run()
     rows.append((name, results))
-    print(f"{name}: test ndcg@10={results['test']['ndcg@10']:.4f} in {results['train_seconds']:.0f} s", flush=True)
+    metric = cfg.trainer.best_metric
+    print(f"{name}: test {metric}={results['test'][metric]:.4f} in {results['train_seconds']:.0f} s", flush=True)
   return rows, data
 
 

@@ -87,6 +87,7 @@ def test_run_of_an_unregistered_model(run, tmp_path):
     meta = json.loads(path.read_text())
     meta["model_name"] = meta["config"]["model_name"] = "ghost_model"
     path.write_text(json.dumps(meta))
+    (path.parent.parent / "genrec-manifest.json").unlink()     # else the edit is reported as tampering
   err = fails("eval", workdir)
   assert "'ghost_model'" in err and "--import" in err and str(workdir) in err
   with pytest.raises(UnknownModelError, match="ghost_model"):
@@ -105,6 +106,10 @@ def test_truncated_checkpoint_names_the_step(run, tmp_path):
   for path in data_files:
     with open(path, "r+b") as f:
       f.truncate(path.stat().st_size // 2)
+  with pytest.raises(CheckpointError, match=f"step {step}: file .*/best/{step}/state/d/.* is truncated"):
+    genrec.load(workdir)
+  for path in (workdir / "best").rglob("genrec-manifest.json"):      # without the manifest, orbax's own check
+    path.unlink()
   with pytest.raises(CheckpointError, match=f"step {step} .*damaged or incomplete"):
     genrec.load(workdir)
   err = fails("eval", workdir)

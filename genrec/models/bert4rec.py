@@ -74,7 +74,7 @@ class BERT4Rec(ItemSequenceModel):
   def loss(self, batch):
     seq_BxL = jnp.concatenate([batch["inputs"], batch["targets"][:, -1:]], axis=1)
     corrupted_BxL, masked_BxL = self.mask_items(seq_BxL, self.mask_rng())
-    logits = self.item_logits(self.encode(corrupted_BxL))
+    logits = self.item_logits(self.encode(corrupted_BxL), padded=True)
     loss, count = softmax_cross_entropy(logits, seq_BxL, masked_BxL.astype(jnp.float32))
     return loss, {"loss": loss, "tokens": count}
 

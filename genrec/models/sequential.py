@@ -1,8 +1,11 @@
 """Shared by models over item-id sequences (SASRec, HSTU, BERT4Rec): the item table, the tied output head, the
 losses, and catalogue scoring.
 
-Ids: 0 = padding, 1..num_items = the catalogue, num_items+1.. = special tokens (BERT4Rec's mask). Scores and
-logits always cover columns 0..num_items, column 0 (padding) being -inf.
+Ids: 0 = padding, 1..num_items = the catalogue, num_items+1.. = special tokens (BERT4Rec's mask). Scores
+cover columns 0..num_items, column 0 (padding) being -inf. The table's rows are padded to a multiple of
+`ROW_MULTIPLE` so that the item axis divides over the devices of a mesh (a 10M-item table sharded 8 ways);
+the training loss runs over the padded logits with the padding columns at -inf, so the sharded logits are
+never sliced or gathered.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from genrec.models import layers
 from genrec.models.common import top_k_unseen
 
 LOSSES = ("softmax", "sampled_softmax")
+ROW_MULTIPLE = 128
 
 
 def l2_normalize(x, eps: float = 1e-6):
@@ -58,25 +62,29 @@ class ItemSequenceModel(nnx.Module):
 
   def init_items(self, num_items: int, dim: int, *, extra_tokens: int = 0, rngs: nnx.Rngs):
     self.num_items = num_items
-    self.item_emb = layers.Embed(num_items + 1 + extra_tokens, dim, ("item", "embed"), rngs=rngs)
+    rows = -(-(num_items + 1 + extra_tokens) // ROW_MULTIPLE) * ROW_MULTIPLE
+    self.item_emb = layers.Embed(rows, dim, ("item", "embed"), rngs=rngs)
 
   @property
   def sampled(self) -> bool:
     return getattr(self.cfg, "loss", "softmax") == "sampled_softmax"
 
-  def item_logits(self, h):
+  def item_logits(self, h, *, padded: bool = False):
     """h [..., D] → [..., N+1] scores against the catalogue (tied table; L2-normalised and / temperature under
-    the sampled-softmax loss, so scoring matches training)."""
-    table = self.item_emb.embedding[...][: self.num_items + 1].astype(h.dtype)
+    the sampled-softmax loss, so scoring matches training). padded: all table rows, every column that is not
+    a catalogue item at -inf."""
+    table = self.item_emb.embedding[...].astype(h.dtype)
     if self.sampled:
       h, table = l2_normalize(h) / self.cfg.temperature, l2_normalize(table)
     logits = jnp.einsum("...d,nd->...n", h, table).astype(jnp.float32)
-    return logits.at[..., 0].set(-jnp.inf)
+    column = jnp.arange(table.shape[0]).reshape((1,) * (logits.ndim - 1) + (-1,))
+    logits = jnp.where((column == 0) | (column > self.num_items), -jnp.inf, logits)
+    return logits if padded else logits[..., : self.num_items + 1]
 
   def next_item_loss(self, h_BxLxD, targets_BxL, weights_BxL, rng=None):
     """The configured loss of predicting targets from hidden states; metrics {"loss", "tokens"}."""
     if not self.sampled:
-      loss, count = softmax_cross_entropy(self.item_logits(h_BxLxD), targets_BxL, weights_BxL)
+      loss, count = softmax_cross_entropy(self.item_logits(h_BxLxD, padded=True), targets_BxL, weights_BxL)
     else:
       n = self.cfg.num_negatives
       shape = (n,) if self.cfg.shared_negatives else (*targets_BxL.shape, n)

@@ -26,6 +26,11 @@ class PlacedModel:
   other: nnx.State
   param_shardings: nnx.State
   other_shardings: nnx.State
+  trainable: object = nnx.Param
+
+  def split(self, model):
+    """(graphdef, params, rngs, other) of a live model of this placement."""
+    return nnx.split(model, self.trainable, nnx.RngState, ...)
 
   def model(self, *, train: bool = False, params=None):
     """A live nnx.Module (eval mode unless `train`) — for inference and inspection."""
@@ -39,8 +44,13 @@ def construct(cfg: ExperimentConfig):
   return model_cls(cfg.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
 
-def _split(model):
-  return nnx.split(model, nnx.Param, nnx.RngState, ...)
+def trainable_filter(cfg: ExperimentConfig):
+  """Which variables the optimizer updates: `Model.trainable(model_cfg)` (an nnx filter) if the model class
+  defines it — e.g. only LoRA adapters and a projector over a frozen LLM — else every nnx.Param. Frozen
+  parameters travel with the non-trainable state: sharded by their logical axes and checkpointed, never
+  differentiated."""
+  model_cls = registry.model_class(cfg.model_name)
+  return model_cls.trainable(cfg.model) if hasattr(model_cls, "trainable") else nnx.Param
 
 
 def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
@@ -48,6 +58,8 @@ def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
 
   With init=False, params and other are ShapeDtypeStructs carrying their shardings: a restore target.
   """
+  trainable = trainable_filter(cfg)
+  _split = lambda model: nnx.split(model, trainable, nnx.RngState, ...)
   abstract = nnx.eval_shape(lambda: construct(cfg))
   graphdef, abs_params, abs_rngs, abs_other = _split(abstract)
   abstract.eval()
@@ -67,7 +79,7 @@ def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
     else:
       rngs = jax.jit(lambda: init()[1], out_shardings=r_sh)()
       params, other = abstract_with(abs_params, p_sh), abstract_with(abs_other, o_sh)
-  return PlacedModel(cfg, mesh, graphdef, eval_graphdef, params, rngs, other, p_sh, o_sh)
+  return PlacedModel(cfg, mesh, graphdef, eval_graphdef, params, rngs, other, p_sh, o_sh, trainable)
 
 
 def reseed(rngs_state, key):

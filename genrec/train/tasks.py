@@ -3,6 +3,8 @@
   next_item        user histories → the next item (SASRec, HSTU, BERT4Rec, TIGER); ranking metrics
   item_embeddings  item content embeddings → reconstruct/quantise them (semantic-ID tokenizers); the
                    model's own statistics
+  item_contrastive item pairs co-occurring in training sequences → InfoNCE (multimodal item encoders, mmenc);
+                   held-out pair retrieval (genrec.train.contrastive)
   pointwise        labelled (user, item) examples → click probabilities (MF, CoLLM, TALLRec); AUC, UAUC
                    (genrec.train.pointwise)
 
@@ -24,6 +26,7 @@ from genrec.data.pipeline import eval_examples, item_batches, next_item_train
 from genrec.models.semantic_ids.collisions import code_stats, dedup_codes
 from genrec.train import evaluate as eval_lib
 from genrec.train import sharding, stages
+from genrec.train.contrastive import ItemContrastiveTask
 from genrec.train.pointwise import PointwiseTask
 from genrec.train.state import PlacedModel
 
@@ -61,7 +64,7 @@ class NextItemTask:
     if self.item_codes is not None:
       model = placed.model(train=True)
       model.set_item_codes(self.item_codes)
-      _, placed.params, _, placed.other = nnx.split(model, nnx.Param, nnx.RngState, ...)
+      _, placed.params, _, placed.other = placed.split(model)
 
   def train_dataset(self, *, process_index: int, process_count: int):
     cfg = self.cfg
@@ -134,7 +137,7 @@ class ItemEmbeddingsTask:
     model = placed.model(train=True)
     if hasattr(model, "init_codebooks") and getattr(self.cfg.model, "kmeans_init", True):
       model.init_codebooks(self.embeddings[1:], key)
-      _, placed.params, _, placed.other = nnx.split(model, nnx.Param, nnx.RngState, ...)
+      _, placed.params, _, placed.other = placed.split(model)
 
   def codes(self, placed, params, other) -> np.ndarray:
     """Codes [N, L] of items 1..N under `params`."""
@@ -186,7 +189,8 @@ class ItemEmbeddingsTask:
             "users": self.data.num_users, "ties": "-"}
 
 
-TASKS = {"next_item": NextItemTask, "item_embeddings": ItemEmbeddingsTask, "pointwise": PointwiseTask}
+TASKS = {"next_item": NextItemTask, "item_embeddings": ItemEmbeddingsTask, "pointwise": PointwiseTask,
+         "item_contrastive": ItemContrastiveTask}
 
 
 def get_task(cfg: ExperimentConfig, data):

@@ -62,7 +62,7 @@ def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
     # Variables must be created inside this trace (NNX refuses to mutate RNG counters from an outer one).
     model = nnx.merge(graphdef, cast_floating(params, dtype), reseed(rngs, key), jax.tree.map(lambda x: x, other))
     loss, metrics = model.loss(micro)
-    new_other = nnx.state(model, nnx.Not(nnx.Any(nnx.Param, nnx.RngState)))
+    new_other = nnx.state(model, nnx.Not(nnx.Any(placed.trainable, nnx.RngState)))
     return loss.astype(jnp.float32), (metrics, new_other)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -48,14 +48,18 @@ def _item_axis(var) -> int | None:
   return names.index("item") if "item" in names else None
 
 
-def transfer(old_params, new_params, shardings, old_raw: list[str], new_raw: list[str], source):
-  """new_params with every parameter taken from old_params (item rows matched by raw id)."""
+def transfer(old_flat: dict, new_state, shardings, old_raw: list[str], new_raw: list[str], source):
+  """new_state with every parameter (nnx.Param, trainable or frozen) taken from old_flat {path: Variable}, item
+  rows matched by raw id. Other state (e.g. a retriever's item -> code table) keeps its fresh value: it
+  follows the new data, not the old run."""
   import jax
 
-  old_flat = dict(nnx.to_flat_state(old_params))
   leaves, carried = [], None
-  for path, var in nnx.to_flat_state(new_params):
+  for path, var in nnx.to_flat_state(new_state):
     name = "/".join(map(str, path))
+    if not isinstance(var, nnx.Param):
+      leaves.append((path, var))
+      continue
     if path not in old_flat:
       raise ConfigError(f"--init-from {source}: it has no parameter {name}")
     old = np.asarray(jax.device_get(old_flat[path].get_value()))
@@ -91,8 +95,11 @@ def warm_start(placed, cfg: ExperimentConfig, data, source, which: str = "best")
   old_raw = list(data.item_raw)
   if run.config.data != cfg.data:
     old_raw = list(load_dataset(run.config.data).item_raw)
-  placed.params, carried = transfer(run.placed.params, placed.params, placed.param_shardings, old_raw,
-                                    list(data.item_raw), source)
+  old_flat = {**dict(nnx.to_flat_state(run.placed.params)), **dict(nnx.to_flat_state(run.placed.other))}
+  new_raw = list(data.item_raw)
+  placed.params, carried = transfer(old_flat, placed.params, placed.param_shardings, old_raw, new_raw, source)
+  placed.other, carried_other = transfer(old_flat, placed.other, placed.other_shardings, old_raw, new_raw, source)
+  carried = carried if carried is not None else carried_other
   info = {"run": str(source), "which": which, "step": run.step}
   if carried is not None:
     info.update(items_carried=carried, items_new=len(data.item_raw) - 1 - carried)

@@ -34,6 +34,7 @@ class DataConfig:
   time_fraction: float = 1.0         # keep the earliest fraction of interactions by time (an older snapshot)
   train_window: str = "last"         # last | random: which max_len+1 slice of a user's training items a batch row holds
   item_embeddings: str = "text:minilm"   # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
+  #   | run:MODEL:PRESET (an item encoder stage, e.g. run:mmenc:ml100k, trained or reused) | run:DIR (its run folder)
   empty_item_text: str = "error"     # error | placeholder ("item <id>") for catalogue items with no text
   # synthetic generator (dataset="synthetic")
   synthetic_users: int = 256

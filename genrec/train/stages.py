@@ -45,7 +45,8 @@ def item_texts(data: SeqData, policy: str) -> list[str]:
 
 def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = True) -> np.ndarray:
   """float32 [num_items + 1, D], row 0 (padding) zeros. Text embeddings are cached on disk per (encoder,
-  texts) and per process."""
+  texts) and per process. `run:MODEL:PRESET` runs (or reuses) that encoder stage on its own preset's data and
+  reads its fused embeddings, checked against this catalogue; `run:DIR` reads a finished run folder's."""
   memo = getattr(data, "_item_embeddings", {})
   key = (data_cfg.item_embeddings, data_cfg.empty_item_text)
   if key in memo:
@@ -76,9 +77,13 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
     if table.ndim != 2 or table.shape[0] != data.num_items:
       raise DataError(f"item embeddings {path} have shape {table.shape}; the catalogue of {data.name} has "
                       f"{data.num_items} items, so expected [{data.num_items}, D] (one row per item id 1..N)")
+  elif kind == "run":
+    from genrec.train.contrastive import embeddings_from_run
+
+    table = embeddings_from_run(arg, data)
   else:
-    raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE' or 'random:D', "
-                      f"got {source!r}")
+    raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE', 'random:D' or "
+                      f"'run:MODEL:PRESET' / 'run:DIR' (fused item embeddings of an encoder run), got {source!r}")
   table = np.concatenate([np.zeros((1, table.shape[1]), np.float32), np.asarray(table, np.float32)])
   memo[key] = table
   object.__setattr__(data, "_item_embeddings", memo)
@@ -111,28 +116,42 @@ def run_stage(cfg: ExperimentConfig, *, data=None) -> Path:
 
 def write_semantic_ids(workdir: Path, table: np.ndarray, stats: dict, cfg: ExperimentConfig) -> dict:
   """Saves the item -> semantic ID table [N+1, C] (row 0 padding) with its version and statistics."""
-  version = hashlib.sha256(np.ascontiguousarray(table, np.int32).tobytes()).hexdigest()[:16]
-  meta = {"version": version, "items": int(table.shape[0] - 1), "digits": int(table.shape[1]),
-          "tokenizer": cfg.model_name, "preset": cfg.preset, "stats": stats}
-  out = workdir / "artifacts"
-  out.mkdir(parents=True, exist_ok=True)
-  _atomic(out / f"{SEMANTIC_IDS}.npy", lambda f: np.save(f, np.asarray(table, np.int32), allow_pickle=False))
-  _atomic(out / f"{SEMANTIC_IDS}.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
-  return meta
+  meta = {"items": int(table.shape[0] - 1), "digits": int(table.shape[1]), "tokenizer": cfg.model_name,
+          "preset": cfg.preset, "stats": stats}
+  return write_artifact(workdir, SEMANTIC_IDS, np.asarray(table, np.int32), meta)
 
 
 def read_semantic_ids(workdir: str | Path) -> tuple[np.ndarray, dict]:
+  return read_artifact(workdir, SEMANTIC_IDS, np.int32, "semantic-ID table", "is it a tokenizer run?")
+
+
+def _version(array: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def write_artifact(workdir: str | Path, name: str, array: np.ndarray, meta: dict) -> dict:
+  """RUN/artifacts/NAME.npy and NAME.json (`meta` plus the array's content version), each written atomically."""
+  meta = {"version": _version(array), **meta}
+  out = Path(workdir) / "artifacts"
+  out.mkdir(parents=True, exist_ok=True)
+  _atomic(out / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
+  _atomic(out / f"{name}.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+  return meta
+
+
+def read_artifact(workdir: str | Path, name: str, dtype, what: str, hint: str) -> tuple[np.ndarray, dict]:
+  """(array, meta) written by `write_artifact`; no pickles; a changed or swapped file is an error."""
   folder = Path(workdir) / "artifacts"
   try:
-    meta = json.loads((folder / f"{SEMANTIC_IDS}.json").read_text())
-    table = np.load(folder / f"{SEMANTIC_IDS}.npy", allow_pickle=False)
+    meta = json.loads((folder / f"{name}.json").read_text())
+    array = np.load(folder / f"{name}.npy", allow_pickle=False)
   except (OSError, ValueError) as e:
-    raise DataError(f"{workdir} has no readable semantic-ID table ({e}); is it a tokenizer run?") from None
-  version = hashlib.sha256(np.ascontiguousarray(table, np.int32).tobytes()).hexdigest()[:16]
+    raise DataError(f"{workdir} has no readable {what} ({e}); {hint}") from None
+  version = _version(np.asarray(array, dtype))
   if version != meta.get("version"):
-    raise DataError(f"semantic-ID table in {folder} does not match its recorded version "
+    raise DataError(f"{what} in {folder} does not match its recorded version "
                     f"({version} vs {meta.get('version')}): the files were changed or mixed up")
-  return table, meta
+  return array, meta
 
 
 def _atomic(path: Path, write) -> None:

@@ -1,0 +1,136 @@
+"""mmenc: a multimodal item encoder trained contrastively on item–item co-occurrence (task "item_contrastive").
+
+The towers (text encoder, image encoder, genre multi-hot) are frozen: their per-item outputs are computed once
+by the task and arrive in the batch; this model is the trainable part — a fuser (`genrec.models.fusion`) over
+those vectors plus, when "id" is among the modalities, a learned item-ID embedding as one more modality.
+
+Batches:
+  encode: {"item": int32 [B], "present": bool [B, M], <modality>: float32 [B, D_m] for each input modality}
+          → L2-normalised item vectors [B, dim] (unnormalised when `normalize=False`)
+  loss:   the same keys with a pair axis after the batch: [B, 2, ...] = (anchor, positive). Symmetric InfoNCE
+          over the batch: anchor i's positive is row i; the other rows' positives are its negatives, except
+          rows holding the same item (a duplicate is neither a positive nor a negative).
+M follows `modalities`; "id" takes no input vector (its presence bit says whether the item has a trained ID).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genrec.models import layers
+from genrec.models.fusion import VARIANTS, Fusion, FusionConfig
+from genrec.models.registry import register
+
+ID = "id"
+MODALITIES = ("text", "image", "genre", ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class MMEncConfig:
+  modalities: tuple[str, ...] = ("text", "genre")
+  input_dims: tuple[int, ...] = ()    # width of each non-id modality's frozen tower output; () → from the data
+  num_items: int = 0                  # 0: from the dataset (the "id" modality's table)
+  id_dim: int = 32
+  fusion: str = "gated"               # concat | gated | xattn | moe
+  dim: int = 64
+  hidden_dim: int = 128
+  num_heads: int = 2
+  num_experts: int = 4
+  dropout: float = 0.1
+  temperature: float = 0.07
+  normalize: bool = True
+  window: int = 3                     # training pairs: items at most `window` apart in a training sequence
+  image_encoder: str = "random:tiny"  # random:tiny | random:vit-b-32 (seeded, untrained) | a HF CLIP folder
+
+  task = "item_contrastive"
+
+  @property
+  def inputs(self) -> tuple[str, ...]:
+    """The modalities that read a tower's output (all but "id")."""
+    return tuple(m for m in self.modalities if m != ID)
+
+  def resolve(self, data, data_cfg) -> "MMEncConfig":
+    """Sizes the ID table and the input widths from the task's feature table; a width that disagrees with
+    the configured one is an error naming the modality."""
+    del data_cfg
+    cfg = dataclasses.replace(self, num_items=self.num_items or data.num_items)
+    widths = getattr(data, "widths", None)
+    if widths is None:
+      return cfg
+    if not cfg.input_dims:
+      return dataclasses.replace(cfg, input_dims=tuple(widths[m] for m in cfg.inputs))
+    cfg.validate()
+    for m, d in zip(cfg.inputs, cfg.input_dims):
+      if widths[m] != d:
+        raise ValueError(f"modality {m!r}: the tower outputs of {data.name} have width {widths[m]}, but "
+                         f"model.input_dims gives {d}; set model.input_dims to the towers' widths (or () to "
+                         "take them from the data)")
+    return cfg
+
+  def validate(self) -> None:
+    unknown = [m for m in self.modalities if m not in MODALITIES]
+    if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
+      raise ValueError(f"model.modalities={self.modalities}: need distinct names from {MODALITIES}")
+    if len(self.input_dims) != len(self.inputs):
+      raise ValueError(f"model.input_dims={self.input_dims} gives {len(self.input_dims)} widths for the "
+                       f"{len(self.inputs)} input modalities {self.inputs}")
+    if self.fusion not in VARIANTS:
+      raise ValueError(f"model.fusion={self.fusion!r} is not one of {VARIANTS}")
+    if ID in self.modalities and (self.num_items < 1 or self.id_dim < 1):
+      raise ValueError(f"the 'id' modality needs num_items and id_dim >= 1 (got {self.num_items}, {self.id_dim})")
+    if self.temperature <= 0 or self.window < 1:
+      raise ValueError(f"model.temperature must be > 0 and model.window >= 1, got {self.temperature}, "
+                       f"{self.window}")
+
+  @property
+  def fusion_config(self) -> FusionConfig:
+    return FusionConfig(variant=self.fusion, dim=self.dim, hidden_dim=self.hidden_dim, num_heads=self.num_heads,
+                        num_experts=self.num_experts, dropout=self.dropout)
+
+
+@register("mmenc", MMEncConfig)
+class MMEnc(nnx.Module):
+  def __init__(self, cfg: MMEncConfig, *, rngs: nnx.Rngs):
+    cfg.validate()
+    self.cfg = cfg
+    dims = dict(zip(cfg.inputs, cfg.input_dims))
+    if ID in cfg.modalities:
+      self.item_emb = layers.Embed(cfg.num_items + 1, cfg.id_dim, ("item", "embed"), rngs=rngs, stddev=0.02)
+      dims = {m: (cfg.id_dim if m == ID else dims[m]) for m in cfg.modalities}
+    self.fuser = Fusion(cfg.fusion_config, dims, rngs=rngs)
+
+  def encode(self, batch) -> jax.Array:
+    """Item vectors [B, dim] from one row of features per item."""
+    inputs = {m: batch[m] for m in self.cfg.inputs}
+    if ID in self.cfg.modalities:
+      inputs[ID] = self.item_emb(batch["item"])
+    out_BxD = self.fuser(inputs, batch["present"])
+    if self.cfg.normalize:
+      out_BxD = out_BxD * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(out_BxD), -1, keepdims=True), 1e-12))
+    return out_BxD
+
+  def loss(self, batch):
+    pairs = batch["item"].shape[0]
+    flat = {k: v.reshape(pairs * 2, *v.shape[2:]) for k, v in batch.items()}
+    z_Bx2xD = self.encode(flat).astype(jnp.float32).reshape(pairs, 2, -1)
+    anchor_BxD, positive_BxD = z_Bx2xD[:, 0], z_Bx2xD[:, 1]
+    logits_BxB = anchor_BxD @ positive_BxD.T / self.cfg.temperature
+    item_a, item_p = batch["item"][:, 0], batch["item"][:, 1]
+    eye = jnp.eye(pairs, dtype=bool)
+    # Another row holding the same item as this row's positive (or anchor) is no negative.
+    same = (item_p[None, :] == item_p[:, None]) | (item_p[None, :] == item_a[:, None])
+    mask_a = eye | ~same
+    same_t = (item_a[None, :] == item_a[:, None]) | (item_a[None, :] == item_p[:, None])
+    mask_p = eye | ~same_t
+    masked_BxB = jnp.where(mask_a, logits_BxB, -jnp.inf)
+    loss = 0.5 * (_cross_entropy_diag(masked_BxB) + _cross_entropy_diag(jnp.where(mask_p, logits_BxB.T, -jnp.inf)))
+    hit = jnp.argmax(masked_BxB, axis=-1) == jnp.arange(pairs)
+    return loss, {"loss": loss, "in_batch_acc": hit.astype(jnp.float32).mean()}
+
+
+def _cross_entropy_diag(logits_BxB):
+  """Mean over rows of −log softmax(row)[row index]."""
+  return jnp.mean(jax.nn.logsumexp(logits_BxB, axis=-1) - jnp.diagonal(logits_BxB))

@@ -41,6 +41,9 @@ class Run:
     [{"item": raw id, "title", "score"}]."""
     from genrec.data.pipeline import query_example
 
+    if not hasattr(self.placed.model(), "recommend"):
+      raise ValueError(f"{self.config.model_name} is a pointwise model: it predicts P(like) for a (user, item) "
+                       "pair and does not rank the catalogue; `genrec eval` reports its AUC/UAUC")
     data = self.dataset()
     u = data.user_index(str(user))
     seq = data.sequences[u]

@@ -278,7 +278,7 @@ class Trainer:
     value = summary[name]
     score = value if self.cfg.trainer.best_mode == "max" else -value
     logger.message(f"step {step}: valid {name}={value:.4f} " +
-                   " ".join(f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@"))))
+                   " ".join(f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@", "uauc", "logloss"))))
     if score > self.best_value:
       self.best_value, self.evals_since_best = score, 0
       self.best.save(step, {"params": self.state["params"], "other": self.state["other"]},

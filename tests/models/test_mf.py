@@ -171,3 +171,9 @@ def test_results_table_is_pointwise(trained):
   table = report.results_table(results)
   assert "| split | examples | AUC | UAUC | UAUC users | logloss |" in table
   assert f"| test | 512 | {results['test']['auc']:.4f} |" in table and "CF embeddings: cf/" in table
+
+
+def test_recommend_on_a_pointwise_run_says_why_not(trained):
+  workdir = trained[0]
+  with pytest.raises(ValueError, match="mf is a pointwise model"):
+    genrec.load(workdir).recommend("0", 5)

@@ -5,6 +5,7 @@
   genrec eval DIR [--set eval.candidates=all ...]
   genrec recommend DIR --user ID [--k 10]
   genrec export-ids DIR [--out FILE.csv|FILE.json]
+  genrec export-embeddings DIR [--out FILE.npy]
   genrec datasets list | prepare NAME [--data-dir DIR]
   genrec models
 """
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
   x.add_argument("workdir")
   x.add_argument("--out", help="FILE.csv or FILE.json (default: DIR/semantic_ids.csv)")
   x.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  xe = sub.add_parser("export-embeddings", help="write a run's item embeddings [items+1, D] as .npy + JSON sidecar")
+  xe.add_argument("workdir")
+  xe.add_argument("--out", help="FILE.npy (default: DIR/item_embeddings.npy)")
+  xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   d = sub.add_parser("datasets", help="list or prepare datasets")
   d.add_argument("action", choices=("list", "prepare"))
@@ -152,6 +158,14 @@ def _export_ids(args) -> int:
   return 0
 
 
+def _export_embeddings(args) -> int:
+  from genrec.train.export import export_embeddings
+
+  out = export_embeddings(args.workdir, args.out)
+  print(f"wrote {out} and {out.with_suffix('.json')}")
+  return 0
+
+
 def _datasets(args) -> int:
   from genrec.data import movielens
   from genrec.data.atomic import find_recbole_dataset
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
   from genrec.models import registry
 
   handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
-             "models": _models, "export-ids": _export_ids}[args.command]
+             "models": _models, "export-ids": _export_ids, "export-embeddings": _export_embeddings}[args.command]
   try:
     for module in args.imports + getattr(args, "imports_sub", []):
       registry.import_module(module)

@@ -164,3 +164,19 @@ def test_tiger_trains_on_semantic_ids_of_the_fused_embeddings(tiny, cache, tmp_p
   assert used["data"]["item_embeddings"] == "run:mmenc:tiny"
   table, _ = stages.read_semantic_ids(tokenizer)
   assert table.shape == (NUM_ITEMS + 1, 3) and results["test"]["recall@5"] >= 0.0
+
+
+def test_export_embeddings_cli_re_encodes_the_run(tiny, cache, tmp_path):
+  from genrec import cli
+
+  out = tmp_path / "emb" / "items.npy"
+  assert cli.main(["export-embeddings", str(tiny["dir"]), "--out", str(out)]) == 0
+  exported = np.load(out, allow_pickle=False)
+  saved, _ = contrastive.read_item_embeddings(tiny["dir"])
+  np.testing.assert_allclose(exported, saved, atol=1e-6)
+  meta = json.loads(out.with_suffix(".json").read_text())
+  assert meta["model"] == "mmenc" and meta["items"] == NUM_ITEMS and meta["dim"] == 32
+  assert meta["item_ids"] == load_dataset(DataConfig(dataset="synthetic_mm")).item_raw[1:]
+  assert cli.main(["export-embeddings", str(tiny["dir"]), "--out", str(tmp_path / "x.txt")]) == 2
+  (tokenizer,) = (cache / "stages").glob("rqkmeans-*")          # written by the TIGER test above
+  assert cli.main(["export-embeddings", str(tokenizer)]) == 2

@@ -22,10 +22,11 @@ def tiny() -> ExperimentConfig:
 
 
 def ml100k() -> ExperimentConfig:
-  """MovieLens-100k: all-MiniLM-L6-v2 item texts (title, year, genres) and the 19-genre multi-hot, fused by
-  the UniSRec MoE adaptor; pairs within 3 positions of the training sequences."""
+  """MovieLens-100k: all-MiniLM-L6-v2 item texts (title, year, genres), the 18-genre multi-hot and an ID
+  embedding (item 267 has neither text nor genre), fused by the UniSRec MoE adaptor; pairs within 3 positions
+  of the training sequences."""
   return ExperimentConfig(
-      model=MMEncConfig(modalities=("text", "genre"), input_dims=(384, 19), fusion="moe", dim=64,
+      model=MMEncConfig(modalities=("text", "genre", "id"), input_dims=(384, 18), fusion="moe", dim=64,
                         num_experts=8, dropout=0.1, temperature=0.07, window=3),
       model_name="mmenc", preset="ml100k",
       data=DataConfig(dataset="ml-100k", item_embeddings="text:minilm", empty_item_text="placeholder"),

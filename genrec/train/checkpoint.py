@@ -18,6 +18,8 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from genrec.files import atomic_write
+
 MANIFEST = "genrec-manifest.json"
 
 
@@ -35,9 +37,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 def write_manifest(folder: Path) -> None:
   entries = {rel: [p.stat().st_size, _sha256(p)] for rel, p in _files(folder).items()}
-  tmp = folder / (MANIFEST + ".tmp")
-  tmp.write_text(json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
-  tmp.replace(folder / MANIFEST)
+  atomic_write(folder / MANIFEST, json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
 
 
 def verify_manifest(folder: Path, step: int) -> bool:

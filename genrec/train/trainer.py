@@ -26,6 +26,7 @@ from flax import nnx
 from genrec import config as config_lib
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
+from genrec.files import atomic_write
 from genrec.train import checkpoint as ckpt_lib
 from genrec.train import optim, sharding
 from genrec.train.logging import RunLogger
@@ -206,7 +207,7 @@ class Trainer:
     logger = RunLogger(self.workdir, total_steps=tcfg.steps, initial_step=start_step, progress=tcfg.progress)
     if jax.process_index() == 0:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      (self.workdir / "config.json").write_text(config_lib.to_json(cfg))
+      atomic_write(self.workdir / "config.json", config_lib.to_json(cfg))
     iterator = iter(self.train_data.to_iter_dataset(READ_OPTIONS))
     iterator.set_state(self.data_state)
     pending = None
@@ -349,9 +350,7 @@ def write_results(workdir: Path, results: dict) -> None:
   if jax.process_index() != 0:
     return
   workdir.mkdir(parents=True, exist_ok=True)
-  tmp = workdir / "results.json.tmp"
-  tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-  tmp.replace(workdir / "results.json")
+  atomic_write(workdir / "results.json", json.dumps(results, indent=2, sort_keys=True))
 
 
 def train(cfg: ExperimentConfig, workdir: str | Path, **kwargs) -> dict:

@@ -1,0 +1,40 @@
+"""Small file helpers shared by every writer and reader of run folders: atomic writes and contained paths."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+class PathEscapeError(ValueError):
+  """A path that should lie inside a run folder resolves outside it (a symlink or `..` planted in the run)."""
+
+
+def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> Path:
+  """Writes `content` (text, bytes, or a function writing to a binary file) to `path` through a temporary
+  sibling and a rename: a reader sees the old file or the new one, never half of one."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    with open(tmp, "wb") as f:
+      if callable(content):
+        content(f)
+      else:
+        f.write(content.encode() if isinstance(content, str) else content)
+      f.flush()
+      os.fsync(f.fileno())
+    tmp.replace(path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return path
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "artifact") -> Path:
+  """`path` (absolute, or relative to `root`) after checking that it resolves inside `root`."""
+  root = Path(root)
+  full = path if Path(path).is_absolute() else root / path
+  if not Path(full).resolve().is_relative_to(root.resolve()):
+    raise PathEscapeError(f"{what} {full} resolves to {Path(full).resolve()}, outside the run folder {root}; "
+                          "refusing to read or write it")
+  return Path(full)

@@ -23,15 +23,15 @@ def tiny() -> ExperimentConfig:
 
 def ml100k() -> ExperimentConfig:
   """MovieLens-100k: all-MiniLM-L6-v2 item texts (title, year, genres), the 18-genre multi-hot and an ID
-  embedding (item 267 has neither text nor genre), fused by the UniSRec MoE adaptor; pairs within 3 positions
-  of the training sequences."""
+  embedding (item 267 has neither text nor genre), gated fusion; pairs within 3 positions of the training
+  sequences. On validation recall@10, gated beat the MoE adaptor (0.095 vs 0.083 at 1000 steps)."""
   return ExperimentConfig(
-      model=MMEncConfig(modalities=("text", "genre", "id"), input_dims=(384, 18), fusion="moe", dim=64,
-                        num_experts=8, dropout=0.1, temperature=0.07, window=3),
+      model=MMEncConfig(modalities=("text", "genre", "id"), input_dims=(384, 18), fusion="gated", dim=64,
+                        dropout=0.1, temperature=0.07, window=3),
       model_name="mmenc", preset="ml100k",
       data=DataConfig(dataset="ml-100k", item_embeddings="text:minilm", empty_item_text="placeholder"),
-      trainer=TrainerConfig(steps=1000, batch_size=256, learning_rate=1e-3, warmup_steps=100, eval_every=250,
-                            checkpoint_every=500, log_every=50, best_metric="recall@10", best_mode="max"),
+      trainer=TrainerConfig(steps=2000, batch_size=256, learning_rate=1e-3, warmup_steps=100, eval_every=250,
+                            checkpoint_every=1000, log_every=50, best_metric="recall@10", best_mode="max"),
       eval=EvalConfig(batch_size=256, ks=(10, 20)))
 
 

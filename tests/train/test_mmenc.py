@@ -104,6 +104,31 @@ def test_one_device_equals_eight(tiny):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), out[0][1], out[1][1])
 
 
+def test_loss_is_symmetric_infonce_without_duplicate_negatives(tiny):
+  """Against NumPy from the model's docstring: a row's negatives are the other rows' positives (anchors, for
+  the reverse direction), minus any holding the same item as the row's anchor or positive."""
+  from genrec.models.mmenc import MMEnc
+
+  task = tiny["task"]
+  model = MMEnc(task.cfg.model, rngs=nnx.Rngs(3))
+  items = np.array([[1, 2], [3, 2], [2, 4], [5, 6], [6, 7]])   # 2 and 6 stand in several rows
+  loss = float(nnx.jit(lambda m, b: m.loss(b)[0])(model, task.features.rows(items)))
+  z = np.asarray(nnx.jit(lambda m, b: m.encode(b))(model, task.features.rows(items.reshape(-1))), np.float64)
+  z = z.reshape(len(items), 2, -1)
+  logits = z[:, 0] @ z[:, 1].T / task.cfg.model.temperature
+
+  def ce(scores, own, other):     # rows: queries; columns: candidates (column i is row i's positive)
+    total = 0.0
+    for i in range(len(items)):
+      keep = [j for j in range(len(items)) if j == i or other[j] not in (own[i], other[i])]
+      total += np.log(np.exp(scores[i, keep]).sum()) - scores[i, i]
+    return total / len(items)
+
+  reference = 0.5 * (ce(logits, items[:, 0], items[:, 1]) + ce(logits.T, items[:, 1], items[:, 0]))
+  print(f"loss {loss:.6f}, NumPy reference {reference:.6f}")
+  np.testing.assert_allclose(loss, reference, rtol=1e-5)
+
+
 def test_pairs_and_held_out_ranks_follow_the_protocol():
   data = types.SimpleNamespace(num_users=1, sequences=[np.array([1, 2, 1, 3, 4, 5], np.int32)])
   data.train_sequence = lambda u: data.sequences[u][:-2]

@@ -55,6 +55,8 @@ def test_trainer_rejects_a_bad_value_naming_the_key(tmp_path, assignment, messag
 def test_mesh_axes_must_fit_the_devices(tmp_path):
   assert "at most one axis may be -1, got data=-1 fsdp=-1" in train_error(tmp_path, "mesh.data=-1", "mesh.fsdp=-1")
   assert "data=16 x fsdp=1 x tensor=1 needs 16 devices; 8 available" in train_error(tmp_path, "mesh.data=16")
+  assert "mesh: 8 devices do not divide into axes of product 3" in train_error(tmp_path, "mesh.data=-1",
+                                                                                "mesh.fsdp=3")
 
 
 def test_mesh_rules_name_unknown_axes_and_missing_rows():
@@ -222,6 +224,11 @@ def test_atomic_file_with_an_empty_header_or_bad_encoding(tmp_path):
   (tmp_path / "b.inter").write_bytes(b"user_id:token\titem_id:token\n1\t2\n1\t\xff\n")
   with pytest.raises(errors.BadValueError, match=r"b.inter line 3: not valid UTF-8 \(invalid start byte\)"):
     read_atomic(tmp_path, "b")
+
+
+def test_atomic_dataset_spec_without_a_name(tmp_path):
+  assert train_error(tmp_path, "data.dataset=atomic:") == \
+      "data.dataset='atomic:': expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)"
 
 
 def test_item_embedding_and_text_settings():

@@ -179,7 +179,9 @@ def _datasets(args) -> int:
     print("atomic:DIR/NAME  any RecBole atomic-file dataset")
     return 0
   if not args.name:
-    raise SystemExit("genrec datasets prepare NAME: NAME is one of ml-100k, ml-1m, ml-20m")
+    from genrec.config import ConfigError
+
+    raise ConfigError("datasets prepare needs a NAME: one of ml-100k, ml-1m, ml-20m")
   movielens.prepare(args.name, args.data_dir)
   return 0
 

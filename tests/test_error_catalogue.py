@@ -108,7 +108,8 @@ def test_registering_a_taken_model_name():
 
 # -- command line and launch ---------------------------------------------------------------------------------
 def test_local_devices_must_not_be_negative(tmp_path):
-  assert train_error(tmp_path, flags=("--local-devices", "-1")) == "--local-devices must be >= 1, got -1"
+  assert train_error(tmp_path, flags=("--local-devices", "-1")) == (
+      "--local-devices must be >= 0 (0 = the host's own devices), got -1")
 
 
 def test_launch_env_var_must_be_an_integer(tmp_path, monkeypatch):
@@ -117,9 +118,21 @@ def test_launch_env_var_must_be_an_integer(tmp_path, monkeypatch):
 
 
 def test_datasets_prepare_needs_a_name():
-  # Not the usual "genrec datasets: error:" line: SystemExit prints the text and exits with status 1.
-  with pytest.raises(SystemExit, match="genrec datasets prepare NAME: NAME is one of ml-100k, ml-1m, ml-20m"):
-    runs.genrec_cli("datasets", "prepare")
+  assert cli_error("datasets", "prepare") == "datasets prepare needs a NAME: one of ml-100k, ml-1m, ml-20m"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("trainer.eval_every=0", "trainer.eval_every must be >= 1, got 0"),
+    ("trainer.batch_size=0", "trainer.batch_size must be >= 1, got 0"),
+    ("trainer.steps=-1", "trainer.steps must be >= 0, got -1"),
+    ("data.max_len=0", "data.max_len must be >= 1, got 0"),
+    ("eval.ks=0", "eval.ks must be cutoffs >= 1 (e.g. 5,10), got [0]"),
+    ("trainer.schedule=linear", "trainer.schedule must be one of"),
+])
+def test_nonpositive_settings_fail_before_any_folder_is_made(tmp_path, setting, message):
+  code, _, err = runs.genrec_cli("train", "sasrec:tiny", "--workdir", tmp_path / "run", "--set", setting)
+  assert code == 2 and message in err, err
+  assert not (tmp_path / "run").exists()
 
 
 def test_export_ids_of_a_run_without_semantic_ids(run):

@@ -63,7 +63,7 @@ def from_args(coordinator: str | None = None, num_processes: int | None = None, 
     raise LaunchError(f"a multi-process launch needs all of {list(explicit)}; missing "
                       f"{sorted(set(explicit) - given)}")
   if local_devices < 0:
-    raise LaunchError(f"--local-devices must be >= 1, got {local_devices}")
+    raise LaunchError(f"--local-devices must be >= 0 (0 = the host's own devices), got {local_devices}")
   if not given:
     return Launch(auto=auto, local_devices=local_devices)
   if num_processes < 1 or not 0 <= process_id < num_processes:

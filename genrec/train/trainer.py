@@ -108,6 +108,7 @@ class Trainer:
   def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True,
                init_from: str | Path | None = None, init_which: str = "best"):
     self.workdir = Path(workdir)
+    check_settings(cfg)
     self.data = data if data is not None else load_dataset(cfg.data)
     self.task = get_task(cfg, self.data)
     self.cfg = cfg = self.task.cfg = resolve(self.task.cfg, self.task.view)
@@ -311,6 +312,21 @@ class Trainer:
       results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)
     return results
+
+
+def check_settings(cfg: ExperimentConfig) -> None:
+  """The trainer, data and eval numbers that must be positive, checked before any folder is created."""
+  t = cfg.trainer
+  at_least = {"trainer.steps": (t.steps, 0), "trainer.batch_size": (t.batch_size, 1),
+              "trainer.grad_accum": (t.grad_accum, 1), "trainer.eval_every": (t.eval_every, 1),
+              "trainer.checkpoint_every": (t.checkpoint_every, 1), "trainer.log_every": (t.log_every, 1),
+              "eval.batch_size": (cfg.eval.batch_size, 1), "data.max_len": (cfg.data.max_len, 1)}
+  for key, (value, low) in at_least.items():
+    if value < low:
+      raise ConfigError(f"{key} must be >= {low}, got {value}")
+  if not cfg.eval.ks or min(cfg.eval.ks) < 1:
+    raise ConfigError(f"eval.ks must be cutoffs >= 1 (e.g. 5,10), got {list(cfg.eval.ks)}")
+  optim.schedule(cfg.trainer)            # an unknown trainer.schedule is an error here, not after mkdir
 
 
 def _catch_stop_signals(trainer) -> Callable[[], None]:

@@ -5,7 +5,8 @@ probabilities and `loss(batch)`. Examples and split come from `genrec.data.point
 interaction, label = rating > 3, global time order cut 80/10/10 into train/valid/test. Validation predicts
 every example of the split in fixed-size jitted batches (the last one padded, its padding rows dropped).
 A model with `user_embeddings()` and `item_embeddings()` leaves them in RUN/cf/ when training finishes
-(`genrec.models.cf_artifact`), for the LLM-CF models to read.
+(`genrec.models.cf_artifact`), for the LLM-CF models to read. A model config that names a prompt template
+(`model.prompt`, the LLM-CF models) gets its examples as prompt token ids: `genrec.train.prompted`.
 """
 from __future__ import annotations
 
@@ -21,12 +22,10 @@ from genrec.models.cf_artifact import save_cf_artifact
 from genrec.train import metrics, sharding
 from genrec.train.state import PlacedModel
 
-PREDICT_KEYS = ("user", "item", "history")      # what predict() sees: never the label
-
 
 def make_predictor(placed: PlacedModel, batch_size: int):
-  """(params, other, arrays) -> float32 [M] probabilities for every row of `arrays`, in jitted batches of
-  `batch_size` split over the mesh's data axes."""
+  """(params, other, arrays) -> float32 [M] probabilities for every row of `arrays` (every key but "label"
+  reaches predict()), in jitted batches of `batch_size` split over the mesh's data axes."""
   graphdef, mesh = placed.eval_graphdef, placed.mesh
   bsh = sharding.batch_sharding(mesh)
 
@@ -37,7 +36,7 @@ def make_predictor(placed: PlacedModel, batch_size: int):
 
   def predict(params, other, arrays: dict[str, np.ndarray]) -> np.ndarray:
     out = []
-    for batch in batches({k: arrays[k] for k in PREDICT_KEYS}, batch_size):
+    for batch in batches({k: v for k, v in arrays.items() if k != "label"}, batch_size):   # never the label
       valid = batch.pop("valid")
       placed_batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx])
                       for k, v in batch.items()}
@@ -59,17 +58,34 @@ class PointwiseTask:
   def __init__(self, cfg: ExperimentConfig, data):
     self.cfg, self.data = cfg, data
     self.points = pointwise_data(data, cfg.data)
-    self.view = self.points
+    self.prompts = None
+    if getattr(cfg.model, "prompt", ""):         # LLM-CF models: examples become prompts (genrec.train.prompted)
+      from genrec.train.prompted import PromptedExamples
+
+      self.prompts = PromptedExamples(cfg, data, self.points)
+    self.view = self.points if self.prompts is None else self.prompts.view
 
   def train_dataset(self, *, process_index: int, process_count: int):
-    return pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
-                           process_index=process_index, process_count=process_count)
+    ds = pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
+                         process_index=process_index, process_count=process_count)
+    if self.prompts is None:
+      return ds
+    return self.prompts.train(ds, process_index=process_index, process_count=process_count)
+
+  def prepare(self, placed, key) -> None:
+    del key
+    if self.prompts is not None:
+      self.prompts.prepare(placed)
+
+  def split(self, name: str) -> dict[str, np.ndarray]:
+    arrays = self.points.split(name)
+    return arrays if self.prompts is None else self.prompts.split(name, arrays)
 
   def evaluator(self, placed):
     predict = make_predictor(placed, self.cfg.eval.batch_size)
 
     def evaluate(params, other, split):
-      arrays = self.points.split(split)
+      arrays = self.split(split)
       probs = predict(params, other, arrays)
       return pointwise_metrics(arrays["user"], arrays["label"], probs), {}
 
@@ -95,4 +111,5 @@ class PointwiseTask:
             "label": f"rating > {POSITIVE_ABOVE:g}", "history": f"last {p.history.shape[1]} positive items",
             "candidates": "-", "ks": [], "ties": "a positive scored equal to a negative counts 1/2 in AUC",
             "examples": {k: p.stats[k] for k in ("train", "valid", "test")},
-            "uauc": "unweighted mean over users with a positive and a negative in the split"}
+            "uauc": "unweighted mean over users with a positive and a negative in the split",
+            **({} if self.prompts is None else {"prompt": self.prompts.protocol()})}

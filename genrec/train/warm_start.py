@@ -22,11 +22,12 @@ def check_compatible(old: ExperimentConfig, new: ExperimentConfig, source) -> No
   if old.model_name != new.model_name:
     raise ConfigError(f"--init-from {source}: it is a {old.model_name!r} run; this is {new.model_name!r}")
   a, b = config_lib.to_dict(old.model), config_lib.to_dict(new.model)
-  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in GROWABLE)
+  free = GROWABLE + tuple(getattr(new.model, "warm_start_free", ()))   # e.g. CoLLM's training stage
+  diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in free)
   if diff:
     shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
     raise ConfigError(f"--init-from {source}: the model config differs ({shown}); only "
-                      f"{', '.join(GROWABLE)} may change when warm starting")
+                      f"{', '.join(free)} may change when warm starting")
 
 
 def item_rows(old_raw: list[str], new_raw: list[str], old_rows: int, new_rows: int) -> np.ndarray:

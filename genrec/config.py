@@ -24,6 +24,11 @@ class DataConfig:
   dataset: "ml-100k", "ml-1m", "ml-20m" (RecBole atomic files or the TFDS builders), "synthetic", or
     "atomic:DIR/NAME" for any RecBole atomic-file dataset (DIR/NAME.inter, optional .item/.user).
   data_dir: where prepared/downloaded data is kept ("" → ~/.cache/genrec).
+  cold_items: the cold-start protocol (genrec.data.cold): round(cold_items * num_items) item ids, drawn by
+    `seed`, are held out of training. Rule: every interaction with a held-out item is removed from each user's
+    training part (all positions before the last two, so no training input or target is a held-out item); the
+    valid and test interactions are kept as they are, so a valid/test target may be held out (such cases form
+    the "cold" group of the evaluation, the others "warm") and a held-out valid item stays in the test history.
   """
   dataset: str = "ml-100k"
   data_dir: str = ""
@@ -36,6 +41,7 @@ class DataConfig:
   item_embeddings: str = "text:minilm"   # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
   #   | run:MODEL:PRESET (an item encoder stage, e.g. run:mmenc:ml100k, trained or reused) | run:DIR (its run folder)
   empty_item_text: str = "error"     # error | placeholder ("item <id>") for catalogue items with no text
+  cold_items: float = 0.0            # fraction of the catalogue held out of training (cold start); 0 = off
   # synthetic generator (dataset="synthetic")
   synthetic_users: int = 256
   synthetic_items: int = 64

@@ -15,6 +15,7 @@ import numpy as np
 
 from genrec.config import DataConfig
 from genrec.data.atomic import find_recbole_dataset, read_atomic
+from genrec.data.cold import choose_cold_items, hold_out
 from genrec.data.errors import DataError, DataNotFoundError
 from genrec.data.preprocess import prepare
 from genrec.data.synthetic import make_synthetic
@@ -27,8 +28,17 @@ MOVIELENS = ("ml-100k", "ml-1m", "ml-20m")
 
 
 def load_dataset(cfg: DataConfig) -> SeqData:
-  """The prepared dataset `cfg` names; the same object for configs that differ only in irrelevant fields."""
+  """The prepared dataset `cfg` names; the same object for configs that differ only in irrelevant fields.
+  With `cfg.cold_items` > 0, the cold-start split of it (genrec.data.cold)."""
+  if cfg.cold_items:
+    return _cold(_cache_key(cfg))
   return _load(_cache_key(cfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _cold(cfg: DataConfig) -> SeqData:
+  base = _load(_cache_key(dataclasses.replace(cfg, cold_items=0.0)))
+  return hold_out(base, choose_cold_items(base.num_items, cfg.cold_items, cfg.seed))
 
 
 def _cache_key(cfg: DataConfig) -> DataConfig:
@@ -38,10 +48,11 @@ def _cache_key(cfg: DataConfig) -> DataConfig:
     return dataclasses.replace(default, dataset=cfg.dataset, synthetic_users=cfg.synthetic_users,
                                synthetic_items=cfg.synthetic_items, synthetic_length=cfg.synthetic_length,
                                seed=cfg.seed, min_user_interactions=cfg.min_user_interactions,
-                               time_fraction=cfg.time_fraction)
+                               time_fraction=cfg.time_fraction, cold_items=cfg.cold_items)
   return dataclasses.replace(cfg, max_len=default.max_len, synthetic_users=default.synthetic_users,
                              synthetic_items=default.synthetic_items,
-                             synthetic_length=default.synthetic_length, seed=default.seed)
+                             synthetic_length=default.synthetic_length,
+                             seed=cfg.seed if cfg.cold_items else default.seed)   # the seed draws cold items
 
 
 def _snapshot(raw: RawTables, fraction: float) -> RawTables:

@@ -26,6 +26,7 @@ class SeqData:
   user_features: dict[str, list[str]]  # e.g. {"gender": [...], "age": [...]} per user index (group metrics)
   stats: dict[str, int]                # counts of what preprocessing dropped/kept
   ratings: list[np.ndarray] | None = None  # per user: float32 ratings aligned with sequences, when the source has them
+  cold_items: np.ndarray | None = None  # int32 item ids held out of training (DataConfig.cold_items), sorted
 
   @property
   def num_users(self) -> int:

@@ -253,12 +253,19 @@ def catalogue_fingerprint(data) -> str:
   return hashlib.sha256("\n".join(data.item_raw).encode()).hexdigest()[:16]
 
 
+def cold_fingerprint(data) -> str:
+  """Which items the data holds out of training (the cold-start protocol); "" when none."""
+  if getattr(data, "cold_items", None) is None:
+    return ""
+  return hashlib.sha256(np.asarray(data.cold_items, np.int32).tobytes()).hexdigest()[:16]
+
+
 def write_item_embeddings(workdir: Path, emb_NxD: np.ndarray, cfg: ExperimentConfig, data) -> dict:
   """RUN/artifacts/item_embeddings.npy ([N+1, D] float32, row 0 padding) and its .json meta, atomically."""
   emb_NxD = np.asarray(emb_NxD, np.float32)
   meta = {"items": int(len(emb_NxD) - 1), "dim": int(emb_NxD.shape[1]), "dataset": data.name,
           "catalogue": catalogue_fingerprint(data), "model": cfg.model_name, "preset": cfg.preset,
-          "modalities": list(cfg.model.modalities), "fusion": cfg.model.fusion}
+          "modalities": list(cfg.model.modalities), "fusion": cfg.model.fusion, "cold": cold_fingerprint(data)}
   return stages.write_artifact(workdir, ITEM_EMBEDDINGS, emb_NxD, meta)
 
 
@@ -271,23 +278,36 @@ def read_item_embeddings(workdir: str | Path) -> tuple[np.ndarray, dict]:
   return table, meta
 
 
-def embeddings_from_run(spec: str, data) -> np.ndarray:
-  """`data.item_embeddings=run:SPEC`: the fused embeddings [N, D] of items 1..N from a finished run folder
-  (SPEC is a directory) or from the stage MODEL:PRESET, trained first unless a finished run of it exists."""
+def encoder_run(spec: str, data_cfg=None, *, train: bool = True) -> Path:
+  """The run folder `data.item_embeddings=run:SPEC` reads: SPEC when it is a folder, else the stage
+  MODEL:PRESET (trained first unless a finished run of it exists, when `train`). The stage takes the dependent
+  run's cold-start split (`data_cfg.cold_items`, `seed`): an encoder must not see held-out interactions."""
   path = Path(spec).expanduser()
   if path.is_dir():
-    workdir = path
-  else:
-    import genrec.configs
+    return path
+  import genrec.configs
 
-    cfg = genrec.configs.get(spec)
-    if getattr(cfg.model, "task", "") != "item_contrastive":
-      raise ConfigError(f"data.item_embeddings=run:{spec}: {cfg.model_name} does not export item embeddings; "
-                        "name an item encoder preset (e.g. run:mmenc:ml100k) or a finished run folder")
-    workdir = stages.run_stage(cfg)
+  cfg = genrec.configs.get(spec)
+  if getattr(cfg.model, "task", "") != "item_contrastive":
+    raise ConfigError(f"data.item_embeddings=run:{spec}: {cfg.model_name} does not export item embeddings; "
+                      "name an item encoder preset (e.g. run:mmenc:ml100k) or a finished run folder")
+  if data_cfg is not None and data_cfg.cold_items:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cold_items=data_cfg.cold_items,
+                                                            seed=data_cfg.seed))
+  return stages.run_stage(cfg) if train else stages.stage_dir(cfg)
+
+
+def embeddings_from_run(spec: str, data, data_cfg=None) -> np.ndarray:
+  """`data.item_embeddings=run:SPEC`: the fused embeddings [N, D] of items 1..N from a finished run folder
+  (SPEC is a directory) or from the stage MODEL:PRESET (`encoder_run`)."""
+  workdir = encoder_run(spec, data_cfg)
   table, meta = read_item_embeddings(workdir)
   if meta["items"] != data.num_items or meta["catalogue"] != catalogue_fingerprint(data):
     raise DataError(f"data.item_embeddings=run:{spec}: its embeddings cover the {meta['items']} items of "
                     f"{meta['dataset']}, which is not this run's catalogue ({data.num_items} items of {data.name}"
                     f"{', other item ids' if meta['items'] == data.num_items else ''})")
+  if meta.get("cold", "") != cold_fingerprint(data):
+    raise DataError(f"data.item_embeddings=run:{spec}: the encoder was trained on another cold-start split than "
+                    f"this run's (data.cold_items / data.seed differ), so it saw interactions this run holds out "
+                    "or the reverse; train the encoder with the same data.cold_items and data.seed")
   return table[1:]

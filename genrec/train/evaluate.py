@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrec.config import ConfigError, EvalConfig
+from genrec.data import cold
 from genrec.data.pipeline import batches, eval_examples
 from genrec.data.types import SeqData
 from genrec.models.common import seen_mask
@@ -34,9 +35,13 @@ def parse_candidates(candidates: str) -> tuple[str, int]:
 
 
 def protocol(cfg: EvalConfig, data: SeqData) -> dict:
-  return {"dataset": data.name, "split": cfg.split, "candidates": cfg.candidates, "ks": list(cfg.ks),
-          "users": data.num_users, "items": data.num_items,
-          "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
+  out = {"dataset": data.name, "split": cfg.split, "candidates": cfg.candidates, "ks": list(cfg.ks),
+         "users": data.num_users, "items": data.num_items,
+         "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
+  if data.cold_items is not None:
+    out["cold_start"] = {"cold_items": int(len(data.cold_items)), "rule": cold.RULE,
+                         "interactions_removed": data.stats.get("interactions_removed_cold")}
+  return out
 
 
 def make_eval_step(cfg: EvalConfig) -> Callable:
@@ -73,7 +78,9 @@ def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, 
   """Runs `run_step(batch_np, key) -> (per_row, top)` (a jitted, sharded step) over every user of `split`
   (or over `examples`, the split's `eval_examples` when the caller keeps them between evaluations).
 
-  Returns (summary, groups): summary holds the mean metrics plus coverage/diversity/novelty at each k.
+  Returns (summary, groups): summary holds the mean metrics plus coverage/diversity/novelty at each k; groups
+  the per-group metrics of each `cfg.group_by` user feature, and "cold_start" (cold/warm target) when the data
+  holds items out of training.
   """
   if examples is None:
     examples = eval_examples(data, split, max_len=max_len, users=users)
@@ -101,6 +108,9 @@ def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, 
     if name in data.user_features:
       values = [data.user_features[name][u] for u in user_ids]
       groups[name] = metrics.group_metrics(per_user, values)
+  if data.cold_items is not None:      # the cold-start protocol: cases whose target was held out of training
+    groups["cold_start"] = metrics.group_metrics(
+        per_user, np.where(cold.is_cold(data, examples["target"]), "cold", "warm").tolist())
   return {k: float(v) for k, v in summary.items()}, groups
 
 

@@ -80,7 +80,7 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
   elif kind == "run":
     from genrec.train.contrastive import embeddings_from_run
 
-    table = embeddings_from_run(arg, data)
+    table = embeddings_from_run(arg, data, data_cfg)
   else:
     raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE', 'random:D' or "
                       f"'run:MODEL:PRESET' / 'run:DIR' (fused item embeddings of an encoder run), got {source!r}")

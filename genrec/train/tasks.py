@@ -38,9 +38,12 @@ class NextItemTask:
     self.cfg, self.data = cfg, data
     self.view = data
     eval_lib.parse_candidates(cfg.eval.candidates)
-    self.item_codes = None
+    self.item_codes = self.item_content = None
     if getattr(cfg.model, "tokenizer", ""):
       self._semantic_ids()
+    if getattr(cfg.model, "item_content", False):      # content-based retrievers (contentrec)
+      self.item_content = stages.item_embeddings(data, cfg.data, progress=cfg.trainer.progress)
+      self.cfg = dataclasses.replace(self.cfg, model=self.cfg.model.with_item_content(self.item_content))
 
   def _semantic_ids(self) -> None:
     """Runs (or reuses) the tokenizer stage a generative retriever depends on and sizes its codes."""
@@ -59,11 +62,18 @@ class NextItemTask:
     self.item_codes = table
 
   def prepare(self, placed, key) -> None:
-    """Loads the item -> semantic ID table into a generative retriever's state before training."""
+    """Loads the item -> semantic ID table into a generative retriever's state before training, or the item
+    content table (and which items training may rank) into a content-based one."""
     del key
-    if self.item_codes is not None:
+    if self.item_codes is not None or self.item_content is not None:
       model = placed.model(train=True)
-      model.set_item_codes(self.item_codes)
+      if self.item_codes is not None:
+        model.set_item_codes(self.item_codes)
+      if self.item_content is not None:
+        trained = np.zeros(self.data.num_items + 1, bool)
+        for u in range(self.data.num_users):
+          trained[self.data.train_sequence(u)] = True
+        model.set_item_content(self.item_content, trained)
       _, placed.params, _, placed.other = placed.split(model)
 
   def train_dataset(self, *, process_index: int, process_count: int):

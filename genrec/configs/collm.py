@@ -27,10 +27,10 @@ def ml100k() -> ExperimentConfig:
   cfg = tiny()
   return dataclasses.replace(
       cfg, preset="ml100k",
-      model=dataclasses.replace(cfg.model, max_prompt_len=160, max_title_tokens=12, cf_stage="mf:ml100k",
+      model=dataclasses.replace(cfg.model, max_prompt_len=112, max_title_tokens=12, cf_stage="mf:ml100k",
                                 cf_dim=64),
       data=DataConfig(dataset="ml-100k", max_len=10),
-      trainer=trainer(steps=600, batch_size=64, learning_rate=5e-3, eval_every=200),
+      trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
       eval=EvalConfig(batch_size=512))
 
 

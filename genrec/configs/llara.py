@@ -18,7 +18,7 @@ def tiny() -> ExperimentConfig:
 
 
 def ml100k() -> ExperimentConfig:
-  return _llara(collm.ml100k(), curriculum_steps=300)
+  return _llara(collm.ml100k(), curriculum_steps=200)
 
 
 default = ml100k

@@ -29,10 +29,10 @@ def ml100k() -> ExperimentConfig:
   """MovieLens-100k under CoLLM's protocol (rating > 3, global time split 80/10/10) with the tiny random LLM;
   `--set model.llm_path=/path/to/qwen2-0.5b` for a real one."""
   return ExperimentConfig(
-      model=TALLRecConfig(llm=LLMConfig.tiny(), lora=TINY_LORA, max_prompt_len=128, max_title_tokens=12),
+      model=TALLRecConfig(llm=LLMConfig.tiny(), lora=TINY_LORA, max_prompt_len=96, max_title_tokens=12),
       model_name="tallrec", preset="ml100k",
       data=DataConfig(dataset="ml-100k", max_len=10),
-      trainer=trainer(steps=600, batch_size=64, learning_rate=5e-3, eval_every=200),
+      trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
       eval=EvalConfig(batch_size=512))
 
 

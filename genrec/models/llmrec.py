@@ -148,7 +148,7 @@ class LLMRec(nnx.Module):
   def trainable(cfg: TALLRecConfig):
     """The nnx filter of what the optimizer updates (see the module docstring)."""
     projector = nnx.All(nnx.Param, nnx.PathContains("projector"))
-    stage = getattr(cfg, "stage", "text") if cfg.uses_cf else "text"
+    stage = cfg.stage if cfg.uses_cf else "text"
     return {"joint": nnx.Any(LoRAParam, projector), "text": LoRAParam, "cf": projector}[stage]
 
   def inputs(self, batch) -> jax.Array:

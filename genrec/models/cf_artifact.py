@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import atomic_write, inside
+
 FOLDER = "cf"
 FORMAT = "genrec-cf-1"
 
@@ -24,10 +26,7 @@ class CFArtifactError(ValueError):
 
 def _folder(run_dir: str | Path) -> Path:
   run_dir = Path(run_dir)
-  folder = run_dir / FOLDER
-  if not folder.resolve().is_relative_to(run_dir.resolve()):
-    raise CFArtifactError(f"{folder} resolves to {folder.resolve()}, outside the run folder {run_dir}")
-  return folder
+  return inside(run_dir, FOLDER, "CF artifact folder")
 
 
 def save_cf_artifact(run_dir: str | Path, users_UxD: np.ndarray, items_NxD: np.ndarray, *, model: str,
@@ -38,11 +37,11 @@ def save_cf_artifact(run_dir: str | Path, users_UxD: np.ndarray, items_NxD: np.n
     raise CFArtifactError(f"users {users_UxD.shape} and items {items_NxD.shape} must be [U, D] and [N+1, D]")
   folder = _folder(run_dir)
   folder.mkdir(parents=True, exist_ok=True)
-  np.save(folder / "users.npy", users_UxD, allow_pickle=False)
-  np.save(folder / "items.npy", items_NxD, allow_pickle=False)
+  for name, array in (("users.npy", users_UxD), ("items.npy", items_NxD)):
+    atomic_write(folder / name, lambda f, a=array: np.save(f, a, allow_pickle=False))
   meta = {"model": model, "num_users": users_UxD.shape[0], "num_items": items_NxD.shape[0] - 1,
           "dim": users_UxD.shape[1], "dataset": dataset, "format": FORMAT}
-  (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+  atomic_write(folder / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
   return {**meta, "path": FOLDER}
 
 
@@ -52,8 +51,7 @@ def load_cf_artifact(run_dir: str | Path, data) -> tuple[np.ndarray, np.ndarray,
   folder = _folder(run_dir)
   paths = {name: folder / name for name in ("meta.json", "users.npy", "items.npy")}
   for name, path in paths.items():
-    if not path.resolve().is_relative_to(Path(run_dir).resolve()):
-      raise CFArtifactError(f"{path} resolves outside the run folder {run_dir}")
+    inside(run_dir, path, "CF artifact file")
     if not path.is_file():
       raise CFArtifactError(f"{run_dir} has no CF artifact: {path} is missing (train a pointwise CF model "
                             "such as mf with this --workdir first)")

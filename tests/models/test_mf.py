@@ -17,6 +17,7 @@ import genrec
 import genrec.configs
 from genrec import config as config_lib
 from genrec.config import ConfigError, MeshConfig
+from genrec.files import PathEscapeError
 from genrec.data import load_dataset
 from genrec.data.pointwise import pointwise_data
 from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact
@@ -157,7 +158,7 @@ def test_cf_artifact_errors(trained, tmp_path):
   # A cf/ that links out of the run folder is refused.
   (tmp_path / "escape").mkdir()
   os.symlink(workdir / "cf", tmp_path / "escape" / "cf")
-  with pytest.raises(CFArtifactError, match="outside the run folder"):
+  with pytest.raises(PathEscapeError, match="outside the run folder"):
     load_cf_artifact(tmp_path / "escape", other)
   meta = json.loads((workdir / "cf" / "meta.json").read_text())
   (bad / "meta.json").write_text(json.dumps({**meta, "dim": 8}))

@@ -180,7 +180,7 @@ def _coerce(value, typ, where: str):
       return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
     if len(args) != len(value):
       raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-    return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+    return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
   if typ is bool:
     if not isinstance(value, bool):
       raise ConfigError(f"{where}: expected true/false, got {value!r}")

@@ -124,6 +124,19 @@ def test_from_dict_rebuilds_a_section():
     from_dict(TrainerConfig, {"stpes": 9})
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+  shape: tuple[int, str] = (1, "a")
+
+
+def test_fixed_length_tuple_fields_are_typed_per_position():
+  assert from_dict(_Pair, {"shape": [3, "b"]}) == _Pair((3, "b"))
+  with pytest.raises(ConfigError, match=r"shape\[1\]"):
+    from_dict(_Pair, {"shape": [3, 4]})
+  with pytest.raises(ConfigError, match="expected 2 values"):
+    from_dict(_Pair, {"shape": [3]})
+
+
 # -- dotted-key overrides --------------------------------------------------------------------------------------
 
 

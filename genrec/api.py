@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -17,11 +18,13 @@ from genrec.train.state import PlacedModel, abstract_with, place
 
 @dataclasses.dataclass
 class Run:
-  """A loaded run: `model` (eval mode, parameters on `placed.mesh`), its `config`, checkpoint `meta`."""
+  """A loaded run: `model` (eval mode, parameters on `placed.mesh`), its `config`, checkpoint `meta`, and the
+  items `genrec add-items` added (`added`: [{"item", "title", "text"}], ids num_items+1.. in order)."""
   workdir: Path
   config: ExperimentConfig
   meta: dict
   placed: PlacedModel
+  added: list = dataclasses.field(default_factory=list)
 
   @property
   def model(self):
@@ -47,21 +50,31 @@ class Run:
     data = self.dataset()
     u = data.user_index(str(user))
     seq = data.sequences[u]
-    unseen = data.num_items - len(set(seq.tolist()))
+    unseen = data.num_items + len(self.added) - len(set(seq.tolist()))
     if k < 1 or k > unseen:
       raise ValueError(f"k must be between 1 and the {unseen} items user {user} has not seen, got {k}")
     batch = query_example(data, u, max_len=self.config.data.max_len)
-    ids, scores = jax.jit(lambda m, b: m.recommend(b, k))(self.model, batch)
-    return [{"item": data.item_raw[i], "title": data.item_titles[i], "score": float(s)}
+    ids, scores = _recommend(self.model, batch, k)
+    raw = data.item_raw + [a["item"] for a in self.added]
+    titles = data.item_titles + [a["title"] for a in self.added]
+    return [{"item": raw[i], "title": titles[i], "score": float(s)}
             for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist()) if i > 0]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _recommend(model, batch, k: int):
+  """One compiled search per (model structure, k), reused by every `Run.recommend` call."""
+  return model.recommend(batch, k)
 
 
 def _is_run(workdir: Path) -> bool:
   return (workdir / "best").is_dir() or (workdir / "checkpoints").is_dir()
 
 
-def load(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None) -> Run:
-  """Loads a run folder written by `genrec train`.
+def load(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None,
+         added_items: bool = True) -> Run:
+  """Loads a run folder written by `genrec train` (with the items `genrec add-items` added, unless
+  added_items=False: then the catalogue it was trained on).
 
   which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint).
   mesh: where to place the parameters (default: every local device on the data axis, parameters
@@ -94,7 +107,12 @@ def load(workdir: str | Path, *, which: str = "best", step: int | None = None, m
     target = _full_target(placed)
   state = ckpt.restore(meta["step"], target)
   placed.params, placed.other = state["params"], state["other"]
-  return Run(workdir, cfg, meta, placed)
+  run = Run(workdir, cfg, meta, placed)
+  if added_items:
+    from genrec.train.add_items import apply_overlay
+
+    apply_overlay(run)
+  return run
 
 
 def _full_target(placed: PlacedModel):
@@ -113,6 +131,10 @@ def _full_target(placed: PlacedModel):
 def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
   import json
+
+  if run.added:
+    raise ValueError(f"{run.workdir} is loaded with {len(run.added)} added items, which no test case can "
+                     "target; evaluate the trained catalogue: genrec.load(DIR, added_items=False)")
 
   from genrec.train.tasks import get_task
   from genrec.train.trainer import write_results

@@ -6,6 +6,7 @@
   genrec recommend DIR --user ID [--k 10]
   genrec export-ids DIR [--out FILE.csv|FILE.json]
   genrec export-embeddings DIR [--out FILE.npy]
+  genrec add-items DIR ITEMS.csv [--json]
   genrec datasets list | prepare NAME [--data-dir DIR] [--images]
   genrec models
 """
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
   xe.add_argument("workdir")
   xe.add_argument("--out", help="FILE.npy (default: DIR/item_embeddings.npy)")
   xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  a = sub.add_parser("add-items", help="add new items (CSV: item_id, title/text, genres, image) to a trained run "
+                     "without retraining it: an overlay in DIR/added_items/")
+  a.add_argument("workdir")
+  a.add_argument("items_csv")
+  a.add_argument("--json", action="store_true")
+  a.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   d = sub.add_parser("datasets", help="list or prepare datasets")
   d.add_argument("action", choices=("list", "prepare"))
@@ -127,7 +135,7 @@ def _eval(args) -> int:
   from genrec.config import ConfigError
   from genrec.train.report import results_table
 
-  run = genrec.load(args.workdir, which=args.which)
+  run = genrec.load(args.workdir, which=args.which, added_items=False)
   bad = [o for o in args.overrides if not o.startswith("eval.")]
   if bad:
     raise ConfigError(f"genrec eval only takes eval.* overrides, got {bad}")
@@ -164,6 +172,23 @@ def _export_embeddings(args) -> int:
 
   out = export_embeddings(args.workdir, args.out)
   print(f"wrote {out} and {out.with_suffix('.json')}")
+  return 0
+
+
+def _add_items(args) -> int:
+  from genrec.train.add_items import add_items
+
+  summary = add_items(args.workdir, args.items_csv, progress=True)
+  if args.json:
+    print(json.dumps(summary, indent=2))
+    return 0
+  for a in summary["added"]:
+    codes = f"  codes={tuple(a['codes'])}" if "codes" in a else ""
+    print(f"item {a['item']} -> id {a['id']}  {a['title']}{codes}")
+  skipped = f"; {summary['images_skipped']} image(s) did not decode and were skipped" if summary["images_skipped"] \
+      else ""
+  print(f"added {len(summary['added'])} items ({summary['total']} in all, overlay version {summary['version']}) to "
+        f"{args.workdir}/added_items{skipped}")
   return 0
 
 
@@ -211,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
   from genrec.models import registry
 
   handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
-             "models": _models, "export-ids": _export_ids, "export-embeddings": _export_embeddings}[args.command]
+             "models": _models, "export-ids": _export_ids, "export-embeddings": _export_embeddings,
+             "add-items": _add_items}[args.command]
   try:
     for module in args.imports + getattr(args, "imports_sub", []):
       registry.import_module(module)

@@ -18,7 +18,7 @@ def semantic_id_table(workdir: str | Path) -> tuple[np.ndarray, dict]:
     return stages.read_semantic_ids(workdir)
   import genrec
 
-  run = genrec.load(workdir)
+  run = genrec.load(workdir, added_items=False)     # the table it was trained on (added items: RUN/added_items)
   codes = getattr(run.model, "item_codes", None)
   if codes is None:
     raise ValueError(f"{workdir} is a {run.config.model_name} run: it has no semantic IDs (train a tokenizer "
@@ -37,7 +37,7 @@ def export_semantic_ids(workdir: str | Path, out: str | Path | None = None) -> P
 
   workdir = Path(workdir)
   table, meta = semantic_id_table(workdir)
-  cfg = genrec.load(workdir).config
+  cfg = genrec.load(workdir, added_items=False).config
   from genrec.data import load_dataset
 
   data = load_dataset(cfg.data)

@@ -3,12 +3,15 @@ model cannot reach cold targets while a content model can."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import genrec
 import genrec.configs
+from fixtures_runs import genrec_cli
 from genrec import config as config_lib
 from genrec.config import DataConfig, EvalConfig
 from genrec.data import load_dataset
@@ -17,7 +20,9 @@ from genrec.data.errors import DataError
 from genrec.data.synthetic import planted_successor
 from genrec.data.types import SeqData
 from genrec.train import evaluate as eval_lib
-from genrec.train import metrics
+from genrec.train import metrics, stages
+from genrec.train.add_items import write_overlay
+from genrec.train.contrastive import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_from_run
 from genrec.train.trainer import Trainer
 
 # Cold items 2 and 5. Each user's last two items are the valid and test targets.
@@ -132,3 +137,36 @@ def test_id_only_model_misses_cold_targets_a_content_model_finds_them(cold_runs)
   assert sasrec["warm"]["recall@10"] > 0.5             # the same model does learn warm items
   assert content["cold"]["recall@10"] > 0.6            # content carries the rule to unseen items
   assert cold_runs["contentrec:tiny"][1]["protocol"]["cold_start"]["cold_items"] == 16
+
+
+def test_add_items_needs_content_and_grows_a_content_model(cold_runs, tmp_path):
+  items = tmp_path / "items.csv"
+  items.write_text("item_id,title\nnew,A new item\n")
+  code, _, err = genrec_cli("add-items", cold_runs["sasrec:tiny"][0], items)
+  assert code == 2 and "an ID-only model" in err
+  code, _, err = genrec_cli("add-items", cold_runs["contentrec:tiny"][0], items)
+  assert code == 2 and "a fixed table: nothing can encode new items" in err
+  # The overlay itself (what add-items writes after encoding): a new item whose content is that of the planted
+  # successor of a user's last item scores exactly as that item does.
+  run = genrec.load(shutil.copytree(cold_runs["contentrec:tiny"][0], tmp_path / "run"))
+  data = run.dataset()
+  succ = planted_successor(run.config.data)
+  user = next(u for u in range(data.num_users) if succ[data.sequences[u][-1]] not in data.sequences[u])
+  target = int(succ[data.sequences[user][-1]])
+  write_overlay(run, np.asarray(run.model.content[...])[[target]], [{"item": "new", "title": "New", "text": ""}])
+  grown = genrec.load(run.workdir)
+  assert grown.config.model.num_items == data.num_items + 1
+  assert not bool(grown.model.trained[...][-1]) and bool(grown.model.trained[...][target])
+  recs = {r["item"]: r["score"] for r in grown.recommend(data.user_raw[user], k=5)}
+  assert recs["new"] == pytest.approx(recs[data.item_raw[target]], rel=1e-6)
+
+
+def test_an_encoder_run_on_another_cold_split_is_refused(tmp_path):
+  data = load_dataset(DataConfig(dataset="synthetic", cold_items=0.25))
+  emb = np.zeros((data.num_items + 1, 4), np.float32)
+  meta = {"items": data.num_items, "dim": 4, "dataset": data.name, "catalogue": catalogue_fingerprint(data)}
+  stages.write_artifact(tmp_path, ITEM_EMBEDDINGS, emb, {**meta, "cold": cold_fingerprint(data)})
+  assert embeddings_from_run(str(tmp_path), data).shape == (data.num_items, 4)
+  stages.write_artifact(tmp_path, ITEM_EMBEDDINGS, emb, {**meta, "cold": ""})      # trained on every item
+  with pytest.raises(DataError, match="another cold-start split"):
+    embeddings_from_run(str(tmp_path), data)

@@ -1,0 +1,348 @@
+"""`genrec add-items RUN items.csv`: new catalogue items for a trained run, without retraining it (an overlay).
+
+The CSV has a header row: `item_id` (new ids), `title` and/or `text` (one of them is required: `text` is
+embedded as is, else the text is assembled from `title`, optional `year` and `genres` the way the catalogue's
+item text is), optional `genres` (`|`-separated names) and optional `image` (a path; relative paths are read
+from the CSV's folder).
+
+  1. Content: the run's content stage (`data.item_embeddings`) encodes each new item: the text tower
+     (text:minilm, text:HF_DIR) or the multimodal encoder run (run:MODEL:PRESET, run:DIR: its frozen towers
+     and fuser; a new item has no ID embedding). A fixed table (npy:, random:) cannot encode new items.
+  2. TIGER: the run's trained tokenizer stage (`model.tokenizer`, the exact table version the model was trained
+     on) turns the content into a code prefix; the collision digit is the smallest one no item with that prefix
+     uses. ContentRec: the content vector is all it needs. An ID-only model (SASRec, ...) cannot take new items.
+  3. RUN/added_items/: `codes-vK.npy` or `content-vK.npy` (every added item so far, in id order), then
+     `items.json` (raw ids, titles, texts, the base it fits, version K, the array's sha256), each written
+     atomically: a reader sees the previous version or the new one. The checkpoint is never written.
+
+`genrec.load(RUN)` applies the overlay (`apply_overlay`): new items take ids N+1.. in the order added, the model is
+rebuilt for the grown catalogue with the same parameters and its item tables extended (TIGER: item -> code and
+valid-prefix tables; ContentRec: the content table), and `Run.recommend` returns them by raw id and title.
+
+Images: a path that does not exist is an error naming the CSV line; an image file that does not decode is a
+counted skip (the item is encoded without its image; the summary counts it). Items with an image are only
+read when the content stage has an image tower.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genrec.files import atomic_write
+from genrec.train import stages
+
+OVERLAY = "added_items"
+
+
+class AddItemsError(ValueError):
+  """New items that cannot be added to a run, or an overlay that does not fit the run it is in."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NewItem:
+  item: str
+  title: str
+  text: str
+  genres: tuple[str, ...]
+  image: Path | None
+  line: int
+
+
+# ---- reading the CSV ------------------------------------------------------------------------------------------
+
+
+def read_items_csv(path: str | Path, taken: dict[str, str]) -> list[NewItem]:
+  """The new items of a CSV file; `taken` maps ids already in use to where (for the error)."""
+  from genrec.data.preprocess import _item_fields
+
+  path = Path(path)
+  if not path.is_file():
+    raise AddItemsError(f"{path}: no such file (add-items reads a CSV with item_id and title or text columns)")
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+    columns = [c for c in (rows[0].keys() if rows else [])]
+  if not rows:
+    raise AddItemsError(f"{path}: no items (a header row and one row per new item)")
+  if "item_id" not in columns:
+    raise AddItemsError(f"{path}: no 'item_id' column (columns: {columns})")
+  if "title" not in columns and "text" not in columns:
+    raise AddItemsError(f"{path}: no 'title' or 'text' column (columns: {columns}); add-items embeds each new "
+                        "item's text, so give a title (with optional year, genres) or the text itself")
+  lines = {}
+  out = []
+  for i, row in enumerate(rows):
+    line = i + 2
+    item = (row.get("item_id") or "").strip()
+    if not item:
+      raise AddItemsError(f"{path} line {line}: empty item_id")
+    if item in lines:
+      raise AddItemsError(f"item id {item!r} appears twice in {path} (lines {lines[item]} and {line})")
+    if item in taken:
+      raise AddItemsError(f"item id {item!r} ({path} line {line}) is already in {taken[item]}; new items need "
+                          "new ids")
+    lines[item] = line
+    title = (row.get("title") or "").strip()
+    genres = tuple(g.strip() for g in (row.get("genres") or "").split("|") if g.strip())
+    text = (row.get("text") or "").strip()
+    if not text:
+      genre_lists = np.empty(1, dtype=object)
+      genre_lists[0] = list(genres)
+      fields = {"item_id": np.array([item]), "title": np.array([title]), "year": np.array([row.get("year") or ""]),
+                "genres": genre_lists}
+      text = _item_fields(fields, np.zeros(1, np.int64), 1)[1][1]
+    if not text:
+      raise AddItemsError(f"{path} line {line}: item {item!r} has no title or text to embed")
+    image = (row.get("image") or "").strip()
+    image_path = None
+    if image:
+      image_path = Path(image) if Path(image).is_absolute() else path.parent / image
+      if not image_path.is_file():
+        raise AddItemsError(f"{path} line {line}: image {image!r} of item {item!r} does not exist "
+                            f"(looked for {image_path})")
+    out.append(NewItem(item, title or text, text, genres, image_path, line))
+  return out
+
+
+# ---- content vectors ------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _text_encoder(source: str):
+  from genrec.models.text import TextEncoder
+
+  arg = source.partition(":")[2]
+  return TextEncoder.minilm() if arg in ("", "minilm") else TextEncoder.from_pretrained(arg)
+
+
+def content_vectors(data_cfg, items: list[NewItem], *, progress: bool = False) -> tuple[np.ndarray, dict]:
+  """float32 [M, D] for the new items from the stage `data_cfg.item_embeddings` names, and counts."""
+  source = data_cfg.item_embeddings
+  kind = source.partition(":")[0]
+  if kind == "text":
+    return _text_encoder(source).encode([it.text for it in items], progress=progress), {}
+  if kind == "run":
+    from genrec.train.contrastive import encoder_run
+
+    folder = encoder_run(source.partition(":")[2], data_cfg, train=False)
+    if not (folder / "results.json").exists():
+      raise AddItemsError(f"the item encoder run of data.item_embeddings={source!r} is not in {folder}; add-items "
+                          "encodes new items with it (set GENREC_CACHE to where the run was trained)")
+    return _fused(folder, items, progress)
+  raise AddItemsError(f"this run's item content is data.item_embeddings={source!r}, a fixed table: nothing can "
+                      "encode new items into it; add-items needs a content encoder (text:minilm, text:HF_DIR, "
+                      "run:mmenc:PRESET)")
+
+
+def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarray, dict]:
+  """The multimodal encoder run's fused vectors for new items (each modality from its frozen tower)."""
+  import genrec
+  from genrec.models.mmenc import ID
+
+  enc = genrec.load(folder, added_items=False)
+  cfg, m = enc.config, len(items)
+  batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
+  for modality in cfg.model.modalities:
+    if modality == "text":
+      if not cfg.data.item_embeddings.startswith("text"):
+        raise AddItemsError(f"the encoder run {folder} reads text features from {cfg.data.item_embeddings!r}, "
+                            "a fixed table: it cannot encode new items' text")
+      batch["text"] = _text_encoder(cfg.data.item_embeddings).encode([it.text for it in items], progress=progress)
+      present.append(np.ones(m, bool))
+    elif modality == "genre":
+      names = enc.dataset().genre_names
+      unknown = sorted({g for it in items for g in it.genres} - set(names))
+      if unknown:
+        raise AddItemsError(f"genres {unknown} are not among the catalogue's genres {names}; the encoder run's "
+                            "genre tower only knows those")
+      hot = np.zeros((m, len(names)), np.float32)
+      for row, it in enumerate(items):
+        hot[row, [names.index(g) for g in it.genres]] = 1.0
+      batch["genre"] = hot
+      present.append(hot.sum(1) > 0)
+    elif modality == "image":
+      from genrec.train.contrastive import image_encoder
+
+      tower = image_encoder(cfg.model.image_encoder)
+      with_image = [i for i, it in enumerate(items) if it.image is not None]
+      emb = np.zeros((m, tower.dim), np.float32)
+      ok = np.zeros(m, bool)
+      if with_image:
+        e, v = tower.encode([str(items[i].image) for i in with_image], progress=progress)
+        emb[with_image], ok[with_image] = e, v
+      counts["images_skipped"] = len(with_image) - int(ok.sum())
+      batch["image"] = emb
+      present.append(ok)
+    else:
+      assert modality == ID
+      present.append(np.zeros(m, bool))      # a new item has no trained ID embedding
+  batch["present"] = np.stack(present, axis=1)
+  empty = [items[i].item for i in np.flatnonzero(~batch["present"].any(1))]
+  if empty:
+    raise AddItemsError(f"items {empty} have none of the encoder's modalities {cfg.model.modalities}")
+  out = jax.jit(lambda model, b: model.encode(b).astype(jnp.float32))(enc.model, batch)
+  return np.asarray(out), counts
+
+
+# ---- semantic IDs ----------------------------------------------------------------------------------------------
+
+
+def assign_codes(run, content_MxD: np.ndarray) -> np.ndarray:
+  """TIGER: code tuples [M, C] for new items from the run's tokenizer stage, with fresh collision digits."""
+  import genrec
+
+  model_cfg, K = run.config.model, run.config.model.codebook_size
+  stage = stages.stage_config(model_cfg.tokenizer, model_cfg.tokenizer_overrides, run.config.data)
+  folder = stages.stage_dir(stage)
+  if not (folder / "results.json").exists():
+    raise AddItemsError(f"the tokenizer stage {model_cfg.tokenizer} of {run.workdir} is not in {folder}; "
+                        "add-items assigns semantic IDs with it (set GENREC_CACHE to where the run was trained)")
+  _, meta = stages.read_semantic_ids(folder)
+  if meta["version"] != model_cfg.semantic_ids_version:
+    raise AddItemsError(f"the tokenizer stage in {folder} now gives semantic-ID table {meta['version']}, but "
+                        f"{run.workdir} was trained on table {model_cfg.semantic_ids_version}; its codes would "
+                        "not mean what the model learned")
+  tokenizer = genrec.load(folder, added_items=False)
+  prefix = np.asarray(jax.jit(lambda m, x: m.encode({"embedding": x}))(tokenizer.model, content_MxD))
+  existing = np.asarray(run.model.item_codes[...])[1:]
+  if prefix.shape[1] != existing.shape[1] - 1:
+    raise AddItemsError(f"the tokenizer gives {prefix.shape[1]} digits; the model's codes have "
+                        f"{existing.shape[1]} (the collision digit included)")
+  if (prefix >= K).any():
+    raise AddItemsError(f"a new item's code {int(prefix.max())} is outside the {K} codes per level this TIGER "
+                        "model was trained with")
+  used: dict[tuple, set] = {}
+  for row in existing.tolist():
+    used.setdefault(tuple(row[:-1]), set()).add(row[-1])
+  codes = []
+  for p in prefix.tolist():
+    taken = used.setdefault(tuple(p), set())
+    free = next((d for d in range(K) if d not in taken), None)
+    if free is None:
+      raise AddItemsError(f"the semantic-ID prefix {tuple(p)} already holds {K} items, every collision digit "
+                          f"this model can emit (codebook_size={K})")
+    taken.add(free)
+    codes.append(p + [free])
+  return np.asarray(codes, np.int32)
+
+
+# ---- the overlay ----------------------------------------------------------------------------------------------
+
+
+def _kind(run) -> str:
+  model = run.config.model
+  if getattr(model, "tokenizer", "") and hasattr(run.model, "set_item_codes"):
+    return "codes"
+  if getattr(model, "item_content", False):
+    return "content"
+  raise AddItemsError(f"{run.workdir} is a {run.config.model_name} run, an ID-only model: it scores items "
+                      "through embeddings learned per item id, which a new item does not have; add-items needs a "
+                      "model that describes items by content (tiger on semantic IDs, contentrec)")
+
+
+def _base(run) -> dict:
+  from genrec.train.contrastive import catalogue_fingerprint
+
+  model = run.config.model
+  data = run.dataset()
+  return {"model": run.config.model_name, "num_items": data.num_items, "catalogue": catalogue_fingerprint(data),
+          "item_embeddings": run.config.data.item_embeddings,
+          "semantic_ids_version": getattr(model, "semantic_ids_version", "")}
+
+
+def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
+  """(items.json, the array it names) of RUN/added_items, checked; None when the run has none."""
+  folder = Path(workdir) / OVERLAY
+  if not (folder / "items.json").exists():
+    return None
+  try:
+    meta = json.loads((folder / "items.json").read_text())
+    array = np.load(folder / Path(meta["array"]).name, allow_pickle=False)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise AddItemsError(f"the added-items overlay in {folder} cannot be read ({e}); remove the folder and run "
+                        "add-items again") from None
+  if hashlib.sha256(array.tobytes()).hexdigest() != meta.get("sha256") or len(array) != len(meta["items"]):
+    raise AddItemsError(f"the added-items overlay in {folder} is damaged: {meta['array']} does not match "
+                        "items.json; remove the folder and run add-items again")
+  return meta, array
+
+
+def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = False) -> dict:
+  """Encodes the CSV's items with the run's content and tokenizer stages and writes the next overlay version.
+  Returns {"version", "added": [{"item", "id", "title", "codes"?}], "total", "images_skipped"}."""
+  import genrec
+
+  run = genrec.load(workdir)
+  kind = _kind(run)
+  data = run.dataset()
+  taken = {raw: f"the catalogue of {run.workdir} ({data.name})" for raw in data.item_raw[1:]}
+  taken.update({a["item"]: f"{run.workdir}'s added items (an earlier add-items)" for a in run.added})
+  items = read_items_csv(csv_path, taken)
+  content, counts = content_vectors(run.config.data, items, progress=progress)
+  new = assign_codes(run, content) if kind == "codes" else np.asarray(content, np.float32)
+  meta = write_overlay(run, new, [{"item": it.item, "title": it.title, "text": it.text} for it in items])
+  first = data.num_items + len(run.added) + 1
+  added = [{"item": it.item, "id": first + i, "title": it.title,
+            **({"codes": new[i].tolist()} if kind == "codes" else {})} for i, it in enumerate(items)]
+  if progress:
+    print(f"added {len(items)} items to {run.workdir} (overlay version {meta['version']})", file=sys.stderr)
+  return {"version": meta["version"], "added": added, "total": len(meta["items"]),
+          "images_skipped": counts.get("images_skipped", 0)}
+
+
+def write_overlay(run, new: np.ndarray, entries: list[dict]) -> dict:
+  """Appends items (`new`: their codes [M, C] or content vectors [M, D]; `entries`: {"item", "title", "text"})
+  to the run's overlay as its next version; returns the new items.json."""
+  kind = _kind(run)
+  previous = read_overlay(run.workdir)
+  version = previous[0]["version"] + 1 if previous else 1
+  array = np.ascontiguousarray(np.concatenate([previous[1], new]) if previous else new)
+  folder = Path(run.workdir) / OVERLAY
+  folder.mkdir(exist_ok=True)
+  name = f"{kind}-v{version}.npy"
+  atomic_write(folder / name, lambda f: np.save(f, array, allow_pickle=False))
+  meta = {"version": version, "kind": kind, "array": name, "shape": list(array.shape),
+          "sha256": hashlib.sha256(array.tobytes()).hexdigest(), "base": _base(run),
+          "items": (previous[0]["items"] if previous else []) + list(entries)}
+  atomic_write(folder / "items.json", json.dumps(meta, indent=2))
+  return meta
+
+
+def apply_overlay(run) -> None:
+  """Grows a loaded run by its overlay (if any): config, placement and `run.added` are replaced in place."""
+  from genrec.train.state import place
+
+  found = read_overlay(run.workdir)
+  if found is None:
+    return
+  meta, array = found
+  kind = _kind(run)
+  base = _base(run)
+  if meta.get("kind") != kind or meta.get("base") != base:
+    raise AddItemsError(f"the added-items overlay in {run.workdir / OVERLAY} was made for {meta.get('base')}, not "
+                        f"for this run ({base}); remove the folder and add the items again")
+  cfg = run.config
+  grown = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_items=cfg.model.num_items + len(array)))
+  placed = place(grown, run.placed.mesh, init=False)
+  same = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, placed.params, run.placed.params)
+  if not all(jax.tree.leaves(same)):
+    raise AddItemsError(f"{cfg.model_name}'s parameters depend on the catalogue size; it cannot take added items")
+  old = run.model
+  placed.params = run.placed.params
+  placed.other = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), placed.other)
+  model = placed.model()
+  if kind == "codes":
+    model.set_item_codes(np.concatenate([np.asarray(old.item_codes[...]), array]))
+  else:
+    trained = np.concatenate([np.asarray(old.trained[...]), np.zeros(len(array), bool)])
+    model.set_item_content(np.concatenate([np.asarray(old.content[...]), array]), trained)
+  _, placed.params, _, placed.other = placed.split(model)
+  run.config, run.placed, run.added = grown, placed, list(meta["items"])

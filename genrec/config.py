@@ -104,7 +104,9 @@ class EvalConfig:
   """The evaluation protocol; printed with every result.
 
   candidates: "all_minus_seen" (rank the target among every item the user has not interacted with before),
-    "all" (every item), or "sampled:N" (N sampled unseen negatives; only on request).
+    "all" (every item), or "sampled:N" (N sampled unseen negatives; only on request). Pointwise tasks rank
+    only with "sampled:N" (HR@1 of the target among N + 1 candidates, genrec.train.pointwise).
+  ranked_examples: pointwise ranking covers the first this many positive examples of a split (0 = all).
   """
   split: str = "leave_one_out"
   candidates: str = "all_minus_seen"
@@ -112,6 +114,7 @@ class EvalConfig:
   batch_size: int = 256
   group_by: tuple[str, ...] = ("gender", "age", "occupation")
   seed: int = 0
+  ranked_examples: int = 200
 
 
 @dataclasses.dataclass(frozen=True)

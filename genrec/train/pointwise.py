@@ -7,6 +7,12 @@ every example of the split in fixed-size jitted batches (the last one padded, it
 A model with `user_embeddings()` and `item_embeddings()` leaves them in RUN/cf/ when training finishes
 (`genrec.models.cf_artifact`), for the LLM-CF models to read. A model config that names a prompt template
 (`model.prompt`, the LLM-CF models) gets its examples as prompt token ids: `genrec.train.prompted`.
+
+Candidate ranking (LLaRA's HitRatio@1), on when `eval.candidates="sampled:N"`: each of the first
+`eval.ranked_examples` POSITIVE examples of a split (time order) is scored against N negatives — items its user
+never rated in any split, drawn uniformly without replacement by rng (eval.seed, the example's global index) —
+each candidate in the target's place of the same example (history, prompt template). hr@1 = the fraction whose
+target scores strictly above every negative (a tie is a miss); ndcg@{N+1} uses the same pessimistic rank.
 """
 from __future__ import annotations
 
@@ -15,11 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genrec.config import ExperimentConfig
+from genrec.config import ConfigError, ExperimentConfig
 from genrec.data.pipeline import batches
-from genrec.data.pointwise import POSITIVE_ABOVE, pointwise_data, pointwise_train
+from genrec.data.pointwise import POSITIVE_ABOVE, PointwiseData, pointwise_data, pointwise_train
 from genrec.models.cf_artifact import save_cf_artifact
 from genrec.train import metrics, sharding
+from genrec.train.evaluate import parse_candidates
 from genrec.train.state import PlacedModel
 
 
@@ -52,6 +59,35 @@ def pointwise_metrics(users_M, labels_M, probs_M) -> dict[str, float]:
           "logloss": metrics.logloss(labels_M, probs_M)}
 
 
+def sample_negatives(points: PointwiseData, rows_R, num_neg: int, seed: int) -> np.ndarray:
+  """int32 [R, num_neg]: for example row r (global index), distinct items its user rated in no split, drawn
+  uniformly by rng (seed, r) — the same whatever batches or other rows are asked for."""
+  rows_R = np.asarray(rows_R, np.int64)
+  by_user = np.argsort(points.user, kind="stable")
+  starts = np.searchsorted(points.user[by_user], np.arange(points.num_users + 1))
+  catalogue = np.arange(1, points.num_items + 1)
+  out = np.zeros((len(rows_R), num_neg), np.int32)
+  for i, r in enumerate(rows_R):
+    u = points.user[r]
+    unseen = np.setdiff1d(catalogue, points.item[by_user[starts[u]:starts[u + 1]]], assume_unique=False)
+    if len(unseen) < num_neg:
+      raise ConfigError(f"eval.candidates=sampled:{num_neg}: user {u} of {points.name} rated all but "
+                        f"{len(unseen)} of the {points.num_items} items; lower N")
+    out[i] = np.random.default_rng((seed, int(r))).choice(unseen, num_neg, replace=False)
+  return out
+
+
+def candidate_metrics(scores_RxC) -> dict[str, float]:
+  """Column 0 is the target. Pessimistic rank: a negative scored equal to the target ranks ahead of it."""
+  scores_RxC = np.asarray(scores_RxC, np.float64)
+  num, width = scores_RxC.shape
+  if num == 0:
+    return {"hr@1": float("nan"), f"ndcg@{width}": float("nan"), "ranked": 0}
+  rank_R = (scores_RxC[:, 1:] >= scores_RxC[:, :1]).sum(axis=1)
+  return {"hr@1": float(np.mean(rank_R == 0)), f"ndcg@{width}": float(np.mean(1 / np.log2(rank_R + 2))),
+          "ranked": int(num)}
+
+
 class PointwiseTask:
   best_mode = "max"
 
@@ -64,6 +100,13 @@ class PointwiseTask:
 
       self.prompts = PromptedExamples(cfg, data, self.points)
     self.view = self.points if self.prompts is None else self.prompts.view
+    kind, num_neg = parse_candidates(cfg.eval.candidates)
+    self.num_neg = num_neg if kind == "sampled" else 0
+    if cfg.eval.ranked_examples < 0:
+      raise ConfigError(f"eval.ranked_examples={cfg.eval.ranked_examples}: need >= 0 (0 = every positive)")
+    self._ranked = {}
+    # Drawn now, so a catalogue too small for N negatives fails before training, not at the first evaluation.
+    self._candidates = {s: self._draw(s) for s in ("valid", "test")} if self.num_neg else {}
 
   def train_dataset(self, *, process_index: int, process_count: int):
     ds = pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
@@ -81,13 +124,39 @@ class PointwiseTask:
     arrays = self.points.split(name)
     return arrays if self.prompts is None else self.prompts.split(name, arrays)
 
+  def _draw(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the ranked examples' global indices [R], their candidates [R, 1 + N], the target first)."""
+    span, cap = self.points.rows(name), self.cfg.eval.ranked_examples
+    rows_R = span.start + np.flatnonzero(self.points.label[span] > 0)
+    rows_R = rows_R[:cap] if cap else rows_R
+    negatives_RxN = sample_negatives(self.points, rows_R, self.num_neg, self.cfg.eval.seed)
+    return rows_R, np.concatenate([self.points.item[rows_R][:, None], negatives_RxN], 1)
+
+  def ranked(self, name: str) -> dict[str, np.ndarray]:
+    """The candidate-ranking rows of one split: R examples x (target + N negatives), row-major, each a
+    copy of its example with the candidate as item ("rows" [R] = the examples' global indices)."""
+    if name not in self._ranked:
+      rows_R, items_RxC = self._candidates[name]
+      width = items_RxC.shape[1]
+      arrays = {"user": np.repeat(self.points.user[rows_R], width), "item": items_RxC.reshape(-1),
+                "history": np.repeat(self.points.history[rows_R], width, axis=0)}
+      if self.prompts is not None:
+        arrays = self.prompts.split(f"{name}/ranked", arrays)
+      self._ranked[name] = {**arrays, "rows": rows_R}
+    return self._ranked[name]
+
   def evaluator(self, placed):
     predict = make_predictor(placed, self.cfg.eval.batch_size)
 
     def evaluate(params, other, split):
       arrays = self.split(split)
       probs = predict(params, other, arrays)
-      return pointwise_metrics(arrays["user"], arrays["label"], probs), {}
+      out = pointwise_metrics(arrays["user"], arrays["label"], probs)
+      if self.num_neg:
+        ranked = self.ranked(split)
+        scores = predict(params, other, {k: v for k, v in ranked.items() if k != "rows"})
+        out.update(candidate_metrics(scores.reshape(len(ranked["rows"]), self.num_neg + 1)))
+      return out, {}
 
     return evaluate
 
@@ -109,7 +178,19 @@ class PointwiseTask:
     return {"dataset": p.name, "users": p.num_users, "items": p.num_items, "task": "pointwise",
             "split": "global time 80/10/10 (sorted by timestamp, then user, then the user's own order)",
             "label": f"rating > {POSITIVE_ABOVE:g}", "history": f"last {p.history.shape[1]} positive items",
-            "candidates": "-", "ks": [], "ties": "a positive scored equal to a negative counts 1/2 in AUC",
+            "candidates": self.cfg.eval.candidates if self.num_neg else "-", "ks": [],
+            "ties": "a positive scored equal to a negative counts 1/2 in AUC",
             "examples": {k: p.stats[k] for k in ("train", "valid", "test")},
             "uauc": "unweighted mean over users with a positive and a negative in the split",
-            **({} if self.prompts is None else {"prompt": self.prompts.protocol()})}
+            **({} if self.prompts is None else {"prompt": self.prompts.protocol()}),
+            **({"ranking": self.ranking_protocol()} if self.num_neg else {})}
+
+  def ranking_protocol(self) -> dict:
+    cap, n = self.cfg.eval.ranked_examples, self.num_neg
+    return {"candidates": f"the target + {n} negatives: items the user rated in no split (train, valid or test), "
+                          f"uniform without replacement, rng (eval.seed={self.cfg.eval.seed}, example index)",
+            "examples": f"the first {cap} positive examples of each split in time order" if cap
+                        else "every positive example of each split",
+            "scored": "P(yes) of the example with the candidate as its target (same history and prompt)",
+            "metrics": ["hr@1", f"ndcg@{n + 1}"],
+            "ties": "pessimistic: a negative scored equal to the target ranks ahead of it (hr@1 counts a miss)"}

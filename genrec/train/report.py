@@ -57,16 +57,19 @@ def _stage_table(results: dict) -> str:
 
 
 def _pointwise_table(results: dict) -> str:
-  """Click-through models: AUC, UAUC (with the users it averages over) and logloss per split."""
+  """Click-through models: AUC, UAUC (with the users it averages over) and logloss per split; HR@1 over the
+  sampled candidates (with the examples ranked) when the protocol ranks."""
   p = results["protocol"]
+  ranks = "hr@1" in results["test"]
   lines = [f"{results['model']}:{results['preset']}  —  protocol: {p['dataset']} ({p['users']} users, "
-           f"{p['items']} items), split={p['split']}, label={p['label']}", ""]
-  lines.append("| split | examples | AUC | UAUC | UAUC users | logloss |")
-  lines.append("|---|---|---|---|---|---|")
+           f"{p['items']} items), split={p['split']}, label={p['label']}"
+           + (f", candidates={p['candidates']} (HR@1: the target vs unseen negatives)" if ranks else ""), ""]
+  lines.append("| split | examples | AUC | UAUC | UAUC users | logloss |" + (" HR@1 | ranked |" if ranks else ""))
+  lines.append("|---" * (8 if ranks else 6) + "|")
   for split in ("valid", "test"):
     m = results[split]
     lines.append(f"| {split} | {p['examples'][split]} | {m['auc']:.4f} | {m['uauc']:.4f} | {m['uauc_users']} | "
-                 f"{m['logloss']:.4f} |")
+                 f"{m['logloss']:.4f} |" + (f" {m['hr@1']:.4f} | {m['ranked']} |" if ranks else ""))
   cf = results.get("cf_artifact")
   if cf:
     lines.append("")

@@ -34,13 +34,7 @@ from models.test_llm import LLAMA, np_logits, random_tensors, write_checkpoint  
 TITLES = ["", "Toy Story", "Heat", "Casino", "Fargo", "Sense and Sensibility"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def stage_cache(tmp_path_factory):
-  """The mf:tiny CF stage trains once into this module's own cache."""
-  mp = pytest.MonkeyPatch()
-  mp.setenv("GENREC_CACHE", str(tmp_path_factory.mktemp("stage_cache")))
-  yield
-  mp.undo()
+pytestmark = pytest.mark.usefixtures("stage_cache")     # the mf:tiny CF stage trains once, in this module's cache
 
 
 def tiny(spec, *overrides):

@@ -19,13 +19,7 @@ STEPS = 3
 ZERO_GRADIENT = ("['k']['bias'].value", "['score']['bias'].value")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_stage_cache(tmp_path_factory):
-  """Dependency stages (TIGER's tokenizer, ...) train into a cache of this module's own."""
-  mp = pytest.MonkeyPatch()
-  mp.setenv("GENREC_CACHE", str(tmp_path_factory.mktemp("stage_cache")))
-  yield
-  mp.undo()
+pytestmark = pytest.mark.usefixtures("stage_cache")     # dependency stages train into this module's own cache
 
 
 def _params(spec, devices, workdir):

@@ -12,12 +12,8 @@ from genrec.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  mp = pytest.MonkeyPatch()
-  root = tmp_path_factory.mktemp("cache")
-  mp.setenv("GENREC_CACHE", str(root))
-  yield root
-  mp.undo()
+def cache(stage_cache):
+  return stage_cache
 
 
 @pytest.fixture(scope="module")

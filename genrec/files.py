@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -15,18 +16,18 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
   """Writes `content` (text, bytes, or a function writing to a binary file) to `path` through a temporary
   sibling and a rename: a reader sees the old file or the new one, never half of one."""
   path = Path(path)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with open(tmp, "wb") as f:
+    with os.fdopen(fd, "wb") as f:
       if callable(content):
         content(f)
       else:
         f.write(content.encode() if isinstance(content, str) else content)
       f.flush()
       os.fsync(f.fileno())
-    tmp.replace(path)
+    os.replace(tmp, path)
   finally:
-    tmp.unlink(missing_ok=True)
+    Path(tmp).unlink(missing_ok=True)
   return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.files import atomic_write
 from genrec.train import stages
 
 
@@ -55,10 +56,8 @@ def export_semantic_ids(workdir: str | Path, out: str | Path | None = None) -> P
     body = buf.getvalue()
   else:
     raise ValueError(f"--out must end in .csv or .json, got {out}")
-  tmp = out.with_name(out.name + ".tmp")
-  tmp.write_text(body)
-  tmp.replace(out)
-  (out.with_name(out.stem + ".stats.json")).write_text(json.dumps(meta, indent=2))
+  atomic_write(out, body)
+  atomic_write(out.with_name(out.stem + ".stats.json"), json.dumps(meta, indent=2))
   return out
 
 
@@ -94,7 +93,7 @@ def export_embeddings(workdir: str | Path, out: str | Path | None = None, *, pro
           "items": int(len(table) - 1), "dim": int(table.shape[1]), "rows": "row i = item id i; row 0 = padding",
           "dataset": data.name, "item_ids": data.item_raw[1:]}
   out.parent.mkdir(parents=True, exist_ok=True)
-  stages._atomic(out, lambda f: np.save(f, np.ascontiguousarray(table, np.float32), allow_pickle=False))
+  atomic_write(out, lambda f: np.save(f, np.ascontiguousarray(table, np.float32), allow_pickle=False))
   sidecar = out.with_suffix(".json")
-  stages._atomic(sidecar, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+  atomic_write(sidecar, json.dumps(meta, indent=2))
   return out

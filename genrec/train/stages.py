@@ -19,6 +19,7 @@ from genrec import config as config_lib
 from genrec.config import ConfigError, DataConfig, ExperimentConfig
 from genrec.data.errors import DataError
 from genrec.data.types import SeqData
+from genrec.files import atomic_write
 
 SEMANTIC_IDS = "semantic_ids"
 
@@ -134,8 +135,8 @@ def write_artifact(workdir: str | Path, name: str, array: np.ndarray, meta: dict
   meta = {"version": _version(array), **meta}
   out = Path(workdir) / "artifacts"
   out.mkdir(parents=True, exist_ok=True)
-  _atomic(out / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
-  _atomic(out / f"{name}.json", lambda f: f.write(json.dumps(meta, indent=2).encode()))
+  atomic_write(out / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
+  atomic_write(out / f"{name}.json", json.dumps(meta, indent=2))
   return meta
 
 
@@ -154,8 +155,3 @@ def read_artifact(workdir: str | Path, name: str, dtype, what: str, hint: str) -
   return array, meta
 
 
-def _atomic(path: Path, write) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "wb") as f:
-    write(f)
-  tmp.replace(path)

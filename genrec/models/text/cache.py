@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from genrec.files import atomic_write
 
 DEFAULT_DIR = "~/.cache/genrec/embeddings"
 ENV_VAR = "GENREC_EMBEDDING_CACHE"
@@ -37,19 +38,6 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 def cache_key(encoder_identity: str, texts: Sequence[str]) -> str:
   return hashlib.sha256(f"{encoder_identity}\n{texts_digest(texts)}".encode()).hexdigest()[:40]
-
-
-def _atomic_write(path: Path, data: bytes):
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 class EmbeddingCache:
@@ -85,8 +73,8 @@ class EmbeddingCache:
     np.save(buf, np.ascontiguousarray(array, np.float32), allow_pickle=False)
     data = buf.getvalue()
     path = self.path(key)
-    _atomic_write(path, data)
-    _atomic_write(Path(f"{path}.sha256"), hashlib.sha256(data).hexdigest().encode())
+    atomic_write(path, data)
+    atomic_write(Path(f"{path}.sha256"), hashlib.sha256(data).hexdigest().encode())
 
   def get_or_compute(self, key: str, num_rows: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """The cached array if intact, else `compute()` (saved for next time)."""

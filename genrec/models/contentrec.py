@@ -27,7 +27,7 @@ from genrec.models import layers
 from genrec.models.common import SequenceSizes, top_k_unseen
 from genrec.models.fusion import MoEAdaptor
 from genrec.models.registry import register
-from genrec.models.sequential import softmax_cross_entropy
+from genrec.models.sequential import causal_stack, softmax_cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +96,8 @@ class ContentRec(nnx.Module):
   def encode(self, ids_BxL, items_NxD):
     """Hidden state at every position, [B, L, D]; position t sees items <= t."""
     length = ids_BxL.shape[1]
-    valid_BxL = ids_BxL > 0
     x = jnp.take(items_NxD, ids_BxL, axis=0) + self.pos_emb(jnp.arange(length))[None]
-    x = self.emb_dropout(x) * valid_BxL[..., None]
-    mask = layers.causal_mask(length) & layers.padding_mask(valid_BxL)
-    for block in self.blocks:
-      x = block(x, mask=mask) * valid_BxL[..., None]
-    return self.final_norm(x)
+    return causal_stack(x, ids_BxL > 0, self.emb_dropout, self.blocks, self.final_norm)
 
   def logits(self, h, items_NxD, allowed_N):
     """Cosine similarity / temperature against every item, [..., N+1]; columns not `allowed` at -inf."""

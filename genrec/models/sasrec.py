@@ -16,7 +16,7 @@ from flax import nnx
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
-from genrec.models.sequential import ItemSequenceModel
+from genrec.models.sequential import ItemSequenceModel, causal_stack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +50,8 @@ class SASRec(ItemSequenceModel):
   def encode(self, ids_BxL: jax.Array) -> jax.Array:
     """Hidden state at every position, [B, L, D]; position t sees items <= t."""
     length = ids_BxL.shape[1]
-    valid_BxL = ids_BxL > 0
     x = self.item_emb(ids_BxL) * (self.cfg.dim ** 0.5) + self.pos_emb(jnp.arange(length))[None]
-    x = self.emb_dropout(x) * valid_BxL[..., None]
-    mask = layers.causal_mask(length) & layers.padding_mask(valid_BxL)
-    for block in self.blocks:
-      x = block(x, mask=mask) * valid_BxL[..., None]
-    return self.final_norm(x)
+    return causal_stack(x, ids_BxL > 0, self.emb_dropout, self.blocks, self.final_norm)
 
   def loss(self, batch):
     targets_BxL = batch["targets"]

@@ -56,6 +56,17 @@ def sampled_softmax_cross_entropy(h_BxLxD, pos_BxLxD, targets_BxL, neg_ids, neg_
   return masked_mean(jax.nn.logsumexp(logits, axis=-1) - logits[..., 0], weights_BxL)
 
 
+def causal_stack(x_BxLxD, valid_BxL, emb_dropout, blocks, final_norm):
+  """Embedding dropout, causal transformer blocks over the real positions, final norm: [B, L, D]; position t
+  sees positions <= t, and padding positions stay zero through every block. Shared by SASRec and ContentRec."""
+  length = x_BxLxD.shape[1]
+  x = emb_dropout(x_BxLxD) * valid_BxL[..., None]
+  mask = layers.causal_mask(length) & layers.padding_mask(valid_BxL)
+  for block in blocks:
+    x = block(x, mask=mask) * valid_BxL[..., None]
+  return final_norm(x)
+
+
 class ItemSequenceModel(nnx.Module):
   """Base: subclasses set `self.cfg`, call `init_items`, and define `query(batch) -> [B, D]`, the hidden state
   that scores the next item for an eval batch."""

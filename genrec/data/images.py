@@ -1,6 +1,7 @@
 """Image preprocessing for the image tower, on the host (NumPy + Pillow), as Hugging Face `CLIPImageProcessor`.
 
-An image source is a file path, encoded bytes (PNG, JPEG, …), a `PIL.Image`, or an RGB uint8 array [H, W, 3].
+An image source is a file path, encoded bytes (PNG, JPEG, …), a `PIL.Image`, or an RGB uint8 array [H, W, 3];
+None stands for an item without an image (a missing image).
 `preprocess` runs: decode → RGB uint8 (other modes are composited onto white, as HF `convert_to_rgb`) → resize
 the shortest side to `resize_shortest` (bicubic, the long side truncated to an int, as HF) → centre crop to
 `image_size` (offsets rounded down) → scale to [0, 1] → normalise by `mean`/`std`. Output: float32 [S, S, 3],
@@ -89,6 +90,8 @@ def decode(source, name: str | None = None) -> np.ndarray:
   from PIL import Image
 
   what = _source_name(source, name)
+  if source is None:
+    raise MissingImageError(f"{what}: no image (None)")
   if isinstance(source, np.ndarray):
     if source.ndim != 3 or source.shape[-1] != 3:
       channels = source.shape[-1] if source.ndim == 3 else "no channel axis"

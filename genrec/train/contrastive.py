@@ -78,13 +78,37 @@ def image_encoder(spec: str):
   return ImageEncoder.from_pretrained(spec)
 
 
-def item_images(data_cfg):
-  if data_cfg.dataset == "synthetic_mm":
+def item_images(data_cfg) -> list:
+  """One image source per item id 0..N (entry 0 unused), what `ImageEncoder.encode` reads: synthetic_mm's
+  generated images, or for amazon-* the files `genrec datasets prepare NAME --images` cached (read offline:
+  nothing is downloaded here). An Amazon item with no usable image (no URL, 404, broken, not fetched) gets
+  None, so its image modality is absent; those skips are counted on stderr."""
+  name = data_cfg.dataset
+  if name == "synthetic_mm":
     from genrec.data.synthetic_mm import item_images as synthetic_images
 
     return list(synthetic_images(data_cfg))
-  raise DataError(f"dataset {data_cfg.dataset!r} has no item images; the 'image' modality needs a dataset with "
-                  "images (e.g. synthetic_mm) — drop 'image' from model.modalities")
+  if not name.startswith("amazon-"):
+    raise DataError(f"dataset {name!r} has no item images; the 'image' modality needs a dataset with images "
+                    "(synthetic_mm, amazon-*) — drop 'image' from model.modalities")
+  from genrec.data import load_dataset
+  from genrec.data.amazon import item_images as amazon_images
+  from genrec.data.image_cache import cache_folder
+
+  cached = amazon_images(load_dataset(data_cfg), data_cfg.data_dir, offline=True, progress=False)
+  counts = {**cached.counts, "no_url": cached.counts["no_url"] - 1}    # entry 0 (padding) has no URL
+  with_url = len(cached.paths) - 1 - counts["no_url"]
+  prepare = f"`genrec datasets prepare {name} --images`"
+  if with_url and counts["not_cached"] == with_url:
+    raise DataError(f"the item images of {name} were never fetched (none is in {cache_folder(name)}): run {prepare} "
+                    "once to download them into the image cache, or drop 'image' from model.modalities")
+  skipped = {k: v for k, v in counts.items() if k != "ok" and v}
+  if skipped:
+    again = f"; run {prepare} again to fetch the ones not cached" if counts["not_cached"] else ""
+    print(f"item images of {name}: {counts['ok']} of {len(cached.paths) - 1} items have a cached image; the "
+          f"others have no image modality ({', '.join(f'{k} {v}' for k, v in skipped.items())}{again})",
+          file=sys.stderr)
+  return cached.paths
 
 
 def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[np.ndarray | None, np.ndarray]:

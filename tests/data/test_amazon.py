@@ -2,20 +2,12 @@
 through TFDS into array_record and `load_dataset`; the image cache against a local HTTP server."""
 from __future__ import annotations
 
-import functools
-import gzip
-import http.server
-import io
-import json
 import os
 import re
 import socket
-import threading
-import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from genrec.cli import main as genrec_cli
 from genrec.config import DataConfig
@@ -24,6 +16,8 @@ from genrec.data import amazon
 from genrec.data.amazon import DataError, DataNotFoundError, amazon_tables
 from genrec.data.image_cache import cache_folder, cache_images
 from genrec.data.images import decode
+
+from fixtures_amazon import review_lines, server, write_gz  # noqa: F401 (a fixture); tests/ is on sys.path
 
 # (reviewerID, asin, overall, unixReviewTime) in file order: not time-sorted, with a tie (U1 at 100).
 REVIEWS = [("U1", "B001", 5.0, 300), ("U2", "B002", 4.0, 50), ("U1", "B002", 3.0, 100), ("U3", "B004", 1.0, 10),
@@ -50,70 +44,11 @@ def meta_lines(port: int) -> list[dict | str]:
   ]
 
 
-def write_gz(path, lines: list) -> str:
-  with gzip.open(path, "wt", encoding="utf-8") as f:
-    for line in lines:
-      f.write((line if isinstance(line, str) else repr(line)) + "\n")
-  return str(path)
-
-
-def review_lines(reviews=REVIEWS) -> list[str]:
-  return [json.dumps({"reviewerID": u, "asin": a, "reviewerName": "x", "helpful": [0, 0], "reviewText": "ok",
-                      "overall": r, "summary": "s", "unixReviewTime": t, "reviewTime": "01 1, 2014"})
-          for u, a, r, t in reviews]
-
-
-def png(seed: int) -> tuple[bytes, np.ndarray]:
-  pixels = np.random.default_rng(seed).integers(0, 256, (6, 5, 3), dtype=np.uint8)
-  buf = io.BytesIO()
-  Image.fromarray(pixels).save(buf, format="PNG")
-  return buf.getvalue(), pixels
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-  """Serves srv/ (images, the reviews file); /img/slow stalls, /img/err500 fails; counts every request by path."""
-  srv = tmp_path_factory.mktemp("srv")
-  (srv / "img").mkdir()
-  images = {name: png(k) for k, name in enumerate(("1.png", "2.png", "3.png"))}
-  for name, (data, _) in images.items():
-    (srv / "img" / name).write_bytes(data)
-  (srv / "img" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-  hits: list[str] = []
-
-  class Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-      pass
-
-    def do_GET(self):
-      hits.append(self.path)
-      if self.path == "/img/slow.png":
-        time.sleep(3.0)  # the client has given up by now: answering would only hit a closed socket
-        return
-      if self.path == "/img/err500.png":
-        self.send_error(500)
-        return
-      super().do_GET()
-
-    def do_HEAD(self):
-      hits.append("HEAD " + self.path)
-      super().do_HEAD()
-
-  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(srv)))
-  threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-    mp.setenv("no_proxy", "127.0.0.1,localhost")
-    yield {"dir": srv, "port": httpd.server_port, "url": f"http://127.0.0.1:{httpd.server_port}", "hits": hits,
-           "images": {name: pixels for name, (_, pixels) in images.items()}}
-  httpd.shutdown()
-
-
 @pytest.fixture(scope="module")
 def beauty(server, tmp_path_factory):
   """amazon-beauty prepared from the fixtures: reviews over HTTP, meta from a local path."""
   root = tmp_path_factory.mktemp("amazon")
-  write_gz(server["dir"] / "reviews_Beauty_5.json.gz", review_lines())
+  write_gz(server["dir"] / "reviews_Beauty_5.json.gz", review_lines(REVIEWS))
   meta = write_gz(root / "meta_Beauty.json.gz", meta_lines(server["port"]))
   with pytest.MonkeyPatch.context() as mp:
     mp.setitem(amazon.URLS, "amazon-beauty", {"reviews": f"{server['url']}/reviews_Beauty_5.json.gz", "meta": meta})
@@ -190,7 +125,7 @@ def test_item_images_of_a_loaded_dataset(beauty, server, tmp_path):
         "reviews-text-rating"])
 def test_malformed_line_names_file_and_line(tmp_path, monkeypatch, which, line, expected):
   sentinel = tmp_path / "executed"
-  files = {"reviews": review_lines()[:3], "meta": [{"asin": "B002", "title": "fine"}]}
+  files = {"reviews": review_lines(REVIEWS)[:3], "meta": [{"asin": "B002", "title": "fine"}]}
   files[which].insert(1, line.replace("SENTINEL", repr(str(sentinel))))
   paths = {k: write_gz(tmp_path / amazon.file_names("amazon-toys")[k], v) for k, v in files.items()}
   monkeypatch.setitem(amazon.URLS, "amazon-toys", paths)
@@ -201,7 +136,7 @@ def test_malformed_line_names_file_and_line(tmp_path, monkeypatch, which, line, 
 
 
 def test_truncated_or_empty_file_is_a_clear_error(tmp_path, monkeypatch):
-  reviews = write_gz(tmp_path / "reviews_Toys_and_Games_5.json.gz", review_lines() * 50)
+  reviews = write_gz(tmp_path / "reviews_Toys_and_Games_5.json.gz", review_lines(REVIEWS) * 50)
   with open(reviews, "r+b") as f:
     f.truncate(os.path.getsize(reviews) // 2)
   monkeypatch.setitem(amazon.URLS, "amazon-toys", {"reviews": reviews, "meta": ""})

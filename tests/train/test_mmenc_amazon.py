@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import warnings
 
 import numpy as np
@@ -123,3 +125,18 @@ def test_images_never_fetched_is_a_clear_error(run, server, tmp_path, monkeypatc
                                       r"from model.modalities"):
     contrastive.item_images(run["cfg"].data)
   assert len(server["hits"]) == hits              # and nothing was downloaded
+
+
+def test_an_image_not_fetched_yet_is_a_counted_skip_with_a_hint(run, tmp_path, monkeypatch, capsys):
+  """An interrupted or failed fetch leaves some URLs with neither a file nor a marker: skipped, not an error."""
+  folder = tmp_path / "images" / "amazon-beauty"
+  shutil.copytree(run["dir"].parent / "cache" / "images" / "amazon-beauty", folder)
+  monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
+  data = run["data"]
+  os.remove(contrastive.item_images(run["cfg"].data)[data.item_raw.index("A3")])
+  paths = contrastive.item_images(run["cfg"].data)
+  assert [data.item_raw[i] for i, p in enumerate(paths) if p is None][1:] == sorted(set(NO_IMAGE) | {"A3"},
+                                                                                   key=data.item_raw.index)
+  assert ("4 of 8 items have a cached image; the others have no image modality (missing 1, broken 1, no_url 1, "
+          "not_cached 1; run `genrec datasets prepare amazon-beauty --images` again to fetch the ones not cached)"
+          ) in capsys.readouterr().err

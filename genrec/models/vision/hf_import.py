@@ -3,7 +3,8 @@
 Accepted: a `CLIPModel` folder (model_type "clip": `vision_model.*`, `text_model.*`, `visual_projection.weight`,
 `text_projection.weight`, `logit_scale`) for `load_clip` and `load_clip_vision` (which then ignores the text
 side), and a standalone `CLIPVisionModel` / `CLIPVisionModelWithProjection` folder (model_type
-"clip_vision_model") for `load_clip_vision`. Tensors are placed by the name tables below through
+"clip_vision_model") for `load_clip_vision`; transformers >= 5 saves a bare `CLIPVisionModel` without the
+`vision_model.` prefix (4.x did not), and both spellings load. Tensors are placed by the name tables below through
 `genrec.models.hf.module_from_tensors`: missing, unexpected and mis-shaped tensors are errors that name them.
 """
 from __future__ import annotations
@@ -68,9 +69,9 @@ def _tower_table(prefix: str, names: dict, num_layers: int, projection: str | No
   return table
 
 
-def vision_table(cfg: ClipVisionConfig) -> dict[str, tuple]:
+def vision_table(cfg: ClipVisionConfig, prefix: str = VISION_PREFIX) -> dict[str, tuple]:
   """HF name → NNX path for every tensor of a vision tower (with `visual_projection.weight` if projected)."""
-  return _tower_table(VISION_PREFIX, VISION_NAMES, cfg.layers,
+  return _tower_table(prefix, VISION_NAMES, cfg.layers,
                       "visual_projection.weight" if cfg.projection_dim else None)
 
 
@@ -100,12 +101,14 @@ def clip_from_tensors(tensors: dict[str, np.ndarray], cfg: ClipConfig, *, source
 
 def vision_from_tensors(tensors: dict[str, np.ndarray], cfg: ClipVisionConfig, *, source: str = "checkpoint",
                         dtype=jnp.float32, ignore_text: bool = False) -> ClipVision:
-  """A `ClipVision` for `cfg` from vision-tower tensors; `ignore_text` skips a full CLIPModel's text side."""
-  ignored = list(BUFFERS)
+  """A `ClipVision` for `cfg` from vision-tower tensors, named with the `vision_model.` prefix or (a bare
+  CLIPVisionModel saved by transformers >= 5) without it; `ignore_text` skips a full CLIPModel's text side."""
+  prefix = VISION_PREFIX if any(k.startswith(VISION_PREFIX) for k in tensors) else ""
+  ignored = [*BUFFERS, prefix + "embeddings.position_ids"]
   if ignore_text:
     ignored += [k for k in tensors if k.startswith(TEXT_PREFIX) or k in TEXT_SIDE]
   return module_from_tensors(
-      lambda: ClipVision(cfg, rngs=nnx.Rngs(0)), tensors, vision_table(cfg), source=source, ignored=ignored,
+      lambda: ClipVision(cfg, rngs=nnx.Rngs(0)), tensors, vision_table(cfg, prefix), source=source, ignored=ignored,
       dtype=dtype, what=_describe(cfg))
 
 

@@ -1,8 +1,11 @@
 """mmenc: a multimodal item encoder trained contrastively on item–item co-occurrence (task "item_contrastive").
 
-The towers (text encoder, image encoder, genre multi-hot) are frozen: their per-item outputs are computed once
-by the task and arrive in the batch; this model is the trainable part — a fuser (`genrec.models.fusion`) over
-those vectors plus, when "id" is among the modalities, a learned item-ID embedding as one more modality.
+Towers (`towers`): "frozen" — the text encoder, image encoder and genre multi-hot outputs are computed once by
+the task and arrive in the batch; this model is the trainable part — a fuser (`genrec.models.fusion`) over those
+vectors plus, when "id" is among the modalities, a learned item-ID embedding as one more modality. "lora" — the
+text tower (a BERT, `text_tower`) runs inside `encode` on each item's tokens with LoRA adapters on the linear
+layers named by `tower_lora_targets`; its base weights (loaded by the task from data.item_embeddings' folder) are
+frozen, only the adapters, the fuser and the ID table train (`trainable`).
 
 Batches:
   encode: {"item": int32 [B], "present": bool [B, M], <modality>: float32 [B, D_m] for each input modality}
@@ -10,7 +13,8 @@ Batches:
   loss:   the same keys with a pair axis after the batch: [B, 2, ...] = (anchor, positive). Symmetric InfoNCE
           over the batch: anchor i's positive is row i; the other rows' positives are its negatives, except
           rows holding the same item (a duplicate is neither a positive nor a negative).
-M follows `modalities`; "id" takes no input vector (its presence bit says whether the item has a trained ID).
+With towers="lora" the "text" vector is replaced by "text_ids": int32 [B, L] and "text_valid": bool [B, L]
+(L = text_max_length). M follows `modalities`; "id" takes no input vector (its presence bit says whether the item has a trained ID).
 """
 from __future__ import annotations
 
@@ -22,10 +26,14 @@ from flax import nnx
 
 from genrec.models import layers
 from genrec.models.fusion import VARIANTS, Fusion, FusionConfig
+from genrec.models.layers.lora import LoRAConfig, LoRAParam, apply_lora
 from genrec.models.registry import register
+from genrec.models.text.bert import Bert, BertConfig
 
 ID = "id"
 MODALITIES = ("text", "image", "genre", ID)
+TOWERS = ("frozen", "lora")
+TOWER_TARGETS = ("q", "k", "v", "o", "up", "down")     # the BERT layer's linear layers (attention, MLP)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +52,12 @@ class MMEncConfig:
   normalize: bool = True
   window: int = 3                     # training pairs: items at most `window` apart in a training sequence
   image_encoder: str = "random:tiny"  # random:tiny | random:vit-b-32 (seeded, untrained) | a HF CLIP folder
+  towers: str = "frozen"              # frozen | lora (the text tower tuned inside the forward pass)
+  tower_lora_rank: int = 8
+  tower_lora_alpha: float = 16.0
+  tower_lora_targets: tuple[str, ...] = ("q", "k", "v", "o")   # of TOWER_TARGETS
+  text_max_length: int = 64           # towers=lora: tokens kept per item text
+  text_tower: BertConfig = BertConfig()   # towers=lora: set from the text tower's config.json by the task
 
   task = "item_contrastive"
 
@@ -57,6 +71,8 @@ class MMEncConfig:
     the configured one is an error naming the modality."""
     del data_cfg
     cfg = dataclasses.replace(self, num_items=self.num_items or data.num_items)
+    if self.towers == "lora" and getattr(data, "text_tower", None) is not None:
+      cfg = dataclasses.replace(cfg, text_tower=data.text_tower)
     widths = getattr(data, "widths", None)
     if widths is None:
       return cfg
@@ -84,6 +100,29 @@ class MMEncConfig:
     if self.temperature <= 0 or self.window < 1:
       raise ValueError(f"model.temperature must be > 0 and model.window >= 1, got {self.temperature}, "
                        f"{self.window}")
+    if self.towers not in TOWERS:
+      raise ValueError(f"model.towers={self.towers!r} is not one of {TOWERS}")
+    if self.towers == "lora":
+      self._validate_lora()
+
+  def _validate_lora(self) -> None:
+    if "text" not in self.modalities:
+      raise ValueError(f"model.towers='lora' tunes the text tower, but model.modalities={self.modalities} has no "
+                       "'text'; add it or set model.towers=frozen")
+    if self.tower_lora_rank < 1 or self.tower_lora_alpha <= 0:
+      raise ValueError(f"model.tower_lora_rank must be >= 1 and model.tower_lora_alpha > 0, got "
+                       f"{self.tower_lora_rank}, {self.tower_lora_alpha}")
+    unknown = [t for t in self.tower_lora_targets if t not in TOWER_TARGETS]
+    if unknown or not self.tower_lora_targets:
+      raise ValueError(f"model.tower_lora_targets={self.tower_lora_targets}: {unknown or 'none'} not among the "
+                       f"text tower's linear layers {TOWER_TARGETS} (attention q, k, v, o; MLP up, down)")
+    if not 0 < self.text_max_length <= self.text_tower.max_position:
+      raise ValueError(f"model.text_max_length={self.text_max_length} must be in [1, {self.text_tower.max_position}]"
+                       " (the text tower's max_position)")
+
+  @property
+  def tower_lora(self) -> LoRAConfig:
+    return LoRAConfig(rank=self.tower_lora_rank, alpha=self.tower_lora_alpha, targets=self.tower_lora_targets)
 
   @property
   def fusion_config(self) -> FusionConfig:
@@ -101,10 +140,26 @@ class MMEnc(nnx.Module):
       self.item_emb = layers.Embed(cfg.num_items + 1, cfg.id_dim, ("item", "embed"), rngs=rngs, stddev=0.02)
       dims = {m: (cfg.id_dim if m == ID else dims[m]) for m in cfg.modalities}
     self.fuser = Fusion(cfg.fusion_config, dims, rngs=rngs)
+    # Built after the fuser, so the fuser's initial parameters do not depend on `towers`.
+    if cfg.towers == "lora":
+      self.text_tower = Bert(cfg.text_tower, rngs=rngs)
+      apply_lora(self.text_tower, cfg.tower_lora, rngs=rngs)
+    else:
+      self.text_tower = None
+
+  @staticmethod
+  def trainable(cfg: MMEncConfig):
+    """What the optimizer updates: every parameter, except a LoRA-tuned tower's base weights."""
+    if cfg.towers == "frozen":
+      return nnx.Param
+    return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.Not(nnx.PathContains("text_tower"))))
 
   def encode(self, batch) -> jax.Array:
     """Item vectors [B, dim] from one row of features per item."""
-    inputs = {m: batch[m] for m in self.cfg.inputs}
+    tuned = {}
+    if self.text_tower is not None:
+      tuned["text"] = self.text_tower.encode(batch["text_ids"], batch["text_valid"])
+    inputs = {m: tuned[m] if m in tuned else batch[m] for m in self.cfg.inputs}
     if ID in self.cfg.modalities:
       inputs[ID] = self.item_emb(batch["item"])
     out_BxD = self.fuser(inputs, batch["present"])

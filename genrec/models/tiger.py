@@ -8,9 +8,15 @@ tuples of real, unseen items (genrec.models.beam_search).
 Tokens: 0 = padding; (level l, code c) → 1 + l*K + c; user u → 1 + C*K + (u mod num_user_buckets); BOS last.
 At decoder position l only level l's K codes are outputs (the head has a K-wide slice per level).
 
-The item → code table `item_codes` [N+1, C] (row 0 = padding) and the search tables derived from it are
-non-trainable Variables, zeros until `set_item_codes` loads the tokenizer's table; they are checkpointed with
-the model. Batches (left-padded, 0 = padding):
+The item → code table `item_codes` [N+1, C] (row 0 = padding), which items training saw (`trained`) and the
+search tables derived from them are non-trainable Variables, zeros until `set_item_codes` loads the tokenizer's
+table; they are checkpointed with the model.
+
+New items (cold-start items with no training interaction, items `genrec add-items` added) have a content-derived
+prefix but a last code (the collision digit) the decoder never saw in a target, so their full-tuple score is
+meaningless. `recommend` follows TIGER's cold-start rule (Rajput et al., 2023, sec. 4.3): the search ranks trained
+items; new items whose first C-1 codes match a prefix in the search's beam before the last level are scored by
+that prefix's log-probability, and at most floor(new_item_fraction * k) of them enter the top k. Batches (left-padded, 0 = padding):
   train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   one target per row: targets[:, -1]
   eval:  {"history": int32[B, L], "seen": int32[B, S], "user": int32[B]}
 """
@@ -52,6 +58,8 @@ class TigerConfig(SequenceSizes):
   tokenizer_overrides: tuple[str, ...] = ()   # runs or reuses it); its --set overrides
   semantic_ids_version: str = ""   # the table this model was trained on (set by the trainer; a mismatch errors)
   recency_emb: bool = True     # add a learned "items back from the newest" embedding to each history token
+  new_item_fraction: float = 0.1   # epsilon: at most this fraction of a top-k list (floor) may be items training
+                                   # never saw (cold-start or added items), scored by their prefix (see recommend)
 
   task = "next_item"
 
@@ -76,6 +84,9 @@ def codes_fingerprint(codes_NxC) -> int:
 @register("tiger", TigerConfig)
 class Tiger(nnx.Module):
   def __init__(self, cfg: TigerConfig, *, rngs: nnx.Rngs):
+    if not 0.0 <= cfg.new_item_fraction <= 1.0:
+      raise ValueError(f"model.new_item_fraction must lie in [0, 1] (the most of a top-k list new items may "
+                       f"take), got {cfg.new_item_fraction}")
     if min(cfg.num_items, cfg.code_levels, cfg.codebook_size, cfg.max_len) <= 0:
       raise ValueError(f"TigerConfig needs num_items, code_levels, codebook_size and max_len > 0 (got "
                        f"{cfg.num_items}, {cfg.code_levels}, {cfg.codebook_size}, {cfg.max_len}); call "
@@ -106,14 +117,18 @@ class Tiger(nnx.Module):
     self.next_prefix = nnx.List([nnx.Variable(jnp.full((caps[l], K), -1, jnp.int32)) for l in range(C)])
     self.prefix_count = nnx.List([nnx.Variable(jnp.zeros((caps[l + 1],), jnp.int32)) for l in range(C)])
     self.item_prefix = nnx.List([nnx.Variable(jnp.full((cfg.num_items + 1,), -1, jnp.int32)) for _ in range(C)])
+    self.trained = nnx.Variable(jnp.ones((cfg.num_items + 1,), bool).at[0].set(False))
+    self.new_items = nnx.Variable(jnp.zeros((cfg.num_items + 1,), jnp.int32))        # bs.new_item_table
+    self.new_offsets = nnx.Variable(jnp.zeros((caps[max(C - 1, 0)] + 1,), jnp.int32))
 
   # ---- the code table -------------------------------------------------------------------------------------
 
-  def set_item_codes(self, codes) -> None:
+  def set_item_codes(self, codes, trained=None) -> None:
     """Loads the tokenizer's item → code table and rebuilds the beam-search tables (host-side, NumPy).
 
     `codes`: integers [N, C] (row i = item i+1, the tokenizer's catalogue order) or [N+1, C] (row 0 = padding,
-    ignored). Every code must lie in [0, K) and every item's tuple must be unique.
+    ignored). Every code must lie in [0, K) and every item's tuple must be unique. `trained`: bool [N+1], the
+    items training saw as targets or history (default: all); the others are new items (see the module doc).
     """
     cfg = self.cfg
     n, C, K = cfg.num_items, cfg.code_levels, cfg.codebook_size
@@ -143,6 +158,16 @@ class Tiger(nnx.Module):
           "a unique tuple: append the collision digit (genrec.models.semantic_ids.dedup_codes) and count it in "
           "code_levels")
     tables = bs.build_tables(codes, K)
+    trained = np.ones(n + 1, bool) if trained is None else np.asarray(trained, bool).copy()
+    if trained.shape != (n + 1,):
+      raise ItemCodesError(f"`trained` has shape {trained.shape}; expected [{n + 1}] (one flag per item, row 0 = "
+                           "padding)")
+    trained[0] = False
+    new_items, new_offsets = bs.new_item_table(tables.item_prefix[max(C - 2, 0)], trained,
+                                               self.new_offsets.shape[0] - 1)
+    self.trained[...] = jnp.asarray(trained)
+    self.new_items[...] = jnp.asarray(new_items)
+    self.new_offsets[...] = jnp.asarray(new_offsets)
     self.item_codes[...] = jnp.asarray(codes, jnp.int32)
     self.codes_hash[...] = jnp.asarray(codes_fingerprint(codes), jnp.int32)
     for variables, arrays in zip((self.next_prefix, self.prefix_count, self.item_prefix), tables, strict=True):
@@ -273,9 +298,14 @@ class Tiger(nnx.Module):
     log_probs = self.decode(rep(enc), rep(valid), codes)
     return jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].sum(-1).reshape(B, M)
 
-  def generate(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None) -> bs.BeamResult:
+  def new_item_slots(self, k: int) -> int:
+    """How many of a top-k list new items may take: floor(new_item_fraction * k); 0 with one code level."""
+    return int(self.cfg.new_item_fraction * k) if self.cfg.code_levels >= 2 else 0
+
+  def generate(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None,
+               trained_only: bool = False) -> bs.BeamResult:
     """Beam search (width max(beam_size, k); beam_size defaults to the config's) over code tuples for an eval
-    batch; see beam_search.beam_search."""
+    batch; see beam_search.beam_search. trained_only: new items are left out of the last level."""
     enc, valid = self.encode_batch(batch)
     beam_size = beam_size or self.cfg.beam_size
     B, W = enc.shape[0], max(beam_size, k)
@@ -289,13 +319,20 @@ class Tiger(nnx.Module):
 
     cache = jax.tree.map(beams, self.init_cache(B * W))
     return bs.beam_search(step, cache, self.tables(), batch_size=B, beam_size=beam_size, k=k,
-                          seen_BxS=batch.get("seen") if constrained else None, constrained=constrained)
+                          seen_BxS=batch.get("seen") if constrained else None, constrained=constrained,
+                          item_ok=self.trained[...] if trained_only else None)
 
   def recommend(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None):
-    """Top-k unseen items [B, k] and their total log-probabilities [B, k]; -1 / -inf past the last valid item.
-    constrained=False: unconstrained decoding; a generated tuple that is no item comes back as -1."""
-    result = self.generate(batch, k, constrained=constrained, beam_size=beam_size)
-    return result.items, result.scores
+    """Top-k unseen items [B, k] and their scores [B, k]; -1 / -inf past the last valid item. A trained item's
+    score is its total log-probability; a new item's, that of its first C-1 codes (at most new_item_slots(k)
+    new items; see the module doc). constrained=False: unconstrained decoding, no new-item rule; a generated
+    tuple that is no item comes back as -1."""
+    slots = self.new_item_slots(k) if constrained else 0
+    result = self.generate(batch, k, constrained=constrained, beam_size=beam_size, trained_only=slots > 0)
+    if not slots:
+      return result.items, result.scores
+    return bs.mix_new_items(result, self.new_items[...], self.new_offsets[...], k=k, slots=slots,
+                            seen_BxS=batch.get("seen"))
 
   def invalid_rate(self, batch, k: int | None = None, *, beam_size: int | None = None):
     """Fraction of the top-k tuples from unconstrained beam search that are not real items, per row: [B]."""

@@ -63,16 +63,16 @@ class NextItemTask:
 
   def prepare(self, placed, key) -> None:
     """Loads the item -> semantic ID table into a generative retriever's state before training, or the item
-    content table (and which items training may rank) into a content-based one."""
+    content table into a content-based one, with which items training sees (the others are new items)."""
     del key
     if self.item_codes is not None or self.item_content is not None:
       model = placed.model(train=True)
+      trained = np.zeros(self.data.num_items + 1, bool)        # items in some training sequence
+      for u in range(self.data.num_users):
+        trained[self.data.train_sequence(u)] = True
       if self.item_codes is not None:
-        model.set_item_codes(self.item_codes)
+        model.set_item_codes(self.item_codes, trained)
       if self.item_content is not None:
-        trained = np.zeros(self.data.num_items + 1, bool)
-        for u in range(self.data.num_users):
-          trained[self.data.train_sequence(u)] = True
         model.set_item_content(self.item_content, trained)
       _, placed.params, _, placed.other = placed.split(model)
 

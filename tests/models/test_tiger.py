@@ -86,6 +86,50 @@ def test_narrow_beam_returns_real_unseen_items(wide):
   np.testing.assert_allclose(rate, (np.asarray(free) < 0).mean(1))
 
 
+def test_new_items_enter_by_their_prefix_score_within_the_cap():
+  """TIGER's cold-start rule: untrained items are ranked by the log-probability of their first C-1 codes, at most
+  floor(epsilon * k) of them in a top k; trained items keep their full-tuple scores. Reference: teacher-forced
+  per-digit log-probabilities of every item, merged by hand."""
+  codes = catalogue_codes()
+  new = {3, 7, 10}
+  trained = np.array([False] + [i not in new for i in range(1, N + 1)])
+  model = make_model(beam_size=16, new_item_fraction=0.5)     # beam 16 >= every prefix: the search is exact
+  model.set_item_codes(codes, trained)
+  batch = eval_batch()
+  batch["seen"][0, :2] = [10, 1]                              # a seen new item is never returned
+  k = 6                                                       # 3 slots for new items
+
+  def digits(m, b, items_BxM):
+    enc, valid = m.encode_batch(b)
+    B, M = items_BxM.shape
+    c = jnp.take(m.item_codes[...], items_BxM.reshape(B * M), axis=0)
+    log_probs = m.decode(jnp.repeat(enc, M, axis=0), jnp.repeat(valid, M, axis=0), c)
+    return jnp.take_along_axis(log_probs, c[..., None], axis=-1)[..., 0].reshape(B, M, C)
+
+  everything = np.tile(np.arange(1, N + 1, dtype=np.int32), (3, 1))
+  per_digit = np.asarray(nnx.jit(digits)(model, batch, everything), np.float64)
+  (items, scores), (items0, _) = nnx.jit(lambda m, b: (m.recommend(b, k), m.recommend(b, 2)))(model, batch)
+  for row in range(3):
+    seen = set(batch["seen"][row].tolist()) - {0}
+    cands = [(per_digit[row, i - 1].sum() if i not in new else per_digit[row, i - 1, :-1].sum(), i in new, i)
+             for i in range(1, N + 1) if i not in seen]
+    warm = sorted([c for c in cands if not c[1]], key=lambda c: -c[0])[:k]
+    cold = sorted([c for c in cands if c[1]], key=lambda c: (-c[0], c[2]))[:k // 2]
+    want = sorted(warm + cold, key=lambda c: (-c[0], c[1]))[:k]
+    np.testing.assert_array_equal(np.asarray(items[row])[:len(want)], [c[2] for c in want])
+    np.testing.assert_allclose(np.asarray(scores[row])[:len(want)], [c[0] for c in want], rtol=1e-5, atol=1e-5)
+    assert sum(int(i) in new for i in np.asarray(items0[row])) <= 1            # floor(0.5 * 2) = 1 slot
+  assert 10 not in np.asarray(items[0]).tolist()
+  assert any(int(i) in new for i in np.asarray(items).ravel())                 # the rule did let some in
+  # new_item_fraction=0 (or every item trained) is the plain search: new items only through their full tuple
+  plain = make_model(beam_size=16, new_item_fraction=0.0)
+  plain.set_item_codes(codes, trained)
+  got = nnx.jit(lambda m, b: m.recommend(b, k))(plain, batch)[0]
+  np.testing.assert_array_equal(got, nnx.jit(lambda m, b: m.recommend(b, k))(make_model(beam_size=16), batch)[0])
+  with pytest.raises(ValueError, match="new_item_fraction"):
+    make_model(new_item_fraction=1.5)
+
+
 def test_kv_cache_decoding_equals_full_forward(wide):
   batch = eval_batch()
   codes = jnp.asarray(catalogue_codes()[[4, 0, 9]])                 # a target tuple per row

@@ -93,21 +93,26 @@ def test_added_items_get_codes_and_are_recommended(tiger_run, added):
   table = np.asarray(grown.model.item_codes[...])
   np.testing.assert_array_equal(table[:n + 1], codes)
   np.testing.assert_array_equal(table[n + 1:], [twin_codes, decoy_codes])
-  # Constrained beam search over every unseen item: the new items are valid outputs, scored like any item.
-  unseen = n + 2 - len(set(data.sequences[user].tolist()))
-  recs = {r["item"]: r for r in grown.recommend(data.user_raw[user], k=unseen)}
-  assert len(recs) == unseen and recs["twin"]["title"] == "Twin" and recs["decoy"]["title"] == "Decoy"
+  # New items are ranked by their prefix (TIGER's cold-start rule, at most floor(0.1 k) of a top k): the twin
+  # shares its source's prefix, the user's best, so it enters the top 10 at once, next to its source (above it:
+  # a prefix's score lacks the last digit's log-probability, which is < 0).
+  assert not np.asarray(grown.model.trained[...])[n + 1:].any()
+  recs = grown.recommend(data.user_raw[user], k=10)
+  assert [r["item"] for r in recs[:2]] == ["twin", data.item_raw[top]] and recs[0]["title"] == "Twin"
+  assert "decoy" not in {r["item"] for r in recs}                            # one slot in a top 10
   batch = query_example(data, user, max_len=grown.config.data.max_len)
   items = np.array([[top, n + 1, n + 2]])
   total, levels = (np.asarray(x)[0] for x in _log_probs(grown.model, batch, items))
-  np.testing.assert_allclose([recs["twin"]["score"], recs["decoy"]["score"]], total[1:], rtol=1e-4)
   # Content decides the prefix: the twin's digits before the collision digit score exactly as its source
   # item's, and above the decoy's (whose text is that of an item the model ranks 20th).
   np.testing.assert_allclose(levels[1, :-1], levels[0, :-1], rtol=1e-5)
+  np.testing.assert_allclose([recs[0]["score"], recs[1]["score"]], [levels[1, :-1].sum(), total[0]], rtol=1e-4)
   assert levels[1, :-1].sum() > levels[2, :-1].sum()
+  unseen = n + 2 - len(set(data.sequences[user].tolist()))
+  assert "decoy" in {r["item"] for r in grown.recommend(data.user_raw[user], k=unseen)}   # 0.1 k slots
   assert _checkpoint_digest(tiger_run) == added["digest"]                     # the checkpoint is untouched
 
-  code, out, err = genrec_cli("recommend", tiger_run, "--user", data.user_raw[user], "--k", str(unseen), "--json")
+  code, out, err = genrec_cli("recommend", tiger_run, "--user", data.user_raw[user], "--k", "10", "--json")
   assert code == 0 and "twin" in {r["item"] for r in json.loads(out)}
   with pytest.raises(ValueError, match="added items"):
     evaluate_run(grown, write=False)

@@ -13,12 +13,14 @@ import genrec
 import genrec.configs
 from fixtures_runs import genrec_cli
 from genrec import config as config_lib
+from genrec.api import evaluate_run
 from genrec.config import DataConfig, EvalConfig
 from genrec.data import load_dataset
 from genrec.data.cold import choose_cold_items, hold_out
 from genrec.data.errors import DataError
 from genrec.data.synthetic import planted_successor
 from genrec.data.types import SeqData
+from genrec.models.tiger import Tiger
 from genrec.train import evaluate as eval_lib
 from genrec.train import metrics, stages
 from genrec.train.add_items import write_overlay
@@ -120,11 +122,11 @@ def cold_runs(tmp_path_factory):
   """sasrec:tiny and contentrec:tiny on the synthetic data with a quarter of the items held out (1 device)."""
   content = _circle_content(tmp_path_factory.mktemp("content") / "circle.npy")
   out = {}
-  for spec in ("sasrec:tiny", "contentrec:tiny"):
+  for spec, steps in (("sasrec:tiny", 30), ("contentrec:tiny", 30), ("tiger:tiny", 150)):
     workdir = tmp_path_factory.mktemp(spec.split(":")[0])
     cfg = config_lib.override(genrec.configs.get(spec), [
         "trainer.progress=false", "data.cold_items=0.25", f"data.item_embeddings={content}", "mesh.data=1",
-        "trainer.steps=30", "trainer.eval_every=30", "trainer.checkpoint_every=30"])
+        f"trainer.steps={steps}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}"])
     out[spec] = (workdir, Trainer(cfg, workdir, resume=False).run())
   return out
 
@@ -137,6 +139,21 @@ def test_id_only_model_misses_cold_targets_a_content_model_finds_them(cold_runs)
   assert sasrec["warm"]["recall@10"] > 0.5             # the same model does learn warm items
   assert content["cold"]["recall@10"] > 0.6            # content carries the rule to unseen items
   assert cold_runs["contentrec:tiny"][1]["protocol"]["cold_start"]["cold_items"] == 16
+
+
+def test_tiger_reaches_cold_items_through_their_prefix(cold_runs):
+  """TIGER's cold-start rule (new items scored by their code prefix, at most floor(0.1 k) of a top k) finds more
+  cold targets than the plain search, where a cold item's last digit was never a training target (measured:
+  cold Recall@10 0.49 with the rule, 0.31 without; warm 0.78)."""
+  workdir, results = cold_runs["tiger:tiny"]
+  tiger = results["groups"]["test"]["cold_start"]["groups"]
+  assert tiger["cold"]["users"] == 59 and tiger["cold"]["recall@10"] > 0.3 and tiger["warm"]["recall@10"] > 0.5
+  run = genrec.load(workdir)
+  assert int((~np.asarray(run.model.trained[...])[1:]).sum()) == 16         # exactly the cold items are new
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(Tiger, "new_item_slots", lambda self, k: 0)
+    plain = evaluate_run(run, write=False)["groups"]["test"]["cold_start"]["groups"]
+  assert plain["cold"]["recall@10"] < tiger["cold"]["recall@10"] - 0.1
 
 
 def test_add_items_needs_content_and_grows_a_content_model(cold_runs, tmp_path):

@@ -14,7 +14,8 @@ Batches:
           over the batch: anchor i's positive is row i; the other rows' positives are its negatives, except
           rows holding the same item (a duplicate is neither a positive nor a negative).
 With towers="lora" the "text" vector is replaced by "text_ids": int32 [B, L] and "text_valid": bool [B, L]
-(L = text_max_length). M follows `modalities`; "id" takes no input vector (its presence bit says whether the item has a trained ID).
+(L = text_max_length). M follows `modalities`; "id" takes no input vector (its presence bit says whether the
+item has a trained ID).
 """
 from __future__ import annotations
 

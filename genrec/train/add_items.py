@@ -153,11 +153,12 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
   batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
   for modality in cfg.model.modalities:
     if modality == "text" and cfg.model.towers == "lora":      # the run's tuned tower, inside encode
-      from genrec.train.contrastive import item_tokens, text_tower_folder
+      from genrec.models.text.encoder import folder_tokens
+      from genrec.train.contrastive import text_tower_folder
 
       folder = text_tower_folder(cfg.data.item_embeddings)
-      batch["text_ids"], batch["text_valid"] = item_tokens(folder, [it.text for it in items],
-                                                           cfg.model.text_max_length)
+      batch["text_ids"], batch["text_valid"] = folder_tokens(folder, [it.text for it in items],
+                                                             cfg.model.text_max_length)
       present.append(np.ones(m, bool))
     elif modality == "text":
       if not cfg.data.item_embeddings.startswith("text"):

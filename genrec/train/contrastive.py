@@ -32,7 +32,6 @@ a JSON meta beside it (`read_item_embeddings`); `data.item_embeddings=run:mmenc:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -86,27 +85,13 @@ def text_tower_folder(source: str) -> Path:
   return minilm_path() if arg in ("", "minilm") else Path(arg).expanduser()
 
 
-@functools.lru_cache(maxsize=4)
-def _tokenizer(folder: str, max_length: int):
-  from genrec.models.text import hf_import
-
-  return hf_import.load_tokenizer(folder, max_length)
-
-
-def item_tokens(folder: str | Path, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-  """(ids int32 [N, max_length], valid bool [N, max_length]) of `texts` with the tower's tokenizer."""
-  from genrec.models.text.encoder import pad_tokens
-
-  encoded = _tokenizer(str(folder), max_length).encode_batch(list(texts))
-  return pad_tokens([e.ids for e in encoded], max_length)
-
-
 def _tuned_text(data, cfg: ExperimentConfig) -> tuple[dict, np.ndarray, object, Path]:
   """towers=lora: (tokens {"text_ids", "text_valid"} [N+1, L], presence [N+1], BertConfig, folder)."""
   from genrec.models.text import hf_import
+  from genrec.models.text.encoder import folder_tokens
 
   folder = text_tower_folder(cfg.data.item_embeddings)
-  ids, valid = item_tokens(folder, stages.item_texts(data, cfg.data.empty_item_text), cfg.model.text_max_length)
+  ids, valid = folder_tokens(folder, stages.item_texts(data, cfg.data.empty_item_text), cfg.model.text_max_length)
   tokens = {"text_ids": np.concatenate([np.zeros_like(ids[:1]), ids]),
             "text_valid": np.concatenate([np.zeros_like(valid[:1]), valid])}
   present = np.array([bool(t.strip()) for t in data.item_text])

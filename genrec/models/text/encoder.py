@@ -8,6 +8,7 @@ Results come back in input order as float32 [N, D]; padding and bucketing do not
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -43,6 +44,16 @@ def pad_tokens(ids: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, n
     ids_NxL[r, :len(row)] = row
     valid_NxL[r, :len(row)] = True
   return ids_NxL, valid_NxL
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(folder: str, max_length: int):
+  return hf_import.load_tokenizer(folder, max_length)
+
+
+def folder_tokens(folder: str | os.PathLike, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  """`pad_tokens` of `texts` by the tokenizer.json in `folder`, truncated to max_length: a tuned tower's input."""
+  return pad_tokens([e.ids for e in _tokenizer(str(folder), max_length).encode_batch(list(texts))], max_length)
 
 
 def default_buckets(max_length: int, smallest: int = 32) -> tuple[int, ...]:

@@ -1,7 +1,9 @@
 """mmenc with a LoRA-tuned text tower (model.towers=lora): a tiny random BERT written as a HF folder (safetensors,
 config.json, a word-level tokenizer.json) stands in for MiniLM; one short lora run per module is shared."""
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,6 +20,7 @@ from genrec.data import load_dataset
 from genrec.train import contrastive, sharding, stages
 from genrec.train.trainer import Trainer
 
+ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 HIDDEN, FFN, LAYERS, HEADS, POSITIONS = 32, 64, 2, 4, 32
 QUIET = ["trainer.progress=false", "mesh.data=1"]
@@ -141,6 +144,41 @@ def test_training_moves_only_the_adapters_and_every_consumer_sees_the_tuned_towe
   gap = np.abs(untuned - exported).max()
   print(f"exported (tuned tower) vs the same fuser over the base tower: max abs diff {gap:.3f}")
   assert gap > 0.05
+
+
+def numpy_bert():
+  """tests/models/test_text_bert.py's NumPy float64 BERT forward (HF names and layout), loaded by path."""
+  spec = importlib.util.spec_from_file_location("bert_reference", ROOT / "tests/models/test_text_bert.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.np_sentence_embedding
+
+
+def test_tuned_tower_matches_numpy_bert_with_the_adapters_folded_in(runs, trained, tower):
+  """The trained tower == a NumPy BERT whose q, k, v, o weights are W + (alpha / rank) (A B)^T (HF layout)."""
+  run, _ = trained
+  weights = load_file(str(tower / "model.safetensors"))
+  state = {**dict(nnx.to_flat_state(run.placed.params)), **dict(nnx.to_flat_state(run.placed.other))}
+  value = lambda *path: np.asarray(state[("text_tower", *path)].get_value(), np.float64)   # noqa: E731
+  scale = run.config.model.tower_lora_alpha / run.config.model.tower_lora_rank
+  names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+           "o": "attention.output.dense"}
+  for i in range(LAYERS):
+    for short, name in names.items():
+      delta = scale * value("layers", i, "attn", short, "lora_a") @ value("layers", i, "attn", short, "lora_b")
+      weights[f"encoder.layer.{i}.{name}.weight"] = weights[f"encoder.layer.{i}.{name}.weight"] + delta.T
+  hf_cfg = json.loads((tower / "config.json").read_text())
+  tokens = runs["lora"]["task"].features.tokens
+  items = np.array([1, 5, 9, 64])
+  ids_BxL, valid_BxL = tokens["text_ids"][items], tokens["text_valid"][items]
+  reference = numpy_bert()
+  expected = np.stack([reference(weights, hf_cfg, ids[valid]) for ids, valid in zip(ids_BxL, valid_BxL)])
+  got = np.asarray(jax.jit(lambda m, i, v: m.text_tower.encode(i, v))(run.model, ids_BxL, valid_BxL))
+  base = np.stack([reference(load_file(str(tower / "model.safetensors")), hf_cfg, ids[valid])
+                   for ids, valid in zip(ids_BxL, valid_BxL)])
+  diff, moved = np.abs(got - expected).max(), np.abs(expected - base).max()
+  print(f"tuned tower vs NumPy BERT with folded adapters: max abs diff {diff:.2e} (the adapters move it {moved:.3f})")
+  assert diff <= 1e-5 and moved > 1e-2
 
 
 def test_tuning_the_tower_beats_the_frozen_tower_on_weak_tokens(runs):

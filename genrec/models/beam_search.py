@@ -106,7 +106,8 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
   step_fn(level, prev_code_BxW, cache) -> (log_probs_BxWxK, cache): the model's distribution over level
   `level`'s K codes for each beam, given the code chosen at the previous level (-1 at level 0, meaning "start").
   Every leaf of `cache` has leading axes [B, W] (W = beam width); beams are reordered along axis 1 after each
-  step. Anything shared by a row's beams (an encoder output) belongs in step_fn's closure, not in the cache.
+  step. Level 0 has one live beam per row, so step_fn sees width 1 there (leaves [B, 1, ...]) and W after.
+  Anything shared by a row's beams (an encoder output) belongs in step_fn's closure, not in the cache.
 
   The beam width is max(beam_size, k). constrained=True keeps only prefixes of real items (unseen ones, given
   `seen_BxS`, int32 [B, S], 0 = padding); a row with fewer valid continuations than beams fills the rest with
@@ -124,6 +125,10 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
   codes = jnp.zeros((batch_size, width, 0), jnp.int32)
   penultimate = (jnp.zeros((batch_size, width), jnp.int32), scores)
   for level in range(levels):
+    if level == 0:            # one live beam per row: decode it alone, the top-k below fans it out to W
+      scores, prefix, prev_code, codes = scores[:, :1], prefix[:, :1], prev_code[:, :1], codes[:, :1]
+      cache = jax.tree.map(lambda x: x[:, :1], cache)
+    beams = scores.shape[1]
     log_probs, cache = step_fn(level, prev_code, cache)
     table = tables.next_prefix[level]
     live = jnp.isfinite(scores)[..., None]
@@ -133,13 +138,17 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
     if constrained:
       ok = ok & (child >= 0)
       if seen is not None:
-        flat = child.reshape(batch_size, width * num_codes)
+        flat = child.reshape(batch_size, beams * num_codes)
         count = jnp.take(tables.prefix_count[level], jnp.maximum(flat, 0), axis=0)
         ok = ok & ((count - _count_sorted(seen[level], flat)) > 0).reshape(child.shape)
       if item_ok is not None and level == levels - 1:
         ok = ok & jnp.take(item_ok, jnp.maximum(child, 0), axis=0)
     cand = jnp.where(ok, scores[..., None] + log_probs.astype(jnp.float32), -jnp.inf)
-    scores, idx = jax.lax.top_k(cand.reshape(batch_size, width * num_codes), width)
+    scores, idx = jax.lax.top_k(cand.reshape(batch_size, beams * num_codes), min(width, beams * num_codes))
+    if scores.shape[1] < width:           # fewer candidates than beams (level 0 with K < W): dead beams
+      pad = width - scores.shape[1]
+      scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
+      idx = jnp.pad(idx, ((0, 0), (0, pad)))
     parent, code = idx // num_codes, idx % num_codes
     prefix = jnp.take_along_axis(child.reshape(batch_size, -1), idx, axis=1)
     prefix = jnp.where(jnp.isfinite(scores), prefix, -1)

@@ -310,12 +310,12 @@ class Tiger(nnx.Module):
     beam_size = beam_size or self.cfg.beam_size
     B, W = enc.shape[0], max(beam_size, k)
     context = self.start_decoding(enc, valid)
-    flat = lambda x: x.reshape(B * W, *x.shape[2:])
-    beams = lambda x: x.reshape(B, W, *x.shape[1:])
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    beams = lambda x: x.reshape(B, -1, *x.shape[1:])
 
-    def step(level, prev_BxW, cache):
-      log_probs, cache = self.decode_step(level, prev_BxW.reshape(B * W), jax.tree.map(flat, cache), context)
-      return log_probs.reshape(B, W, -1), jax.tree.map(beams, cache)
+    def step(level, prev_BxW, cache):      # W is 1 at level 0 (one live beam per row)
+      log_probs, cache = self.decode_step(level, prev_BxW.reshape(-1), jax.tree.map(flat, cache), context)
+      return log_probs.reshape(B, prev_BxW.shape[1], -1), jax.tree.map(beams, cache)
 
     cache = jax.tree.map(beams, self.init_cache(B * W))
     return bs.beam_search(step, cache, self.tables(), batch_size=B, beam_size=beam_size, k=k,

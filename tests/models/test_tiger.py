@@ -214,8 +214,8 @@ def test_tables_handle_dead_beams_and_tiny_catalogues():
   tables = jax.tree.map(jnp.asarray, bs.build_tables(np.concatenate([[[0, 0]], codes]), K))
 
   def step(level, prev, cache):
-    del level, prev
-    return jax.nn.log_softmax(jnp.broadcast_to(jnp.arange(K, dtype=jnp.float32), (1, 5, K))), cache
+    assert prev.shape == (1, 1 if level == 0 else 5)        # one live beam at level 0, then the width
+    return jax.nn.log_softmax(jnp.broadcast_to(jnp.arange(K, dtype=jnp.float32), prev.shape + (K,))), cache
 
   result = bs.beam_search(step, (), tables, batch_size=1, beam_size=5, k=3)
   np.testing.assert_array_equal(result.items[0], [2, 1, -1])

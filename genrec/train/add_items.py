@@ -348,9 +348,9 @@ def apply_overlay(run) -> None:
   placed.params = run.placed.params
   placed.other = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), placed.other)
   model = placed.model()
-  if kind == "codes":
   trained = np.concatenate([np.asarray(old.trained[...]), np.zeros(len(array), bool)])
-    model.set_item_codes(np.concatenate([np.asarray(old.item_codes[...]), array]))
+  if kind == "codes":
+    model.set_item_codes(np.concatenate([np.asarray(old.item_codes[...]), array]), trained)
   else:
     model.set_item_content(np.concatenate([np.asarray(old.content[...]), array]), trained)
   _, placed.params, _, placed.other = placed.split(model)

@@ -364,10 +364,11 @@ def read_item_embeddings(workdir: str | Path) -> tuple[np.ndarray, dict]:
   return table, meta
 
 
-def encoder_run(spec: str, data_cfg=None, *, train: bool = True) -> Path:
+def encoder_run(spec: str, data_cfg=None, *, train: bool = True, progress: bool = True) -> Path:
   """The run folder `data.item_embeddings=run:SPEC` reads: SPEC when it is a folder, else the stage
-  MODEL:PRESET (trained first unless a finished run of it exists, when `train`). The stage takes the dependent
-  run's cold-start split (`data_cfg.cold_items`, `seed`): an encoder must not see held-out interactions."""
+  MODEL:PRESET (trained first unless a finished run of it exists, when `train`; progress bars unless
+  `progress` is False). The stage takes the dependent run's data folder (`data_cfg.data_dir`) and cold-start
+  split (`cold_items`, `seed`): an encoder must not see held-out interactions."""
   path = Path(spec).expanduser()
   if path.is_dir():
     return path
@@ -380,13 +381,15 @@ def encoder_run(spec: str, data_cfg=None, *, train: bool = True) -> Path:
   if data_cfg is not None and data_cfg.cold_items:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cold_items=data_cfg.cold_items,
                                                             seed=data_cfg.seed))
-  return stages.run_stage(cfg) if train else stages.stage_dir(cfg)
+  if data_cfg is not None and data_cfg.data_dir:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_cfg.data_dir))
+  return stages.run_stage(cfg, progress=progress) if train else stages.stage_dir(cfg)
 
 
-def embeddings_from_run(spec: str, data, data_cfg=None) -> np.ndarray:
+def embeddings_from_run(spec: str, data, data_cfg=None, *, progress: bool = True) -> np.ndarray:
   """`data.item_embeddings=run:SPEC`: the fused embeddings [N, D] of items 1..N from a finished run folder
   (SPEC is a directory) or from the stage MODEL:PRESET (`encoder_run`)."""
-  workdir = encoder_run(spec, data_cfg)
+  workdir = encoder_run(spec, data_cfg, progress=progress)
   table, meta = read_item_embeddings(workdir)
   if meta["items"] != data.num_items or meta["catalogue"] != catalogue_fingerprint(data):
     raise DataError(f"data.item_embeddings=run:{spec}: its embeddings cover the {meta['items']} items of "

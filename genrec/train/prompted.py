@@ -73,7 +73,8 @@ class PromptedExamples:
     model = cfg.model
     run = model.cf_run
     if not run:
-      run = stages.run_stage(stages.stage_config(model.cf_stage, model.cf_stage_overrides, cfg.data), data=data)
+      run = stages.run_stage(stages.stage_config(model.cf_stage, model.cf_stage_overrides, cfg.data), data=data,
+                             progress=cfg.trainer.progress)
     try:
       users, items, meta = load_cf_artifact(run, self.points)
     except CFArtifactError as e:

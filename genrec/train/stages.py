@@ -81,7 +81,7 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
   elif kind == "run":
     from genrec.train.contrastive import embeddings_from_run
 
-    table = embeddings_from_run(arg, data, data_cfg)
+    table = embeddings_from_run(arg, data, data_cfg, progress=progress)
   else:
     raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE', 'random:D' or "
                       f"'run:MODEL:PRESET' / 'run:DIR' (fused item embeddings of an encoder run), got {source!r}")
@@ -104,14 +104,16 @@ def stage_dir(cfg: ExperimentConfig) -> Path:
   return cache_root() / "stages" / f"{cfg.model_name}-{digest}"
 
 
-def run_stage(cfg: ExperimentConfig, *, data=None) -> Path:
-  """Trains the stage unless a finished run of exactly this config exists; returns its folder."""
+def run_stage(cfg: ExperimentConfig, *, data=None, progress: bool = True) -> Path:
+  """Trains the stage unless a finished run of exactly this config exists; returns its folder. progress=False
+  (the dependent run's trainer.progress) silences the stage's progress bars; it is not part of the cache key."""
   from genrec.train.trainer import Trainer
 
   workdir = stage_dir(cfg)
   if not (workdir / "results.json").exists():
     print(f"stage {cfg.model_name}:{cfg.preset} -> {workdir}", file=sys.stderr)
-    Trainer(cfg, workdir, data=data).run()
+    quiet = dataclasses.replace(cfg.trainer, progress=cfg.trainer.progress and progress)
+    Trainer(dataclasses.replace(cfg, trainer=quiet), workdir, data=data).run()
   return workdir
 
 

@@ -49,7 +49,8 @@ class NextItemTask:
     """Runs (or reuses) the tokenizer stage a generative retriever depends on and sizes its codes."""
     model = self.cfg.model
     stage = stages.stage_config(model.tokenizer, model.tokenizer_overrides, self.cfg.data)
-    table, meta = stages.read_semantic_ids(stages.run_stage(stage, data=self.data))
+    table, meta = stages.read_semantic_ids(stages.run_stage(stage, data=self.data,
+                                                                   progress=self.cfg.trainer.progress))
     if len(table) != self.data.num_items + 1:
       raise ConfigError(f"the semantic-ID table of {model.tokenizer} covers {len(table) - 1} items; "
                         f"{self.data.name} has {self.data.num_items}")

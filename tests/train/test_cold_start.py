@@ -187,3 +187,14 @@ def test_an_encoder_run_on_another_cold_split_is_refused(tmp_path):
   stages.write_artifact(tmp_path, ITEM_EMBEDDINGS, emb, {**meta, "cold": ""})      # trained on every item
   with pytest.raises(DataError, match="another cold-start split"):
     embeddings_from_run(str(tmp_path), data)
+
+
+def test_an_encoder_stage_takes_the_dependent_runs_data_folder_and_split(tmp_path):
+  """run:MODEL:PRESET trains the encoder on the dependent run's data folder and cold split, never the preset's."""
+  from genrec.train.contrastive import encoder_run
+
+  base = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm"), train=False)
+  moved = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm", data_dir=str(tmp_path)), train=False)
+  cold = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm", cold_items=0.25), train=False)
+  assert len({base, moved, cold}) == 3
+  assert base == stages.stage_dir(genrec.configs.get("mmenc:tiny"))

@@ -1,4 +1,7 @@
 """TIGER end to end: the tokenizer stage runs first, its table travels inside TIGER's checkpoint."""
+import contextlib
+import io
+
 import numpy as np
 import pytest
 
@@ -20,11 +23,15 @@ def cache(stage_cache):
 def tiger_run(cache, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiger")
   cfg = config_lib.override(genrec.configs.get("tiger:tiny"), ["trainer.progress=false"])
-  return workdir, Trainer(cfg, workdir, resume=False).run()
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr):
+    results = Trainer(cfg, workdir, resume=False).run()
+  return workdir, results, stderr.getvalue()
 
 
 def test_tiger_learns_through_its_tokenizer_stage(tiger_run, cache):
-  workdir, results = tiger_run
+  workdir, results, stderr = tiger_run
+  assert "stage rqkmeans:tiny" in stderr and "step/s" not in stderr and "train:" not in stderr   # no bars
   assert results["test"]["ndcg@10"] > 0.4          # popularity on the planted cycle: ~0.15
   assert 0.0 <= results["test"]["invalid_unconstrained@20"] < 1.0
   (stage,) = (cache / "stages").iterdir()
@@ -37,7 +44,7 @@ def test_tiger_learns_through_its_tokenizer_stage(tiger_run, cache):
 
 
 def test_recommend_returns_real_unseen_items(tiger_run):
-  workdir, _ = tiger_run
+  workdir = tiger_run[0]
   run = genrec.load(workdir)
   data = load_dataset(run.config.data)
   user = data.user_raw[5]
@@ -48,7 +55,7 @@ def test_recommend_returns_real_unseen_items(tiger_run):
 
 
 def test_a_different_semantic_id_table_is_refused(tiger_run, cache, tmp_path):
-  workdir, _ = tiger_run
+  workdir = tiger_run[0]
   cfg = config_lib.override(genrec.configs.get("tiger:tiny"),
                             ["trainer.progress=false", "model.semantic_ids_version=0123456789abcdef"])
   with pytest.raises(ConfigError, match="semantic-ID table 0123456789abcdef.*gives table"):

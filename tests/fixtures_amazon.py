@@ -2,17 +2,17 @@
 the UCSD formats and a local HTTP server for reviews and item images. Import the `server` fixture by name."""
 from __future__ import annotations
 
-import functools
 import gzip
 import http.server
 import io
 import json
-import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from fixtures_http import serve
 
 
 def write_gz(path, lines: list) -> str:
@@ -68,11 +68,6 @@ def server(tmp_path_factory):
       hits.append("HEAD " + self.path)
       super().do_HEAD()
 
-  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(srv)))
-  threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-    mp.setenv("no_proxy", "127.0.0.1,localhost")
-    yield {"dir": srv, "port": httpd.server_port, "url": f"http://127.0.0.1:{httpd.server_port}", "hits": hits,
+  with serve(srv, Handler) as (port, _):
+    yield {"dir": srv, "port": port, "url": f"http://127.0.0.1:{port}", "hits": hits,
            "images": {name: pixels for name, (_, pixels) in images.items()}}
-  httpd.shutdown()

@@ -1,15 +1,14 @@
 """MovieLens builders on small fixture zips: real download (local HTTP), parse, array_record write, data_source read."""
 from __future__ import annotations
 
-import functools
 import http.server
 import os
-import threading
 import zipfile
 
 import numpy as np
 import pytest
 
+from fixtures_http import serve
 from genrec.data import movielens
 from genrec.data.movielens import DataError, movielens_tables
 
@@ -101,16 +100,11 @@ def served(tmp_path_factory):
       gets.append(self.path)
       super().do_GET()
 
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(srv_dir)))
-  threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("NO_PROXY", "127.0.0.1,localhost")
-    mp.setenv("no_proxy", "127.0.0.1,localhost")
-    mp.setitem(movielens.URLS, "ml-100k", f"http://127.0.0.1:{server.server_port}/ml-100k.zip")
+  with serve(srv_dir, Handler) as (port, mp):
+    mp.setitem(movielens.URLS, "ml-100k", f"http://127.0.0.1:{port}/ml-100k.zip")
     mp.setitem(movielens.URLS, "ml-1m", "http://127.0.0.1:9/must-not-be-fetched.zip")
     mp.setitem(movielens.URLS, "ml-20m", str(root / "ml-20m.zip"))
     yield {"data_dir": str(data_dir), "gets": gets}
-  server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -183,3 +183,21 @@ def test_resume_after_a_kill_while_saving_the_last_step(run, tmp_path):
   assert Checkpointer(workdir / "checkpoints", read_only=True).steps() == [30, 60]
   latest = genrec.load(workdir, which="latest")
   assert latest.step == 60 and latest.meta["data_state"]["next_index"] == 60
+
+
+def test_a_resumed_run_logs_each_step_once(run, tmp_path):
+  """Killed after step 60 was logged but before it was saved (and mid-line): the resumption from step 30 drops
+  the log rows past 30 and the torn line, then logs steps 31..60 again, once."""
+  workdir = runs.copy_run(run, tmp_path / "run")
+  shutil.rmtree(workdir / "checkpoints" / "60")
+  metrics = workdir / "metrics.jsonl"
+  before = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert max(r["step"] for r in before) == 60
+  with open(metrics, "a") as f:
+    f.write('{"step": 61, "split": "tra')
+  code, _, err = runs.genrec_cli(*train_args(workdir))
+  assert code == 0, err
+  after = [json.loads(line) for line in metrics.read_text().splitlines()]
+  keys = [(r["step"], r["split"]) for r in after]
+  assert len(keys) == len(set(keys)) and sorted(keys) == sorted((r["step"], r["split"]) for r in before)
+  assert [r for r in after if r["step"] <= 30] == [r for r in before if r["step"] <= 30]

@@ -1,4 +1,9 @@
-"""Run logs: JSONL metrics, TensorBoard event files and a progress bar. Only process 0 writes."""
+"""Run logs: JSONL metrics, TensorBoard event files and a progress bar. Only process 0 writes.
+
+metrics.jsonl holds one row per logged (step, split). A run that starts at `initial_step` (a resumption from
+that checkpoint, 0 for a fresh run) first drops the rows of later steps: a killed run's steps past its last
+checkpoint are computed again and logged once.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +13,8 @@ import time
 from pathlib import Path
 
 import jax
+
+from genrec.files import atomic_write
 
 
 class RunLogger:
@@ -19,6 +26,7 @@ class RunLogger:
     if not self.enabled:
       return
     workdir.mkdir(parents=True, exist_ok=True)
+    _drop_rows_after(workdir / "metrics.jsonl", initial_step)
     self._jsonl = open(workdir / "metrics.jsonl", "a")
     try:
       from tensorboardX import SummaryWriter
@@ -63,3 +71,21 @@ class RunLogger:
       self._tb.close()
     if self._jsonl is not None:
       self._jsonl.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+  """Rewrites metrics.jsonl (atomically) without the rows logged after `step` and without torn lines."""
+  if not path.exists():
+    return
+  keep, changed = [], False
+  for line in path.read_text().splitlines():
+    try:
+      row_step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+      row_step = None                   # a line torn by a kill mid-write
+    if row_step is not None and row_step <= step:
+      keep.append(line)
+    else:
+      changed = True
+  if changed:
+    atomic_write(path, "".join(line + "\n" for line in keep))

@@ -2,10 +2,12 @@
 
 Towers (`towers`): "frozen" — the text encoder, image encoder and genre multi-hot outputs are computed once by
 the task and arrive in the batch; this model is the trainable part — a fuser (`genrec.models.fusion`) over those
-vectors plus, when "id" is among the modalities, a learned item-ID embedding as one more modality. "lora" — the
-text tower (a BERT, `text_tower`) runs inside `encode` on each item's tokens with LoRA adapters on the linear
-layers named by `tower_lora_targets`; its base weights (loaded by the task from data.item_embeddings' folder) are
-frozen, only the adapters, the fuser and the ID table train (`trainable`).
+vectors plus, when "id" is among the modalities, a learned item-ID embedding as one more modality. "lora" — each
+tower named by `tower_lora_towers` (default: text only) runs inside `encode` with LoRA adapters on the linear
+layers named by `tower_lora_targets`: the text tower (a BERT, `text_tower`) on each item's tokens, the image tower
+(a CLIP ViT, `image_tower`; "up"/"down" name its fc1/fc2) on each item's pixels. Their base weights (loaded by the
+task: the text tower from data.item_embeddings' folder, the image tower from `image_encoder`) are frozen; only the
+adapters, the fuser and the ID table train (`trainable`).
 
 Batches:
   encode: {"item": int32 [B], "present": bool [B, M], <modality>: float32 [B, D_m] for each input modality}
@@ -14,8 +16,10 @@ Batches:
           over the batch: anchor i's positive is row i; the other rows' positives are its negatives, except
           rows holding the same item (a duplicate is neither a positive nor a negative).
 With towers="lora" the "text" vector is replaced by "text_ids": int32 [B, L] and "text_valid": bool [B, L]
-(L = text_max_length). M follows `modalities`; "id" takes no input vector (its presence bit says whether the
-item has a trained ID).
+(L = text_max_length); with "image" tuned the "image" vector is replaced by "image_pixels": uint8 [B, S, S, 3]
+(resized and centre-cropped, normalised inside `encode` by `image_preprocessing`; rows of items without an image
+are zeros, masked by "present"). M follows `modalities`; "id" takes no input vector (its presence bit says whether
+the item has a trained ID).
 """
 from __future__ import annotations
 
@@ -25,16 +29,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genrec.data.images import ImageConfig
 from genrec.models import layers
 from genrec.models.fusion import VARIANTS, Fusion, FusionConfig
 from genrec.models.layers.lora import LoRAConfig, LoRAParam, apply_lora
 from genrec.models.registry import register
 from genrec.models.text.bert import Bert, BertConfig
+from genrec.models.vision.clip import ClipVision, ClipVisionConfig
 
 ID = "id"
 MODALITIES = ("text", "image", "genre", ID)
 TOWERS = ("frozen", "lora")
 TOWER_TARGETS = ("q", "k", "v", "o", "up", "down")     # the BERT layer's linear layers (attention, MLP)
+TUNABLE = ("text", "image")
+CLIP_NAMES = {"up": "fc1", "down": "fc2"}                # the same MLP layers in the CLIP layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +61,15 @@ class MMEncConfig:
   normalize: bool = True
   window: int = 3                     # training pairs: items at most `window` apart in a training sequence
   image_encoder: str = "random:tiny"  # random:tiny | random:vit-b-32 (seeded, untrained) | a HF CLIP folder
-  towers: str = "frozen"              # frozen | lora (the text tower tuned inside the forward pass)
+  towers: str = "frozen"              # frozen | lora (towers tuned inside the forward pass)
+  tower_lora_towers: tuple[str, ...] = ("text",)   # towers=lora: which towers get adapters (of TUNABLE)
   tower_lora_rank: int = 8
   tower_lora_alpha: float = 16.0
   tower_lora_targets: tuple[str, ...] = ("q", "k", "v", "o")   # of TOWER_TARGETS
   text_max_length: int = 64           # towers=lora: tokens kept per item text
   text_tower: BertConfig = BertConfig()   # towers=lora: set from the text tower's config.json by the task
+  image_tower: ClipVisionConfig = ClipVisionConfig()   # lora on "image": set from image_encoder by the task
+  image_preprocessing: ImageConfig = ImageConfig()     # lora on "image": its pixel normalisation, ditto
 
   task = "item_contrastive"
 
@@ -67,13 +78,19 @@ class MMEncConfig:
     """The modalities that read a tower's output (all but "id")."""
     return tuple(m for m in self.modalities if m != ID)
 
+  @property
+  def lora_towers(self) -> tuple[str, ...]:
+    """The towers tuned inside the forward pass (none when towers=frozen)."""
+    return self.tower_lora_towers if self.towers == "lora" else ()
+
   def resolve(self, data, data_cfg) -> "MMEncConfig":
     """Sizes the ID table and the input widths from the task's feature table; a width that disagrees with
     the configured one is an error naming the modality."""
     del data_cfg
     cfg = dataclasses.replace(self, num_items=self.num_items or data.num_items)
-    if self.towers == "lora" and getattr(data, "text_tower", None) is not None:
-      cfg = dataclasses.replace(cfg, text_tower=data.text_tower)
+    for field in ("text_tower", "image_tower", "image_preprocessing"):
+      if field.split("_")[0] in self.lora_towers and getattr(data, field, None) is not None:
+        cfg = dataclasses.replace(cfg, **{field: getattr(data, field)})
     widths = getattr(data, "widths", None)
     if widths is None:
       return cfg
@@ -107,23 +124,31 @@ class MMEncConfig:
       self._validate_lora()
 
   def _validate_lora(self) -> None:
-    if "text" not in self.modalities:
-      raise ValueError(f"model.towers='lora' tunes the text tower, but model.modalities={self.modalities} has no "
-                       "'text'; add it or set model.towers=frozen")
+    towers = self.tower_lora_towers
+    unknown = [t for t in towers if t not in TUNABLE]
+    if unknown or not towers or len(set(towers)) != len(towers):
+      raise ValueError(f"model.tower_lora_towers={towers}: need distinct tower names from {TUNABLE}")
+    for tower in towers:
+      if tower not in self.modalities:
+        raise ValueError(f"model.towers='lora' tunes the {tower} tower, but model.modalities={self.modalities} has "
+                         f"no {tower!r}; add it, drop it from model.tower_lora_towers or set model.towers=frozen")
     if self.tower_lora_rank < 1 or self.tower_lora_alpha <= 0:
       raise ValueError(f"model.tower_lora_rank must be >= 1 and model.tower_lora_alpha > 0, got "
                        f"{self.tower_lora_rank}, {self.tower_lora_alpha}")
     unknown = [t for t in self.tower_lora_targets if t not in TOWER_TARGETS]
+    owner = " and ".join(towers) + (" towers'" if len(towers) > 1 else " tower's")
     if unknown or not self.tower_lora_targets:
       raise ValueError(f"model.tower_lora_targets={self.tower_lora_targets}: {unknown or 'none'} not among the "
-                       f"text tower's linear layers {TOWER_TARGETS} (attention q, k, v, o; MLP up, down)")
-    if not 0 < self.text_max_length <= self.text_tower.max_position:
+                       f"{owner} linear layers {TOWER_TARGETS} (attention q, k, v, o; MLP up, down)")
+    if "text" in towers and not 0 < self.text_max_length <= self.text_tower.max_position:
       raise ValueError(f"model.text_max_length={self.text_max_length} must be in [1, {self.text_tower.max_position}]"
                        " (the text tower's max_position)")
 
-  @property
-  def tower_lora(self) -> LoRAConfig:
-    return LoRAConfig(rank=self.tower_lora_rank, alpha=self.tower_lora_alpha, targets=self.tower_lora_targets)
+  def tower_lora(self, tower: str = "text") -> LoRAConfig:
+    """The adapters of `tower`: tower_lora_targets in its own layer names."""
+    names = CLIP_NAMES if tower == "image" else {}
+    return LoRAConfig(rank=self.tower_lora_rank, alpha=self.tower_lora_alpha,
+                      targets=tuple(names.get(t, t) for t in self.tower_lora_targets))
 
   @property
   def fusion_config(self) -> FusionConfig:
@@ -141,25 +166,26 @@ class MMEnc(nnx.Module):
       self.item_emb = layers.Embed(cfg.num_items + 1, cfg.id_dim, ("item", "embed"), rngs=rngs, stddev=0.02)
       dims = {m: (cfg.id_dim if m == ID else dims[m]) for m in cfg.modalities}
     self.fuser = Fusion(cfg.fusion_config, dims, rngs=rngs)
-    # Built after the fuser, so the fuser's initial parameters do not depend on `towers`.
-    if cfg.towers == "lora":
-      self.text_tower = Bert(cfg.text_tower, rngs=rngs)
-      apply_lora(self.text_tower, cfg.tower_lora, rngs=rngs)
-    else:
-      self.text_tower = None
+    # Built after the fuser (text first), so the fuser's and the text tower's initial parameters do not depend on
+    # which towers are tuned.
+    self.text_tower = _lora_tower(cfg, "text", Bert, cfg.text_tower, rngs)
+    self.image_tower = _lora_tower(cfg, "image", ClipVision, cfg.image_tower, rngs)
 
   @staticmethod
   def trainable(cfg: MMEncConfig):
     """What the optimizer updates: every parameter, except a LoRA-tuned tower's base weights."""
-    if cfg.towers == "frozen":
+    if not cfg.lora_towers:
       return nnx.Param
-    return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.Not(nnx.PathContains("text_tower"))))
+    bases = nnx.Any(*(nnx.PathContains(f"{t}_tower") for t in cfg.lora_towers))
+    return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.Not(bases)))
 
   def encode(self, batch) -> jax.Array:
     """Item vectors [B, dim] from one row of features per item."""
     tuned = {}
     if self.text_tower is not None:
       tuned["text"] = self.text_tower.encode(batch["text_ids"], batch["text_valid"])
+    if self.image_tower is not None:
+      tuned["image"] = self.image_tower.encode(self._normalize(batch["image_pixels"]))
     inputs = {m: tuned[m] if m in tuned else batch[m] for m in self.cfg.inputs}
     if ID in self.cfg.modalities:
       inputs[ID] = self.item_emb(batch["item"])
@@ -167,6 +193,13 @@ class MMEnc(nnx.Module):
     if self.cfg.normalize:
       out_BxD = out_BxD * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(out_BxD), -1, keepdims=True), 1e-12))
     return out_BxD
+
+  def _normalize(self, rgb_BxSxSx3):
+    """uint8 → float32 (x / 255 - mean) / std, as `genrec.data.images.normalize` on the host."""
+    pre = self.cfg.image_preprocessing
+    mean_1x1x1x3 = jnp.asarray(pre.mean, jnp.float32).reshape(1, 1, 1, 3)
+    std_1x1x1x3 = jnp.asarray(pre.std, jnp.float32).reshape(1, 1, 1, 3)
+    return (rgb_BxSxSx3.astype(jnp.float32) / 255.0 - mean_1x1x1x3) / std_1x1x1x3
 
   def loss(self, batch):
     pairs = batch["item"].shape[0]
@@ -185,6 +218,15 @@ class MMEnc(nnx.Module):
     loss = 0.5 * (_cross_entropy_diag(masked_BxB) + _cross_entropy_diag(jnp.where(mask_p, logits_BxB.T, -jnp.inf)))
     hit = jnp.argmax(masked_BxB, axis=-1) == jnp.arange(pairs)
     return loss, {"loss": loss, "in_batch_acc": hit.astype(jnp.float32).mean()}
+
+
+def _lora_tower(cfg: MMEncConfig, name: str, cls, tower_cfg, rngs: nnx.Rngs):
+  """The tower `name` with adapters when LoRA tunes it, else None."""
+  if name not in cfg.lora_towers:
+    return None
+  tower = cls(tower_cfg, rngs=rngs)
+  apply_lora(tower, cfg.tower_lora(name), rngs=rngs)
+  return tower
 
 
 def _cross_entropy_diag(logits_BxB):

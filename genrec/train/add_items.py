@@ -144,7 +144,7 @@ def content_vectors(data_cfg, items: list[NewItem], *, progress: bool = False) -
 
 def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarray, dict]:
   """The multimodal encoder run's fused vectors for new items (each modality from its tower: the frozen one, or
-  the run's LoRA-tuned text tower from its checkpoint when model.towers=lora)."""
+  the run's LoRA-tuned text/image tower from its checkpoint when model.towers=lora)."""
   import genrec
   from genrec.models.mmenc import ID
 
@@ -152,9 +152,9 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
   cfg, m = enc.config, len(items)
   batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
   for modality in cfg.model.modalities:
-    if modality == "text" and cfg.model.towers == "lora":      # the run's tuned tower, inside encode
+    if modality == "text" and "text" in cfg.model.lora_towers:      # the run's tuned tower, inside encode
       from genrec.models.text.encoder import folder_tokens
-      from genrec.train.contrastive import text_tower_folder
+      from genrec.train.tuned_towers import text_tower_folder
 
       folder = text_tower_folder(cfg.data.item_embeddings)
       batch["text_ids"], batch["text_valid"] = folder_tokens(folder, [it.text for it in items],
@@ -180,15 +180,17 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
     elif modality == "image":
       from genrec.train.contrastive import image_encoder
 
-      tower = image_encoder(cfg.model.image_encoder)
+      # A tuned tower runs inside encode on the pixels; a frozen one gives its vectors here.
+      tower, tuned = image_encoder(cfg.model.image_encoder), "image" in cfg.model.lora_towers
+      size = tower.preprocessing.image_size
+      key, read = ("image_pixels", tower.pixels) if tuned else ("image", tower.encode)
+      rows = np.zeros((m, size, size, 3), np.uint8) if tuned else np.zeros((m, tower.dim), np.float32)
       with_image = [i for i, it in enumerate(items) if it.image is not None]
-      emb = np.zeros((m, tower.dim), np.float32)
       ok = np.zeros(m, bool)
       if with_image:
-        e, v = tower.encode([str(items[i].image) for i in with_image], progress=progress)
-        emb[with_image], ok[with_image] = e, v
+        rows[with_image], ok[with_image] = read([str(items[i].image) for i in with_image], progress=progress)
       counts["images_skipped"] = len(with_image) - int(ok.sum())
-      batch["image"] = emb
+      batch[key] = rows
       present.append(ok)
     else:
       assert modality == ID

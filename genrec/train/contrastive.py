@@ -9,11 +9,10 @@ Features. Each input modality is a frozen tower's output per item, computed once
   id     (the model's own table) present for items seen in some training sequence.
 An item with no modality at all is a DataError naming it.
 
-Tuned towers (model.towers=lora): the text modality arrives as tokens instead — each item's text (the same
-texts the frozen tower embeds) tokenized by the tower's tokenizer.json, cut to model.text_max_length, padded:
-"text_ids" int32 [N+1, L], "text_valid" bool [N+1, L]. `prepare` puts the tower's pretrained weights (the HF
-folder of data.item_embeddings=text:minilm | text:HF_DIR) into the placed model's frozen state, so the run's
-checkpoint carries them and everything that loads the run encodes with the tuned tower.
+Tuned towers (model.towers=lora): the modalities of model.tower_lora_towers arrive as the tower's inputs instead
+(text: token ids; image: uint8 pixels), and `prepare` puts the towers' pretrained weights into the placed model's
+frozen state, so the run's checkpoint carries them and everything that loads the run encodes with the tuned
+towers (`genrec.train.tuned_towers`).
 
 Training pairs: (s[t], s[t+d]) for 1 <= d <= model.window in every training sequence (`SeqData.train_sequence`,
 so valid and test interactions never leak), the same item twice skipped; a pair appears as often as it
@@ -45,7 +44,7 @@ from flax import nnx
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data.errors import DataError
 from genrec.data.pipeline import ProcessRows
-from genrec.train import metrics, sharding, stages
+from genrec.train import metrics, sharding, stages, tuned_towers
 
 ITEM_EMBEDDINGS = "item_embeddings"
 
@@ -58,13 +57,17 @@ class ItemFeatures:
   modalities: tuple[str, ...]                 # the model's, "id" included
   features: dict[str, np.ndarray]             # input modality -> float32 [N+1, D_m]
   present: np.ndarray                         # bool [N+1, M] over `modalities`; row 0 all False
-  tokens: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # towers=lora: text_ids, text_valid
-  text_tower: object = None                   # towers=lora: the tower's BertConfig
-  text_folder: str = ""                       # towers=lora: its HF folder
+  tokens: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # tuned towers' inputs [N+1, ...]
+  text_tower: object = None                   # lora on text: the tower's BertConfig
+  text_folder: str = ""                       # lora on text: its HF folder
+  image_tower: object = None                  # lora on image: the tower's ClipVisionConfig
+  image_preprocessing: object = None          # lora on image: its ImageConfig
 
   @property
   def widths(self) -> dict[str, int]:
     tuned = {"text": self.text_tower.hidden} if self.text_tower is not None else {}
+    if self.image_tower is not None:
+      tuned["image"] = self.image_tower.dim
     return {**{m: int(f.shape[1]) for m, f in self.features.items()}, **tuned}
 
   def rows(self, items: np.ndarray) -> dict[str, np.ndarray]:
@@ -72,43 +75,6 @@ class ItemFeatures:
     items = np.asarray(items, np.int32)
     return {"item": items, "present": self.present[items],
             **{m: f[items] for m, f in {**self.features, **self.tokens}.items()}}
-
-
-def text_tower_folder(source: str) -> Path:
-  """The HF folder behind data.item_embeddings=text:minilm | text:HF_DIR: the tower model.towers=lora tunes."""
-  from genrec.models.text.encoder import minilm_path
-
-  kind, _, arg = source.partition(":")
-  if kind != "text":
-    raise ConfigError(f"data.item_embeddings={source!r} is a fixed table with no tower to tune; model.towers=lora "
-                      "needs a text tower: data.item_embeddings=text:minilm or text:HF_DIR")
-  return minilm_path() if arg in ("", "minilm") else Path(arg).expanduser()
-
-
-def _tuned_text(data, cfg: ExperimentConfig) -> tuple[dict, np.ndarray, object, Path]:
-  """towers=lora: (tokens {"text_ids", "text_valid"} [N+1, L], presence [N+1], BertConfig, folder)."""
-  from genrec.models.text import hf_import
-  from genrec.models.text.encoder import folder_tokens
-
-  folder = text_tower_folder(cfg.data.item_embeddings)
-  ids, valid = folder_tokens(folder, stages.item_texts(data, cfg.data.empty_item_text), cfg.model.text_max_length)
-  tokens = {"text_ids": np.concatenate([np.zeros_like(ids[:1]), ids]),
-            "text_valid": np.concatenate([np.zeros_like(valid[:1]), valid])}
-  present = np.array([bool(t.strip()) for t in data.item_text])
-  return tokens, present, hf_import.load_config(folder), folder
-
-
-def load_text_tower(placed, folder: str | Path) -> None:
-  """Puts the pretrained BERT of `folder` into a placed towers=lora mmenc's frozen `text_tower` weights."""
-  from genrec.models.text import load_bert
-
-  bert = load_bert(folder, config=placed.cfg.model.text_tower)
-  other = dict(nnx.to_flat_state(placed.other))
-  shardings = dict(nnx.to_flat_state(placed.other_shardings))
-  for path, var in nnx.to_flat_state(nnx.state(bert, nnx.Param)):
-    full = ("text_tower", *path)
-    other[full] = other[full].replace(jax.device_put(var.get_value(), shardings[full].get_value()))
-  placed.other = nnx.from_flat_state(list(other.items()))
 
 
 def image_encoder(spec: str):
@@ -192,17 +158,18 @@ def item_features(data, cfg: ExperimentConfig, *, progress: bool = False) -> Ite
   """Every modality of `cfg.model` for items 0..N, checked: finite, and each item has at least one."""
   model = cfg.model
   key = (tuple(model.modalities), model.image_encoder, cfg.data.item_embeddings, cfg.data.empty_item_text,
-         model.towers, model.text_max_length)
+         model.towers, model.tower_lora_towers, model.text_max_length)
   memo = getattr(data, "_mm_features", {})
   if key in memo:
     return memo[key]
-  features, present, tuned = {}, [], {}
+  features, present, inputs, tuned = {}, [], {}, {}
   if model.towers == "lora":
     model._validate_lora()
   for m in model.modalities:
-    if m == "text" and model.towers == "lora":
-      tokens, mask, tower, folder = _tuned_text(data, cfg)
-      tuned = dict(tokens=tokens, text_tower=tower, text_folder=str(folder))
+    if m in model.lora_towers:
+      arrays, mask, fields = tuned_towers.tuned_inputs(m, data, cfg, progress=progress)
+      inputs.update(arrays)
+      tuned.update(fields)
       present.append(mask)
       continue
     table, mask = _modality(m, data, cfg, progress)
@@ -222,7 +189,7 @@ def item_features(data, cfg: ExperimentConfig, *, progress: bool = False) -> Ite
     raise DataError(f"{len(empty)} item(s) of {data.name} have none of the modalities {model.modalities} (items "
                     f"{shown}{', ...' if len(empty) > 5 else ''}); give them content or add 'id' to "
                     "model.modalities")
-  out = ItemFeatures(data.name, data.num_items, tuple(model.modalities), features, present_NxM, **tuned)
+  out = ItemFeatures(data.name, data.num_items, tuple(model.modalities), features, present_NxM, inputs, **tuned)
   memo[key] = out
   object.__setattr__(data, "_mm_features", memo)
   return out
@@ -274,10 +241,10 @@ class ItemContrastiveTask:
     self.pairs = cooccurrence_pairs(data, cfg.model.window)
 
   def prepare(self, placed, key) -> None:
-    """towers=lora: the text tower's pretrained weights into the fresh model (a resumed run has them)."""
+    """towers=lora: the tuned towers' pretrained weights into the fresh model (a resumed run has them)."""
     del key
-    if self.cfg.model.towers == "lora":
-      load_text_tower(placed, self.features.text_folder)
+    if self.cfg.model.lora_towers:
+      tuned_towers.load_towers(placed, self.features)
 
   def train_dataset(self, *, process_index: int, process_count: int):
     batch = self.cfg.trainer.batch_size

@@ -1,9 +1,7 @@
 """mmenc with a LoRA-tuned text tower (model.towers=lora): a tiny random BERT written as a HF folder (safetensors,
 config.json, a word-level tokenizer.json) stands in for MiniLM; one short lora run per module is shared."""
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,12 +13,13 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 import genrec
 import genrec.configs
 from genrec import config as config_lib
-from genrec.config import ConfigError, MeshConfig
+from genrec.config import ConfigError
 from genrec.data import load_dataset
-from genrec.train import contrastive, sharding, stages
+from genrec.train import contrastive, stages
 from genrec.train.trainer import Trainer
+from fixtures_lora import assert_one_device_equals_eight, folded_weights, frozen_and_lora_runs, load_by_path, \
+    trained_and_untuned  # tests/ is on sys.path
 
-ROOT = Path(__file__).resolve().parents[2]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 HIDDEN, FFN, LAYERS, HEADS, POSITIONS = 32, 64, 2, 4, 32
 QUIET = ["trainer.progress=false", "mesh.data=1"]
@@ -88,14 +87,7 @@ def mm_config(tower, towers="lora", *extra):
 @pytest.fixture(scope="module")
 def runs(stage_cache, tower):
   """A frozen-tower and a LoRA-tower run of STEPS steps, with each one's item vectors before training."""
-  out = {}
-  for towers in ("frozen", "lora"):
-    cfg = mm_config(tower, towers, f"trainer.steps={STEPS}", f"trainer.eval_every={STEPS}",
-                    f"trainer.checkpoint_every={STEPS}")
-    trainer = Trainer(cfg, stage_cache / towers, resume=False)
-    init = trainer.task.encode_items(trainer.placed, trainer.state["params"], trainer.state["other"])
-    out[towers] = {"dir": stage_cache / towers, "init": init, "results": trainer.run(), "task": trainer.task}
-  return out
+  return frozen_and_lora_runs(lambda *o: mm_config(tower, *o), stage_cache, STEPS)
 
 
 def test_fresh_adapter_gives_the_frozen_tower_vectors(runs):
@@ -109,11 +101,7 @@ def test_fresh_adapter_gives_the_frozen_tower_vectors(runs):
 def trained(runs):
   """The lora run as `genrec.load` gives it, and its items encoded with every adapter's B zeroed (the trained
   fuser over the base tower)."""
-  run = genrec.load(runs["lora"]["dir"])
-  untuned = jax.tree_util.tree_map_with_path(
-      lambda path, x: x * 0 if "lora_b" in jax.tree_util.keystr(path) else x, run.placed.params)
-  task = contrastive.ItemContrastiveTask(run.config, run.dataset())
-  return run, task.encode_items(run.placed, untuned, run.placed.other)
+  return trained_and_untuned(runs["lora"]["dir"])
 
 
 def test_training_moves_only_the_adapters_and_every_consumer_sees_the_tuned_tower(runs, trained, tower, tmp_path):
@@ -148,25 +136,16 @@ def test_training_moves_only_the_adapters_and_every_consumer_sees_the_tuned_towe
 
 def numpy_bert():
   """tests/models/test_text_bert.py's NumPy float64 BERT forward (HF names and layout), loaded by path."""
-  spec = importlib.util.spec_from_file_location("bert_reference", ROOT / "tests/models/test_text_bert.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.np_sentence_embedding
+  return load_by_path("tests/models/test_text_bert.py", "bert_reference").np_sentence_embedding
 
 
 def test_tuned_tower_matches_numpy_bert_with_the_adapters_folded_in(runs, trained, tower):
   """The trained tower == a NumPy BERT whose q, k, v, o weights are W + (alpha / rank) (A B)^T (HF layout)."""
   run, _ = trained
-  weights = load_file(str(tower / "model.safetensors"))
-  state = {**dict(nnx.to_flat_state(run.placed.params)), **dict(nnx.to_flat_state(run.placed.other))}
-  value = lambda *path: np.asarray(state[("text_tower", *path)].get_value(), np.float64)   # noqa: E731
-  scale = run.config.model.tower_lora_alpha / run.config.model.tower_lora_rank
   names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
            "o": "attention.output.dense"}
-  for i in range(LAYERS):
-    for short, name in names.items():
-      delta = scale * value("layers", i, "attn", short, "lora_a") @ value("layers", i, "attn", short, "lora_b")
-      weights[f"encoder.layer.{i}.{name}.weight"] = weights[f"encoder.layer.{i}.{name}.weight"] + delta.T
+  weights = folded_weights(run, "text_tower", load_file(str(tower / "model.safetensors")), LAYERS,
+                           {short: f"encoder.layer.{{i}}.{name}.weight" for short, name in names.items()})
   hf_cfg = json.loads((tower / "config.json").read_text())
   tokens = runs["lora"]["task"].features.tokens
   items = np.array([1, 5, 9, 64])
@@ -208,24 +187,8 @@ def test_added_item_is_encoded_by_the_tuned_tower(runs, trained):
 
 def test_one_device_equals_eight_for_a_lora_step(runs, trained):
   """Loss and gradients (adapters and fuser) of the trained run on one batch, on an 8-device and a 1-device mesh."""
-  task = runs["lora"]["task"]
-  batch = {k: v[:16] for k, v in task.train_dataset(process_index=0, process_count=1)[2].items()}
-  one = genrec.load(runs["lora"]["dir"], mesh=sharding.make_mesh(MeshConfig(data=1), jax.devices()[:1]))
-  out = []
-  for run in (trained[0], one):
-    placed = run.placed
-    on_mesh = {k: jax.device_put(v, sharding.batch_sharding(placed.mesh)) for k, v in batch.items()}
-
-    def loss_and_grads(params, other, rngs, b, graphdef=placed.graphdef):
-      return jax.value_and_grad(lambda p: nnx.merge(graphdef, p, rngs, other).loss(b)[0])(params)
-
-    loss, grads = jax.jit(loss_and_grads)(placed.params, placed.other, placed.rngs, on_mesh)
-    out.append((float(loss), dict(nnx.to_flat_state(jax.tree.map(np.asarray, grads)))))
-  print(f"lora loss on 8 devices {out[0][0]:.6f}, on 1 device {out[1][0]:.6f}")
-  np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-5)
-  assert any("lora_a" in p for p in out[0][1]) and set(out[0][1]) == set(out[1][1])
-  for path, g in out[0][1].items():
-    np.testing.assert_allclose(g.get_value(), out[1][1][path].get_value(), rtol=1e-4, atol=1e-6, err_msg=str(path))
+  eight, one = assert_one_device_equals_eight(runs["lora"]["task"], runs["lora"]["dir"], trained[0])
+  print(f"lora loss on 8 devices {eight:.6f}, on 1 device {one:.6f}")
 
 
 @pytest.mark.parametrize("overrides, error, message", [

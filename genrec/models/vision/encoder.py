@@ -4,10 +4,12 @@
 pads the chunk to `batch_size` and runs one jitted forward, so every batch has one shape and compiles once.
 Returns float32 [N, E] in input order and a validity mask [N]: an image that does not load (missing, corrupt,
 wrong array shape) is skipped with a zero row and `valid=False`, counted, and summarised in one warning — a
-bad image never stops a run.
+bad image never stops a run. `pixels(images)` stops before the tower: uint8 [N, S, S, 3] resized and cropped,
+for a tower that runs (and normalises) inside another model's forward pass.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -60,31 +62,61 @@ class ImageEncoder:
   def encode(self, images: Sequence, batch_size: int = 32, *, progress: bool = True
              ) -> tuple[np.ndarray, np.ndarray]:
     """(float32 [N, E], bool [N]) in input order; rows of images that did not load are zeros and False."""
-    if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
-      raise TypeError("encode takes a list of images; wrap a single image in a list")
-    if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from tqdm.auto import tqdm
-
-    images = list(images)
-    size = self.preprocessing.image_size
+    images, size = _as_list(images, batch_size), self.preprocessing.image_size
     out_NxE = np.zeros((len(images), self.dim), np.float32)
-    valid_N = np.zeros(len(images), bool)
-    counts, errors = {}, []
-    with tqdm(total=len(images), desc="encoding images", unit="image", disable=not progress) as bar:
-      for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        loaded = images_lib.load_images(chunk, self.preprocessing, start=start)
-        pixels_BxSxSx3 = np.zeros((batch_size, size, size, 3), np.float32)
-        pixels_BxSxSx3[:len(chunk)] = loaded.pixels_NxSxSx3
-        emb_BxE = np.asarray(self._forward(self._state, jnp.asarray(pixels_BxSxSx3)))
-        out_NxE[start:start + len(chunk)] = np.where(loaded.valid_N[:, None], emb_BxE[:len(chunk)], 0.0)
-        valid_N[start:start + len(chunk)] = loaded.valid_N
-        for reason, n in loaded.counts.items():
-          counts[reason] = counts.get(reason, 0) + n
-        errors += loaded.errors
-        bar.update(len(chunk))
-    if errors:
-      skipped = {k: v for k, v in counts.items() if k != "ok" and v}
-      warnings.warn(f"{len(errors)} of {len(images)} images skipped {skipped}; first: {errors[0]}", stacklevel=2)
+
+    def put(start, loaded):
+      n = len(loaded.valid_N)
+      pixels_BxSxSx3 = np.zeros((batch_size, size, size, 3), np.float32)
+      pixels_BxSxSx3[:n] = loaded.pixels_NxSxSx3
+      emb_BxE = np.asarray(self._forward(self._state, jnp.asarray(pixels_BxSxSx3)))
+      out_NxE[start:start + n] = np.where(loaded.valid_N[:, None], emb_BxE[:n], 0.0)
+
+    valid_N = _each_chunk(images, batch_size, self.preprocessing, put, progress, "encoding images")
     return out_NxE, valid_N
+
+  def pixels(self, images: Sequence, batch_size: int = 256, *, progress: bool = True
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, S, S, 3], bool [N]): each image resized and centre-cropped as `encode` does, not yet
+    normalised (`preprocessing.mean`/`std` are for the consumer); rows that did not load are zeros and False."""
+    images, size = _as_list(images, batch_size), self.preprocessing.image_size
+    # mean 0, std 1/255 turn load_images' normalisation into the 0..255 levels (exact after rounding).
+    raw = dataclasses.replace(self.preprocessing, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
+    out_NxSxSx3 = np.zeros((len(images), size, size, 3), np.uint8)
+
+    def put(start, loaded):
+      levels = np.rint(loaded.pixels_NxSxSx3).clip(0, 255).astype(np.uint8)
+      out_NxSxSx3[start:start + len(levels)] = levels
+
+    return out_NxSxSx3, _each_chunk(images, batch_size, raw, put, progress, "preprocessing images")
+
+
+def _as_list(images, batch_size: int) -> list:
+  if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
+    raise TypeError("encode takes a list of images; wrap a single image in a list")
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  return list(images)
+
+
+def _each_chunk(images: list, batch_size: int, preprocessing, put, progress: bool, desc: str) -> np.ndarray:
+  """Loads `images` in chunks of `batch_size` and calls put(start, LoadedImages) on each; returns the validity
+  mask [N]. The skipped images are summarised in one warning."""
+  from tqdm.auto import tqdm
+
+  valid_N = np.zeros(len(images), bool)
+  counts, errors = {}, []
+  with tqdm(total=len(images), desc=desc, unit="image", disable=not progress) as bar:
+    for start in range(0, len(images), batch_size):
+      chunk = images[start:start + batch_size]
+      loaded = images_lib.load_images(chunk, preprocessing, start=start)
+      put(start, loaded)
+      valid_N[start:start + len(chunk)] = loaded.valid_N
+      for reason, n in loaded.counts.items():
+        counts[reason] = counts.get(reason, 0) + n
+      errors += loaded.errors
+      bar.update(len(chunk))
+  if errors:
+    skipped = {k: v for k, v in counts.items() if k != "ok" and v}
+    warnings.warn(f"{len(errors)} of {len(images)} images skipped {skipped}; first: {errors[0]}", stacklevel=3)
+  return valid_N

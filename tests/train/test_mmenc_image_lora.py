@@ -1,0 +1,156 @@
+"""mmenc with a LoRA-tuned image tower (model.towers=lora, model.tower_lora_towers=[image]) on synthetic_mm's 64
+items at 32 px: a tiny random CLIPModel written as a HF folder (tests/models/test_clip.py's tensors) is the image
+tower, so the tuned tower is checked against that file's NumPy float64 CLIP with the adapters folded in. One
+frozen and one LoRA run per module are shared."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+
+import genrec
+import genrec.configs
+from genrec import config as config_lib
+from genrec.config import ConfigError
+from genrec.data import images as images_lib
+from genrec.train import contrastive, tuned_towers
+from genrec.train.trainer import Trainer
+from fixtures_lora import assert_one_device_equals_eight, folded_weights, frozen_and_lora_runs, load_by_path, \
+    trained_and_untuned, without_adapters  # tests/ is on sys.path
+
+STEPS = 20
+QUIET = ["trainer.progress=false", "mesh.data=1"]
+REF = load_by_path("tests/models/test_clip.py", "clip_reference")   # its tensors and NumPy float64 CLIP
+
+
+@pytest.fixture(scope="module")
+def tower(tmp_path_factory):
+  return REF.write(tmp_path_factory.mktemp("clip") / "clip", REF.tensors_for(np.random.default_rng(0)), REF.CLIP_CFG)
+
+
+def mm_config(image_encoder, towers="lora", *extra):
+  """mmenc:tiny (image + genre + ID) with the image tower's widths taken from the data."""
+  return config_lib.override(genrec.configs.get("mmenc:tiny"), [
+      "model.input_dims=[]", f"model.image_encoder={image_encoder}", f"model.towers={towers}",
+      "model.tower_lora_towers=[image]", "model.tower_lora_rank=4", *QUIET, *extra])
+
+
+@pytest.fixture(scope="module")
+def runs(stage_cache, tower):
+  """A frozen-tower and a LoRA-image-tower run of STEPS steps, with each one's item vectors before training."""
+  return frozen_and_lora_runs(lambda *o: mm_config(tower, *o), stage_cache, STEPS)
+
+
+def test_fresh_image_adapter_gives_the_frozen_tower_vectors(runs):
+  pixels = runs["lora"]["task"].features.tokens["image_pixels"]
+  assert pixels.dtype == np.uint8 and pixels.shape == (65, 32, 32, 3) and not pixels[0].any()
+  diff = np.abs(runs["lora"]["init"] - runs["frozen"]["init"]).max()
+  print(f"fresh LoRA image tower vs frozen tower outputs: max abs diff {diff:.2e}")
+  assert diff <= 1e-5 and np.abs(runs["lora"]["init"][1:]).max() > 0.01
+
+
+@pytest.fixture(scope="module")
+def trained(runs):
+  """The lora run as `genrec.load` gives it, and its items encoded with every adapter's B zeroed."""
+  return trained_and_untuned(runs["lora"]["dir"])
+
+
+def test_training_moves_only_the_image_adapters_and_export_sees_them(runs, trained, tower, tmp_path):
+  from genrec import cli
+  from genrec.models.vision.hf_import import vision_table
+
+  run, untuned = trained
+  assert run.model.text_tower is None
+  tensors = load_file(str(tower / "model.safetensors"))
+  base = dict(nnx.to_flat_state(run.placed.other))
+  table = vision_table(run.config.model.image_tower)
+  for name, path in table.items():
+    t = tensors[name]
+    expected = t.transpose(2, 3, 1, 0) if t.ndim == 4 else t.T if path[-1] == "kernel" else t
+    np.testing.assert_array_equal(np.asarray(base[("image_tower", *path)].get_value()), expected, err_msg=name)
+  trainable = dict(nnx.to_flat_state(run.placed.params))
+  assert all("lora_" in str(p[-1]) for p in trainable if p[0] == "image_tower")
+  adapters = [np.abs(np.asarray(v.get_value())).max() for p, v in trainable.items() if p[-1] == "lora_b"]
+  assert len(adapters) == REF.LAYERS * 4 and min(adapters) > 1e-4          # q, k, v, o of each layer moved
+
+  out = tmp_path / "items.npy"
+  assert cli.main(["export-embeddings", str(runs["lora"]["dir"]), "--out", str(out)]) == 0
+  exported = np.load(out, allow_pickle=False)
+  saved, _ = contrastive.read_item_embeddings(runs["lora"]["dir"])
+  np.testing.assert_allclose(exported, saved, atol=1e-6)
+  gap = np.abs(untuned - exported).max()
+  print(f"exported (tuned image tower) vs the same fuser over the base tower: max abs diff {gap:.4f}")
+  assert gap > 1e-3
+
+
+def test_tuned_image_tower_matches_numpy_clip_with_the_adapters_folded_in(runs, trained, tower):
+  run, _ = trained
+  names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
+  layer = "vision_model.encoder.layers.{i}.self_attn."
+  weights = folded_weights(run, "image_tower", load_file(str(tower / "model.safetensors")), REF.LAYERS,
+                           {short: f"{layer}{n}.weight" for short, n in names.items()})
+  items = np.array([1, 5, 9, 64])
+  rgb = runs["lora"]["task"].features.tokens["image_pixels"][items]
+  pre = run.config.model.image_preprocessing
+  normalised = [images_lib.normalize(x, pre).transpose(2, 0, 1) for x in rgb]
+  expected = np.stack([REF.np_image(weights, x)[0] for x in normalised])
+  base = np.stack([REF.np_image(load_file(str(tower / "model.safetensors")), x)[0] for x in normalised])
+  got = np.asarray(jax.jit(lambda m, p: m.image_tower.encode(m._normalize(p)))(run.model, rgb))
+  diff, moved = np.abs(got - expected).max(), np.abs(expected - base).max()
+  print(f"tuned image tower vs NumPy CLIP with folded adapters: max abs diff {diff:.2e} (adapters move it "
+        f"{moved:.4f})")
+  assert diff <= 1e-5 and moved > 1e-3
+
+
+def test_absent_image_rows_are_unused_and_add_items_uses_the_tuned_tower(runs, trained, tmp_path):
+  from PIL import Image
+
+  from genrec.data.synthetic_mm import item_images
+  from genrec.train.add_items import NewItem, content_vectors
+
+  run, untuned = trained
+  cfg = runs["lora"]["task"].cfg
+  modalities = list(run.config.model.modalities)
+  encode = jax.jit(lambda m, b: m.encode(b))
+  rows = runs["lora"]["task"].features.rows(np.array([5, 6]))
+  rows["present"][:, modalities.index("id")] = False
+  rows["present"][1, modalities.index("image")] = False
+  reference = np.asarray(encode(run.model, rows))
+  noisy = {**rows, "image_pixels": rows["image_pixels"].copy()}
+  noisy["image_pixels"][1] = np.random.default_rng(0).integers(0, 256, noisy["image_pixels"][1].shape)
+  np.testing.assert_array_equal(np.asarray(encode(run.model, noisy)), reference)
+
+  Image.fromarray(item_images(cfg.data)[5]).save(tmp_path / "five.png")
+  data = run.dataset()
+  genres = lambda i: tuple(data.genre_names[g] for g in np.flatnonzero(data.item_genres[i]))   # noqa: E731
+  items = [NewItem("a", "a", "a", genres(5), tmp_path / "five.png", 2), NewItem("b", "b", "b", genres(6), None, 3)]
+  data_cfg = config_lib.override(cfg, [f"data.item_embeddings=run:{runs['lora']['dir']}"]).data
+  vectors, counts = content_vectors(data_cfg, items)
+  diff = np.abs(vectors - reference).max()
+  untuned_model = nnx.merge(nnx.graphdef(run.model), without_adapters(nnx.state(run.model)))
+  base = np.abs(np.asarray(encode(untuned_model, rows))[0] - vectors[0]).max()
+  print(f"add-items vector vs the trained model on the same image: max abs diff {diff:.2e} (the base tower's "
+        f"vector is {base:.4f} away)")
+  assert counts == {"images_skipped": 0} and diff <= 1e-5 and base > 1e-3
+
+
+def test_one_device_equals_eight_for_an_image_lora_step(runs, trained):
+  eight, one = assert_one_device_equals_eight(runs["lora"]["task"], runs["lora"]["dir"], trained[0])
+  print(f"image lora loss on 8 devices {eight:.6f}, on 1 device {one:.6f}")
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (["model.modalities=[genre,id]"], ValueError,
+     r"model.towers='lora' tunes the image tower, but model.modalities=\('genre', 'id'\) has no 'image'"),
+    (["model.tower_lora_towers=[audio]"], ValueError, r"model.tower_lora_towers=\('audio',\): need distinct tower"),
+    (["model.tower_lora_targets=[q,fc1]"], ValueError, r"\['fc1'\] not among the image tower's linear layers"),
+    (["BUDGET"], ConfigError, r"LoRA on the image tower keeps every item's pixels in memory: 65 items x 32x32x3 "
+                              r"bytes = 0.00 GiB for model.image_encoder='random:tiny', over the .* GiB budget"),
+])
+def test_bad_image_lora_config_is_a_clear_error(tmp_path, monkeypatch, overrides, error, message):
+  if overrides == ["BUDGET"]:
+    monkeypatch.setattr(tuned_towers, "PIXEL_BUDGET_BYTES", 65 * 32 * 32 * 3 - 1)
+    overrides = []
+  cfg = mm_config("random:tiny", "lora", *overrides)
+  with pytest.raises(error, match=message):
+    Trainer(cfg, tmp_path / "run")

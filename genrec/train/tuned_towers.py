@@ -7,8 +7,9 @@ padding), held by the task's `ItemFeatures.tokens` and gathered per batch like a
          embeds) tokenized by the tower's tokenizer.json, cut to model.text_max_length, padded.
   image  "image_pixels" uint8 [N+1, S, S, 3]: each item's image resized and centre-cropped by the image tower's
          preprocessing (`ImageEncoder.pixels`), normalised inside the jitted encode. An item whose image does
-         not load has zeros there and its image presence False (the fuser masks it). The whole table is held
-         in host memory, so it must fit `PIXEL_BUDGET_BYTES` (a ConfigError naming the size otherwise).
+         not load has zeros there and its image presence False (the fuser masks it). The table is held in host
+         memory when it fits `PIXEL_BUDGET_BYTES`; a larger one is `LazyPixels`: the same rows, decoded from
+         the image files each time a batch (or an evaluation chunk) gathers them.
 `load_towers` puts the towers' pretrained weights (the text tower's HF folder of data.item_embeddings; the image
 tower of model.image_encoder) into a freshly placed model's frozen state, so the run's checkpoint carries them.
 """
@@ -52,23 +53,45 @@ def _text(data, cfg: ExperimentConfig, progress: bool) -> tuple[dict, np.ndarray
 def _image(data, cfg: ExperimentConfig, progress: bool) -> tuple[dict, np.ndarray, dict]:
   import sys
 
+  from genrec.models.vision.encoder import load_pixels
   from genrec.train.contrastive import image_encoder, item_images
 
   spec = cfg.model.image_encoder
   encoder = image_encoder(spec)
-  size = encoder.preprocessing.image_size
-  table = (data.num_items + 1) * size * size * 3
-  if table > PIXEL_BUDGET_BYTES:
-    raise ConfigError(f"LoRA on the image tower keeps every item's pixels in memory: {data.num_items + 1} items x "
-                      f"{size}x{size}x3 bytes = {table / 2**30:.2f} GiB for model.image_encoder={spec!r}, over the "
-                      f"{PIXEL_BUDGET_BYTES / 2**30:g} GiB budget; use an image tower with a smaller image size, "
-                      "drop 'image' from model.tower_lora_towers, or set model.towers=frozen")
+  pre = encoder.preprocessing
+  table = (data.num_items + 1) * pre.image_size ** 2 * 3
   images = item_images(cfg.data)[1:]
-  if progress:
+  lazy = table > PIXEL_BUDGET_BYTES
+  if lazy:
+    print(f"the {len(images)} item images of {data.name} at {pre.image_size} px take {table / 2**30:.2f} GiB, over "
+          f"the {PIXEL_BUDGET_BYTES / 2**30:g} GiB budget for a pixel table: checking which load now, then each "
+          "batch decodes its own", file=sys.stderr)
+  elif progress:
     print(f"preprocessing {len(images)} item images of {data.name} for {spec}", file=sys.stderr)
-  pixels, valid = encoder.pixels(images, progress=progress)
-  inputs = {"image_pixels": _padded(pixels)}
-  return inputs, _padded(valid), {"image_tower": encoder.model.cfg, "image_preprocessing": encoder.preprocessing}
+  pixels, valid = load_pixels(images, pre, keep=not lazy, progress=progress)
+  valid = _padded(valid)
+  pixels = LazyPixels([None, *images], valid, pre) if lazy else _padded(pixels)
+  return {"image_pixels": pixels}, valid, {"image_tower": encoder.model.cfg, "image_preprocessing": pre}
+
+
+class LazyPixels:
+  """A pixel table [N+1, S, S, 3] uint8 that is never held: `pixels[items]` (any shape of item ids) decodes and
+  preprocesses those items' images on the spot; items whose image did not load when checked get zeros."""
+
+  def __init__(self, sources: list, valid: np.ndarray, preprocessing):
+    self.sources, self.valid, self.preprocessing = sources, valid, preprocessing
+    size = preprocessing.image_size
+    self.shape, self.dtype = (len(sources), size, size, 3), np.dtype(np.uint8)
+
+  def __getitem__(self, items) -> np.ndarray:
+    from genrec.models.vision.encoder import load_pixels
+
+    flat = np.asarray(items).reshape(-1)
+    out = np.zeros((len(flat), *self.shape[1:]), np.uint8)
+    ok = self.valid[flat]
+    if ok.any():
+      out[ok] = load_pixels([self.sources[i] for i in flat[ok]], self.preprocessing, int(ok.sum()), progress=False)[0]
+    return out.reshape(*np.shape(items), *self.shape[1:])
 
 
 TUNED = {"text": _text, "image": _image}

@@ -79,16 +79,24 @@ class ImageEncoder:
              ) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, S, S, 3], bool [N]): each image resized and centre-cropped as `encode` does, not yet
     normalised (`preprocessing.mean`/`std` are for the consumer); rows that did not load are zeros and False."""
-    images, size = _as_list(images, batch_size), self.preprocessing.image_size
-    # mean 0, std 1/255 turn load_images' normalisation into the 0..255 levels (exact after rounding).
-    raw = dataclasses.replace(self.preprocessing, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
-    out_NxSxSx3 = np.zeros((len(images), size, size, 3), np.uint8)
+    return load_pixels(images, self.preprocessing, batch_size, progress=progress)
 
-    def put(start, loaded):
+
+def load_pixels(images: Sequence, preprocessing: images_lib.ImageConfig, batch_size: int = 256, *,
+                keep: bool = True, progress: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+  """`ImageEncoder.pixels` by preprocessing; with `keep=False` only which images load (None, bool [N]), in
+  memory for one chunk at a time."""
+  images, size = _as_list(images, batch_size), preprocessing.image_size
+  # mean 0, std 1/255 turn load_images' normalisation into the 0..255 levels (exact after rounding).
+  raw = dataclasses.replace(preprocessing, mean=(0.0, 0.0, 0.0), std=(1 / 255,) * 3)
+  out_NxSxSx3 = np.zeros((len(images), size, size, 3), np.uint8) if keep else None
+
+  def put(start, loaded):
+    if keep:
       levels = np.rint(loaded.pixels_NxSxSx3).clip(0, 255).astype(np.uint8)
       out_NxSxSx3[start:start + len(levels)] = levels
 
-    return out_NxSxSx3, _each_chunk(images, batch_size, raw, put, progress, "preprocessing images")
+  return out_NxSxSx3, _each_chunk(images, batch_size, raw, put, progress, "preprocessing images")
 
 
 def _as_list(images, batch_size: int) -> list:

@@ -51,6 +51,8 @@ class MMEncConfig:
   input_dims: tuple[int, ...] = ()    # width of each non-id modality's frozen tower output; () → from the data
   num_items: int = 0                  # 0: from the dataset (the "id" modality's table)
   id_dim: int = 32
+  id_dropout: float = 0.0             # training: drop an item's "id" modality with this probability (when it has
+                                      # another), so items without a trained ID (cold, added) map near their peers
   fusion: str = "gated"               # concat | gated | xattn | moe
   dim: int = 64
   hidden_dim: int = 128
@@ -115,6 +117,8 @@ class MMEncConfig:
       raise ValueError(f"model.fusion={self.fusion!r} is not one of {VARIANTS}")
     if ID in self.modalities and (self.num_items < 1 or self.id_dim < 1):
       raise ValueError(f"the 'id' modality needs num_items and id_dim >= 1 (got {self.num_items}, {self.id_dim})")
+    if not 0.0 <= self.id_dropout < 1.0 or (self.id_dropout and ID not in self.modalities):
+      raise ValueError(f"model.id_dropout={self.id_dropout}: needs a value in [0, 1) and the 'id' modality")
     if self.temperature <= 0 or self.window < 1:
       raise ValueError(f"model.temperature must be > 0 and model.window >= 1, got {self.temperature}, "
                        f"{self.window}")
@@ -166,6 +170,8 @@ class MMEnc(nnx.Module):
       self.item_emb = layers.Embed(cfg.num_items + 1, cfg.id_dim, ("item", "embed"), rngs=rngs, stddev=0.02)
       dims = {m: (cfg.id_dim if m == ID else dims[m]) for m in cfg.modalities}
     self.fuser = Fusion(cfg.fusion_config, dims, rngs=rngs)
+    if cfg.id_dropout:
+      self.id_drop = nnx.Dropout(cfg.id_dropout, rngs=rngs)
     # Built after the fuser (text first), so the fuser's and the text tower's initial parameters do not depend on
     # which towers are tuned.
     self.text_tower = _lora_tower(cfg, "text", Bert, cfg.text_tower, rngs)
@@ -194,6 +200,14 @@ class MMEnc(nnx.Module):
       out_BxD = out_BxD * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(out_BxD), -1, keepdims=True), 1e-12))
     return out_BxD
 
+  def _drop_id(self, present_BxM):
+    """Training: each row's "id" presence is cleared with probability id_dropout where another modality is
+    present (an identity in eval mode)."""
+    col, present_BxM = self.cfg.modalities.index(ID), jnp.asarray(present_BxM)
+    others = jnp.delete(present_BxM, col, axis=1, assume_unique_indices=True).any(axis=1)
+    keep_B = self.id_drop(jnp.ones(present_BxM.shape[:1], jnp.float32)) > 0
+    return present_BxM.at[:, col].set(present_BxM[:, col] & (keep_B | ~others))
+
   def _normalize(self, rgb_BxSxSx3):
     """uint8 → float32 (x / 255 - mean) / std, as `genrec.data.images.normalize` on the host."""
     pre = self.cfg.image_preprocessing
@@ -204,6 +218,8 @@ class MMEnc(nnx.Module):
   def loss(self, batch):
     pairs = batch["item"].shape[0]
     flat = {k: v.reshape(pairs * 2, *v.shape[2:]) for k, v in batch.items()}
+    if self.cfg.id_dropout:
+      flat["present"] = self._drop_id(flat["present"])
     z_Bx2xD = self.encode(flat).astype(jnp.float32).reshape(pairs, 2, -1)
     anchor_BxD, positive_BxD = z_Bx2xD[:, 0], z_Bx2xD[:, 1]
     logits_BxB = anchor_BxD @ positive_BxD.T / self.cfg.temperature

@@ -205,3 +205,21 @@ def test_export_embeddings_cli_re_encodes_the_run(tiny, cache, tmp_path):
   assert cli.main(["export-embeddings", str(tiny["dir"]), "--out", str(tmp_path / "x.txt")]) == 2
   (tokenizer,) = (cache / "stages").glob("rqkmeans-*")          # written by the TIGER test above
   assert cli.main(["export-embeddings", str(tokenizer)]) == 2
+
+
+def test_id_dropout_clears_the_id_presence_only_in_training_and_never_the_last_modality():
+  from genrec.models.mmenc import MMEnc, MMEncConfig
+
+  cfg = MMEncConfig(modalities=("genre", "id"), input_dims=(4,), num_items=10, id_dim=8, dim=16, hidden_dim=16,
+                    id_dropout=0.5)
+  model = MMEnc(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+  present = np.ones((4000, 2), bool)
+  present[:1000, 0] = False                          # these rows have only their ID: it always stays
+  out = np.asarray(model._drop_id(present))
+  assert out[:, 0].tolist() == present[:, 0].tolist() and out[:1000, 1].all()
+  assert 0.45 < 1 - out[1000:, 1].mean() < 0.55     # about half of the others lose the ID
+  model.eval()
+  np.testing.assert_array_equal(model._drop_id(present), present)
+  for bad in (dict(id_dropout=1.0), dict(id_dropout=0.2, modalities=("genre",), input_dims=(4,))):
+    with pytest.raises(ValueError, match="id_dropout"):
+      dataclasses.replace(cfg, **bad).validate()

@@ -3,6 +3,7 @@
 multimodal semantic IDs.
 
     python benchmarks/cold_start.py [--cold 0.1] [--steps sasrec=250 contentrec=250 mmenc=300 tiger=200]
+                                    [--skip ROW ...] [--mmenc-set model.id_dropout=0.5]
 
 Rows (every run on the same cold split, data.seed=0):
   sasrec              item ids only: a held-out item's embedding never trains
@@ -60,6 +61,7 @@ def main():
   ap.add_argument("--steps", nargs="*", default=[], metavar="MODEL=N")
   ap.add_argument("--workdir", default="runs/bench-cold-start")
   ap.add_argument("--skip", nargs="*", default=[], help="row names to leave out, e.g. 'contentrec mm'")
+  ap.add_argument("--mmenc-set", nargs="*", default=[], help="overrides of the mmenc run, e.g. model.id_dropout=0.5")
   args = ap.parse_args()
   steps = {**STEPS, **{k: int(v) for k, v in (s.split("=") for s in args.steps)}}
   common = [f"data.cold_items={args.cold}"]
@@ -75,7 +77,7 @@ def main():
   rows = [r for r in rows if r[0] not in args.skip]
   total = time.time()
   if any("mm" in r[0] for r in rows):
-    results, seconds = train("mmenc:ml100k", common + per_step("mmenc"), mm_dir)
+    results, seconds = train("mmenc:ml100k", common + per_step("mmenc") + args.mmenc_set, mm_dir)
     print(f"mmenc (cold split): valid recall@10={results['valid']['recall@10']:.4f} in {seconds:.0f} s", flush=True)
   table = []
   for name, content, spec, sets in rows:

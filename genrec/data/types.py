@@ -46,6 +46,15 @@ class SeqData:
   def train_sequence(self, u: int) -> np.ndarray:
     return self.sequences[u][:-2]
 
+  def trained_items(self) -> np.ndarray:
+    """bool [N+1]: the items some training sequence holds (row 0, the padding, False); the others are new to
+    a model trained on this data (cold-start items, items only in valid/test positions)."""
+    trained = np.zeros(self.num_items + 1, bool)
+    for u in range(self.num_users):
+      trained[self.train_sequence(u)] = True
+    trained[0] = False
+    return trained
+
   def eval_example(self, u: int, split: str) -> tuple[np.ndarray, int]:
     """(history, target) for split "valid" or "test"."""
     seq = self.sequences[u]

@@ -127,7 +127,6 @@ def item_images(data_cfg) -> list:
 
 def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[np.ndarray | None, np.ndarray]:
   """(features [N+1, D] or None for "id", presence [N+1])."""
-  n = data.num_items
   if name == "text":
     source = cfg.data.item_embeddings
     if source.startswith("run:"):
@@ -148,10 +147,7 @@ def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[n
       print(f"encoding {len(images)} item images of {data.name} with {cfg.model.image_encoder}", file=sys.stderr)
     emb, valid = image_encoder(cfg.model.image_encoder).encode(images, progress=progress)
     return np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb]), np.concatenate([[False], valid])
-  seen = np.zeros(n + 1, bool)
-  for u in range(data.num_users):
-    seen[data.train_sequence(u)] = True
-  return None, seen
+  return None, data.trained_items()
 
 
 def item_features(data, cfg: ExperimentConfig, *, progress: bool = False) -> ItemFeatures:

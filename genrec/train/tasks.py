@@ -68,9 +68,7 @@ class NextItemTask:
     del key
     if self.item_codes is not None or self.item_content is not None:
       model = placed.model(train=True)
-      trained = np.zeros(self.data.num_items + 1, bool)        # items in some training sequence
-      for u in range(self.data.num_users):
-        trained[self.data.train_sequence(u)] = True
+      trained = self.data.trained_items()
       if self.item_codes is not None:
         model.set_item_codes(self.item_codes, trained)
       if self.item_content is not None:

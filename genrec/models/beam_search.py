@@ -144,9 +144,12 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
       if item_ok is not None and level == levels - 1:
         ok = ok & jnp.take(item_ok, jnp.maximum(child, 0), axis=0)
     cand = jnp.where(ok, scores[..., None] + log_probs.astype(jnp.float32), -jnp.inf)
-    scores, idx = jax.lax.top_k(cand.reshape(batch_size, beams * num_codes), min(width, beams * num_codes))
-    if scores.shape[1] < width:           # fewer candidates than beams (level 0 with K < W): dead beams
-      pad = width - scores.shape[1]
+    # The last level keeps only k (XLA CPU turned a top-W there, whose outputs were then cut to k, into a full
+    # sort of all B x W*K candidates: 10x the cost of the TopK it emits for the other levels).
+    keep = k if level == levels - 1 else width
+    scores, idx = jax.lax.top_k(cand.reshape(batch_size, beams * num_codes), min(keep, beams * num_codes))
+    if scores.shape[1] < keep:            # fewer candidates than beams (level 0 with K < W): dead beams
+      pad = keep - scores.shape[1]
       scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
       idx = jnp.pad(idx, ((0, 0), (0, pad)))
     parent, code = idx // num_codes, idx % num_codes

@@ -26,10 +26,21 @@ def param(value, axes: Axes) -> nnx.Param:
   return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
 
 
+class Linear(nnx.Linear):
+  """nnx.Linear applied to a 2-D view of its input ([..., in] as [rows, in]; a free reshape). XLA CPU fused the
+  bias add of a 3-D product into a kernel 2x slower (TIGER's encoder MLP at 256 x 81 tokens: 23 -> 11 ms)."""
+
+  def __call__(self, inputs, out_sharding=None):
+    if inputs.ndim <= 2 or out_sharding is not None:
+      return super().__call__(inputs, out_sharding)
+    y = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+    return y.reshape(*inputs.shape[:-1], y.shape[-1])
+
+
 def dense(in_features: int, out_features: int, axes: Axes, *, rngs: nnx.Rngs, use_bias: bool = True,
           kernel_init=default_kernel_init) -> nnx.Linear:
   """A Linear layer whose kernel is annotated `axes` (in, out) and bias `(axes[1],)`."""
-  return nnx.Linear(
+  return Linear(
       in_features, out_features, use_bias=use_bias, rngs=rngs,
       kernel_init=partitioned(kernel_init, axes),
       bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)))

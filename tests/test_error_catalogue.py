@@ -52,6 +52,15 @@ def test_trainer_rejects_a_bad_value_naming_the_key(tmp_path, assignment, messag
   assert message in train_error(tmp_path, assignment)
 
 
+@pytest.mark.parametrize("assignment, message", [
+    ("model.dim=0", "building sasrec from its config failed (ZeroDivisionError: "),
+    ("model.num_heads=0", "settings that are 0: model.num_heads=0 (sizes such as dim, heads and layers must be > 0)"),
+    ("model.dim=-4", "sasrec: integer model settings cannot be negative: model.dim=-4"),
+])
+def test_model_sizes_of_zero_or_below_are_config_errors(tmp_path, assignment, message):
+  assert message in train_error(tmp_path, assignment)
+
+
 def test_mesh_axes_must_fit_the_devices(tmp_path):
   assert "at most one axis may be -1, got data=-1 fsdp=-1" in train_error(tmp_path, "mesh.data=-1", "mesh.fsdp=-1")
   assert "data=16 x fsdp=1 x tensor=1 needs 16 devices; 8 available" in train_error(tmp_path, "mesh.data=16")

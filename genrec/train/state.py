@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genrec.config import ExperimentConfig
+from genrec.config import ConfigError, ExperimentConfig
 from genrec.models import registry
 from genrec.train import sharding
 
@@ -41,7 +41,19 @@ class PlacedModel:
 def construct(cfg: ExperimentConfig):
   model_cls = registry.model_class(cfg.model_name)
   seed = cfg.trainer.seed
-  return model_cls(cfg.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  sizes = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)}
+  sizes = {k: v for k, v in sizes.items() if isinstance(v, int) and not isinstance(v, bool)}
+  negative = [f"model.{k}={v}" for k, v in sizes.items() if v < 0]
+  if negative:
+    raise ConfigError(f"{cfg.model_name}: integer model settings cannot be negative: {', '.join(negative)}")
+  try:
+    return model_cls(cfg.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  except (ZeroDivisionError, TypeError) as e:       # a size of 0 reached arithmetic (e.g. model.dim=0)
+    zero = [f"model.{k}=0" for k, v in sizes.items() if v == 0]
+    if not zero:
+      raise
+    raise ConfigError(f"building {cfg.model_name} from its config failed ({type(e).__name__}: {e}); settings that "
+                      f"are 0: {', '.join(zero)} (sizes such as dim, heads and layers must be > 0)") from e
 
 
 def trainable_filter(cfg: ExperimentConfig):

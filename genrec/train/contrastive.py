@@ -216,8 +216,16 @@ def held_out_pairs(data, split: str) -> tuple[np.ndarray, np.ndarray]:
   return q[keep], t[keep]
 
 
-def pair_ranks(emb_NxD: np.ndarray, query_Q: np.ndarray, target_Q: np.ndarray) -> np.ndarray:
-  """0-based rank of each target among all items but the query and padding (ties pessimistic)."""
+def pair_ranks(emb_NxD: np.ndarray, query_Q: np.ndarray, target_Q: np.ndarray, *,
+               chunk_scores: int = 2 ** 24) -> np.ndarray:
+  """0-based rank of each target among all items but the query and padding (ties pessimistic). Queries go in
+  chunks of at most `chunk_scores` scores (64 MiB of float32), not one [Q, N] matrix (GBs on Amazon)."""
+  step = max(1, chunk_scores // max(len(emb_NxD), 1))
+  return np.concatenate([_pair_ranks(emb_NxD, query_Q[i:i + step], target_Q[i:i + step])
+                         for i in range(0, len(query_Q), step)] or [np.zeros(0, np.int64)])
+
+
+def _pair_ranks(emb_NxD, query_Q, target_Q):
   scores_QxN = emb_NxD[query_Q] @ emb_NxD.T
   rows = np.arange(len(query_Q))
   target_score = scores_QxN[rows, target_Q]

@@ -138,6 +138,10 @@ def test_pairs_and_held_out_ranks_follow_the_protocol():
   emb = np.array([[0, 0], [1, 0], [0.9, 0.1], [0.9, 0.1], [0, 1], [-1, 0]], np.float32)
   # query 1: item 2 and 3 tie (pessimistic: the other one ranks ahead); the query itself is no candidate
   np.testing.assert_array_equal(contrastive.pair_ranks(emb, np.array([1, 1, 1]), np.array([2, 4, 5])), [1, 2, 3])
+  # in chunks of one or two queries (the scores of at most 12 / 6 items at once): the same ranks
+  for chunk in (6, 12):
+    np.testing.assert_array_equal(contrastive.pair_ranks(emb, np.array([1, 1, 1]), np.array([2, 4, 5]),
+                                                         chunk_scores=chunk), [1, 2, 3])
 
 
 def test_bad_inputs_are_clear_errors(tiny, tmp_path):

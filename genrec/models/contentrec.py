@@ -65,7 +65,8 @@ class ContentRec(nnx.Module):
                        f"{cfg.temperature}); content_dim is the width of data.item_embeddings")
     self.cfg = cfg
     n = cfg.num_items
-    self.content = nnx.Variable(jnp.zeros((n + 1, cfg.content_dim), jnp.float32))
+    self.content = nnx.Variable(jnp.zeros((n + 1, cfg.content_dim), jnp.float32), out_sharding=("item", None),
+                                eager_sharding=False)         # split over the mesh's item axis, like CF tables
     self.trained = nnx.Variable(jnp.ones((n + 1,), bool).at[0].set(False))
     self.adaptor = MoEAdaptor(cfg.content_dim, cfg.dim, cfg.num_experts, dropout=cfg.emb_dropout, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)

@@ -73,7 +73,10 @@ class NextItemTask:
         model.set_item_codes(self.item_codes, trained)
       if self.item_content is not None:
         model.set_item_content(self.item_content, trained)
-      _, placed.params, _, placed.other = placed.split(model)
+      _, params, _, other = placed.split(model)
+      # the tables were built on the host: each goes onto its sharding (the content table is item-sharded)
+      placed.params = jax.device_put(params, placed.param_shardings)
+      placed.other = jax.device_put(other, placed.other_shardings)
 
   def train_dataset(self, *, process_index: int, process_count: int):
     cfg = self.cfg

@@ -28,7 +28,6 @@ from genrec.models import layers
 from genrec.models.layers.rope import RopeConfig, apply_rope, inverse_frequencies
 
 FAMILIES = ("llama", "qwen2")
-NEG_INF = -1e9
 init_normal = nnx.initializers.normal(0.02)     # HF's initializer_range for both families
 
 
@@ -132,10 +131,9 @@ def grouped_attention(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS):
   groups = k_BxSxGxK.shape[2]
   q = q_BxLxHxK.reshape(b, length, groups, heads // groups, dim)
   logits = jnp.einsum("blgrk,bsgk->bgrls", q, k_BxSxGxK).astype(jnp.float32) * dim ** -0.5
-  logits = jnp.where(mask_BxLxS[:, None, None], logits, NEG_INF)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxGxK.dtype)
-  out = jnp.einsum("bgrls,bsgk->blgrk", probs, v_BxSxGxK)
-  return out.reshape(b, length, heads * dim)
+  weights, sums = layers.softmax_parts(logits, mask_BxLxS[:, None, None])
+  out = jnp.einsum("bgrls,bsgk->bgrlk", weights.astype(v_BxSxGxK.dtype), v_BxSxGxK).astype(jnp.float32) / sums
+  return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, length, heads * dim).astype(v_BxSxGxK.dtype)
 
 
 class Attention(nnx.Module):

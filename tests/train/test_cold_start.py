@@ -27,6 +27,8 @@ from genrec.train.add_items import write_overlay
 from genrec.train.contrastive import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_from_run
 from genrec.train.trainer import Trainer
 
+pytestmark = pytest.mark.usefixtures("stage_cache")     # TIGER's tokenizer stages train into a private cache
+
 # Cold items 2 and 5. Each user's last two items are the valid and test targets.
 HAND = [[1, 2, 3, 5, 4, 6],     # train 1 2 3 5 -> 1 3;  valid 4 warm, test 6 warm
         [3, 2, 4, 5],           # train 3 2 -> 3;        valid 4 warm, test 5 COLD

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genrec.models.semantic_ids.collisions import group_rows
+
 _NONE = np.iinfo(np.int32).max       # sorts after every prefix id; matches none
 
 
@@ -68,8 +70,7 @@ def build_tables(codes_NxC: np.ndarray, codebook_size: int) -> PrefixTables:
     if level == levels - 1:
       child = np.arange(1, num_items + 1)
     else:
-      _, child = np.unique(codes[1:, :level + 1], axis=0, return_inverse=True)
-      child = child.reshape(-1)
+      child, _ = group_rows(codes[1:, :level + 1])
     tables.next_prefix[level][parent, codes[1:, level]] = child
     tables.prefix_count[level][:] = np.bincount(child, minlength=len(tables.prefix_count[level]))
     tables.item_prefix[level][1:] = child

@@ -35,6 +35,7 @@ from genrec.models import layers
 from genrec.models.layers import t5
 from genrec.models.common import SequenceSizes
 from genrec.models.registry import register
+from genrec.models.semantic_ids.collisions import group_rows
 
 NUM_BUCKETS, MAX_DISTANCE = 32, 128      # T5's relative position buckets
 
@@ -148,7 +149,7 @@ class Tiger(nnx.Module):
       item, level = int(bad[0][0]) + 1, int(bad[0][1])
       raise ItemCodesError(f"item {item} has code {int(codes[item, level])} at level {level}, outside [0, {K}) "
                            f"(codebook_size={K}); {len(bad)} codes out of range in all")
-    _, inverse, counts = np.unique(codes[1:], axis=0, return_inverse=True, return_counts=True)
+    inverse, counts = group_rows(codes[1:])
     if counts.max() > 1:
       group = int(counts.argmax())
       items = np.flatnonzero(inverse.reshape(-1) == group) + 1

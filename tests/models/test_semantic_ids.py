@@ -280,3 +280,15 @@ def test_code_table_errors():
     dedup_codes(CODES, extra_size=2)
   with pytest.raises(CodeTableError, match="integers"):
     dedup_codes(np.zeros((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("high, levels", [(4, 3), (64, 4), (2 ** 40, 2)])    # the last: keys would overflow
+def test_group_rows_equals_numpy_unique_over_rows(high, levels):
+  from genrec.models.semantic_ids.collisions import group_rows
+
+  codes = np.random.default_rng(0).integers(0, high, (500, levels))
+  codes[250:] = codes[:250]                          # every row has a twin
+  inverse, counts = group_rows(codes)
+  _, want_inverse, want_counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+  np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))
+  np.testing.assert_array_equal(counts, want_counts)

@@ -31,9 +31,19 @@ def _check(codes_NxL, codebook_size: int | None) -> np.ndarray:
   return codes
 
 
-def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(group id per item [N], items per group [G]) for identical code tuples."""
-  _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+def group_rows(codes_NxL) -> tuple[np.ndarray, np.ndarray]:
+  """(group id per row [N], rows per group [G]) for identical rows of non-negative integer codes; groups are
+  numbered in the rows' lexicographic order (as np.unique(axis=0)). Each row becomes one int64 key when
+  (max code + 1)^L fits, which sorts like the row and runs ~10x faster than np.unique(axis=0) at 1M rows."""
+  codes = np.asarray(codes_NxL, np.int64)
+  base = int(codes.max()) + 1 if codes.size else 1
+  if codes.ndim == 2 and codes.shape[1] * np.log2(max(base, 2)) < 62:
+    keys = np.zeros(len(codes), np.int64)
+    for column in codes.T:
+      keys = keys * base + column
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+  else:
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
   return inverse.reshape(-1), counts
 
 
@@ -45,7 +55,7 @@ def dedup_codes(codes_NxL, *, codebook_size: int | None = None, extra_size: int 
   shared by more items is an error naming the largest bucket.
   """
   codes = _check(codes_NxL, codebook_size)
-  group_N, counts_G = _groups(codes)
+  group_N, counts_G = group_rows(codes)
   order = np.argsort(group_N, kind="stable")                     # items grouped, row order kept inside a group
   starts_G = np.concatenate([[0], np.cumsum(counts_G)[:-1]])
   extra = np.empty(len(codes), np.int64)
@@ -74,7 +84,7 @@ def code_stats(codes_NxL, codebook_size: int) -> dict:
   exp(entropy) of the code frequencies (codebook_size when all codes are used equally, 1 when one is).
   """
   codes = _check(codes_NxL, codebook_size)
-  group_N, counts_G = _groups(codes)
+  group_N, counts_G = group_rows(codes)
   per_level = [np.bincount(codes[:, level], minlength=codebook_size) for level in range(codes.shape[1])]
   return {
       "num_items": int(codes.shape[0]),

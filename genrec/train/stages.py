@@ -100,7 +100,16 @@ def stage_config(spec: str, overrides, data_cfg: DataConfig) -> ExperimentConfig
 
 
 def stage_dir(cfg: ExperimentConfig) -> Path:
-  digest = hashlib.sha256(config_lib.to_json(cfg).encode()).hexdigest()[:12]
+  """The cache folder of a stage config. When its item embeddings come from an encoder stage
+  (`data.item_embeddings=run:MODEL:PRESET`), that stage's own folder name is part of the key: a changed encoder
+  preset gives new embeddings, so the tokenizer over them is a new stage too, not a reuse of the old one."""
+  text = config_lib.to_json(cfg)
+  source = cfg.data.item_embeddings
+  if source.startswith("run:") and not Path(source[4:]).expanduser().is_dir():
+    from genrec.train.contrastive import encoder_run
+
+    text += "\n" + encoder_run(source[4:], cfg.data, train=False).name
+  digest = hashlib.sha256(text.encode()).hexdigest()[:12]
   return cache_root() / "stages" / f"{cfg.model_name}-{digest}"
 
 

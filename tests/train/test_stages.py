@@ -1,4 +1,5 @@
 """Tokenizer stages through the shared trainer: item embeddings in, a versioned semantic-ID table out."""
+import dataclasses
 import json
 
 import numpy as np
@@ -118,3 +119,24 @@ def test_export_ids_writes_csv_and_json(rqkmeans_run, tmp_path):
   rows = list(csv.reader((tmp_path / "ids.csv").open()))
   assert rows[0] == ["item", "title", "c0", "c1", "c2"] and len(rows) == NUM_ITEMS + 1
   assert cli.main(["export-ids", str(workdir), "--out", str(tmp_path / "ids.txt")]) == 2
+
+
+def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch):
+  """The tokenizer over run:MODEL:PRESET embeddings is keyed by the encoder stage too: when the encoder's
+  preset changes (new embeddings), the tokenizer stage is not reused."""
+  monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
+  data_cfg = DataConfig(dataset="synthetic", item_embeddings="run:mmenc:tiny")
+  cfg = stages.stage_config("rqkmeans:tiny", ["trainer.progress=false"], data_cfg)
+  before = stages.stage_dir(cfg)
+  assert stages.stage_dir(cfg) == before                      # deterministic
+  get = genrec.configs.get
+
+  def changed(spec):
+    out = get(spec)
+    if spec == "mmenc:tiny":
+      out = dataclasses.replace(out, model=dataclasses.replace(out.model, id_dropout=0.5))
+    return out
+
+  monkeypatch.setattr(genrec.configs, "get", changed)
+  assert stages.stage_dir(cfg) != before
+  assert not any(tmp_path.glob("stages/mmenc-*"))             # computing a key trains nothing

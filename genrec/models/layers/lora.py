@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genrec.models.layers.core import on_rows
+
 
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
@@ -70,9 +72,9 @@ class LoRALinear(nnx.Module):
     return self.scale * (self.lora_a[...].astype(jnp.float32) @ self.lora_b[...].astype(jnp.float32))
 
   def __call__(self, x):
-    if x.ndim > 2:           # a 2-D product, as layers.core.Linear does
-      y = self(x.reshape(-1, x.shape[-1]))
-      return y.reshape(*x.shape[:-1], y.shape[-1])
+    return on_rows(self._call_2d, x)           # a 2-D product, as layers.core.Linear
+
+  def _call_2d(self, x):
     kernel = self.kernel[...]
     dtype = jnp.result_type(x, kernel)
     y = jnp.dot(x.astype(dtype), kernel.astype(dtype))

@@ -91,12 +91,19 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, *, progress: bool = Tru
   return table
 
 
+SEQUENCE_FIELDS = ("max_len", "train_window")     # how a run cuts sequences into rows: each stage's own
+
+
 def stage_config(spec: str, overrides, data_cfg: DataConfig) -> ExperimentConfig:
-  """The dependency's config: its preset with overrides, on the dependent run's data (same catalogue)."""
+  """The dependency's config: its preset with overrides, on the dependent run's data (same catalogue: dataset,
+  filters, item embeddings, cold items, seed), but with its own SEQUENCE_FIELDS. A tokenizer or CF stage does
+  not read the dependent's history windows, so a TIGER run with another `data.max_len` reuses its tokenizer
+  (these fields were part of the key before: changing them retrained the stage)."""
   import genrec.configs
 
   cfg = config_lib.override(genrec.configs.get(spec), list(overrides))
-  return dataclasses.replace(cfg, data=data_cfg)
+  own = {name: getattr(cfg.data, name) for name in SEQUENCE_FIELDS}
+  return dataclasses.replace(cfg, data=dataclasses.replace(data_cfg, **own))
 
 
 def stage_dir(cfg: ExperimentConfig) -> Path:

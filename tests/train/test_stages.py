@@ -140,3 +140,18 @@ def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch
   monkeypatch.setattr(genrec.configs, "get", changed)
   assert stages.stage_dir(cfg) != before
   assert not any(tmp_path.glob("stages/mmenc-*"))             # computing a key trains nothing
+
+
+def test_tokenizer_stage_key_is_the_catalogue_not_the_history_window(tmp_path, monkeypatch):
+  """A dependent run's history length or window does not change its tokenizer stage (the stage keeps its own
+  preset's sequence fields); its catalogue, embeddings or seed do."""
+  monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
+  key = lambda **data: stages.stage_dir(stages.stage_config(
+      "rqkmeans:tiny", [], DataConfig(**{"dataset": "synthetic", "item_embeddings": "random:8", **data})))
+  base = key(max_len=10, train_window="random")
+  assert key(max_len=30, train_window="last") == base
+  own = genrec.configs.get("rqkmeans:tiny").data
+  cfg = stages.stage_config("rqkmeans:tiny", [], DataConfig(dataset="synthetic", max_len=own.max_len + 7))
+  assert (cfg.data.max_len, cfg.data.train_window) == (own.max_len, own.train_window)
+  for changed in (dict(item_embeddings="random:16"), dict(seed=1), dict(synthetic_items=48), dict(cold_items=0.1)):
+    assert key(max_len=10, **changed) != base, changed

@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from genrec.data.errors import DataError, DataNotFoundError
-from genrec.data.movielens import SPLIT, _is_prepared, _read_all, _resolve_dir, _text, fetch_source
+from genrec.data.movielens import SPLIT, LocalDatasetInfo, _is_prepared, _read_all, _resolve_dir, _text, fetch_source
 from genrec.data.types import RawTables, SeqData
 
 NAMES = ("amazon-beauty", "amazon-sports", "amazon-toys")
@@ -84,7 +84,7 @@ class GenrecAmazon(tfds.core.GeneratorBasedBuilder):
     else:
       features = {"item_id": text, "title": text, "brand": text, "price": text, "description": text,
                   "categories": texts, "leaf_categories": texts, "image_url": text, "has_meta": np.bool_}
-    return tfds.core.DatasetInfo(
+    return LocalDatasetInfo(
         builder=self,
         description=f"Amazon 2014 {CATEGORIES[cfg.dataset]} 5-core ({cfg.table}) from UCSD, in source-file order.",
         features=tfds.features.FeaturesDict(features),

@@ -60,6 +60,15 @@ class MovielensConfig(tfds.core.BuilderConfig):
   table: str = ""
 
 
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that TFDS' GCS bucket does not hold (genrec's builders): a builder made before its
+  data is prepared looks there for pre-computed info, and TFDS' lookup leaves an empty /tmp/tmp*tfds folder
+  behind each time, even offline."""
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 def _config_name(name: str, table: str) -> str:
   return f"{name}-{table}"
 
@@ -89,7 +98,7 @@ class GenrecMovielens(tfds.core.GeneratorBasedBuilder):
         features["release_date"] = text()
     else:
       features = {"user_id": np.int64, "age": text(), "gender": text(), "occupation": text(), "zip": text()}
-    return tfds.core.DatasetInfo(
+    return LocalDatasetInfo(
         builder=self,
         description=f"MovieLens {cfg.dataset} ({cfg.table}) from GroupLens, in source-file order.",
         features=tfds.features.FeaturesDict(features),

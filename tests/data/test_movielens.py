@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -224,3 +225,14 @@ def test_unknown_name(tmp_path):
 ])
 def test_split_title(title, expected):
   assert movielens.split_title(title) == expected
+
+
+def test_unprepared_builders_leave_no_temp_folders(tmp_path, monkeypatch):
+  """TFDS looks up pre-computed info of an unprepared dataset in its GCS bucket through a temp folder that it
+  never removes; genrec's builders skip the lookup (their datasets are not there)."""
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  with pytest.raises(DataError):
+    movielens_tables("ml-1m", str(tmp_path / "data"), download=False)
+  assert list(temp.iterdir()) == []

@@ -10,7 +10,7 @@ import numpy as np
 
 from genrec import config as config_lib
 from genrec.config import ExperimentConfig, MeshConfig
-from genrec.models import registry
+from genrec import registry
 from genrec.train import sharding
 from genrec.train.checkpoint import CheckpointError, Checkpointer
 from genrec.train.state import PlacedModel, abstract_with, place

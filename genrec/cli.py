@@ -233,7 +233,7 @@ def _models(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  from genrec.models import registry
+  from genrec import registry
 
   handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
              "models": _models, "export-ids": _export_ids, "export-embeddings": _export_embeddings,

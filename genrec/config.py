@@ -12,9 +12,7 @@ import types
 import typing
 from typing import Any
 
-
-class ConfigError(ValueError):
-  """A config key, value or type is wrong; raised before any work starts."""
+from genrec.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +220,7 @@ def from_dict(cls, d: dict[str, Any], where: str = "config"):
 
 def _model_config_class(d: dict[str, Any]) -> type:
   """The polymorphic model section's class, named by the registry key stored beside it."""
-  from genrec.models import registry  # local: models import config, not the other way round
+  from genrec import registry  # local: the model config classes live in model modules (jax)
 
   name = d.get("model_name")
   if not isinstance(name, str) or not name:

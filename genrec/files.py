@@ -1,4 +1,5 @@
-"""Small file helpers shared by every writer and reader of run folders: atomic writes and contained paths."""
+"""Small file helpers shared by every writer and reader of run folders: atomic writes, contained paths and the
+cache root."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def cache_root() -> Path:
+  """Where stages, embeddings and images are cached: $GENREC_CACHE, default ~/.cache/genrec."""
+  return Path(os.environ.get("GENREC_CACHE", "~/.cache/genrec")).expanduser()
 
 
 class PathEscapeError(ValueError):

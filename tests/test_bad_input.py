@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import genrec
-from genrec.models.registry import UnknownModelError
+from genrec.registry import UnknownModelError
 from genrec.train.checkpoint import CheckpointError, Checkpointer
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 

@@ -15,7 +15,8 @@ from flax import nnx
 import genrec
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 from genrec.config import ConfigError, DataConfig, EvalConfig
-from genrec.models import hf, registry
+from genrec import registry
+from genrec.models import hf
 from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact
 from genrec.train.checkpoint import CheckpointError, MANIFEST
 

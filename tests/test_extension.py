@@ -16,7 +16,7 @@ import genrec.configs
 from genrec import cli
 from genrec import config as config_lib
 from genrec.data.synthetic import planted_successor
-from genrec.models import registry
+from genrec import registry
 from genrec.train.trainer import NonFiniteLossError, train
 
 EXTENSION = Path(__file__).parent / "extension"
@@ -100,7 +100,7 @@ def fake_distribution(root: Path, name: str, entry_points: str, modules: dict[st
 TOY_EP = '''
 import dataclasses
 from flax import nnx
-from genrec.models.registry import register
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,27 +1,33 @@
-"""Named presets, one module per model: `get("sasrec:ml100k")` returns an ExperimentConfig.
+"""Named presets: `get("sasrec:ml100k")` returns an ExperimentConfig.
 
-A preset is a plain function in `genrec/configs/<model>.py` whose name is the preset's name. Models
-registered outside genrec may ship presets by exposing a `PRESETS` dict {name: function} on their module.
+A built-in model's presets are the module `genrec/configs/<model>.py`, found by the model's name: its `PRESETS`
+dict {preset name: function returning an ExperimentConfig}. A model outside genrec registers its presets with
+`register("mymodel", PRESETS)` in its own config module (the one named by `--import`), or keeps a `PRESETS` dict
+in its model module.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+from collections.abc import Callable
 
+from genrec import registry
 from genrec.config import ConfigError, ExperimentConfig
-from genrec.models import registry
 
-_MODULES = {"sasrec": "genrec.configs.sasrec", "hstu": "genrec.configs.hstu",
-            "bert4rec": "genrec.configs.bert4rec", "rqvae": "genrec.configs.rqvae",
-            "rqkmeans": "genrec.configs.rqkmeans", "tiger": "genrec.configs.tiger",
-            "mf": "genrec.configs.mf", "mmenc": "genrec.configs.mmenc", "tallrec": "genrec.configs.tallrec",
-            "collm": "genrec.configs.collm", "llara": "genrec.configs.llara",
-            "contentrec": "genrec.configs.contentrec"}
+_REGISTERED: dict[str, dict[str, Callable[[], ExperimentConfig]]] = {}
+
+
+def register(model: str, presets: dict[str, Callable[[], ExperimentConfig]]) -> None:
+  """Presets of a model defined outside genrec: {name: function returning an ExperimentConfig}."""
+  _REGISTERED.setdefault(model, {}).update(presets)
 
 
 def _presets(model: str) -> dict:
-  if model in _MODULES:
-    return importlib.import_module(_MODULES[model]).PRESETS
+  if model in _REGISTERED:
+    return _REGISTERED[model]
+  if model.isidentifier() and importlib.util.find_spec(f"{__name__}.{model}") is not None:
+    return importlib.import_module(f"{__name__}.{model}").PRESETS
   module = sys.modules.get(registry.model_class(model).__module__)
   return getattr(module, "PRESETS", {})
 

@@ -1,9 +1,7 @@
 """Errors raised while reading or preparing data; each names the file, line or item at fault."""
 from __future__ import annotations
 
-
-class DataError(ValueError):
-  """A dataset is missing, malformed or inconsistent."""
+from genrec.errors import DataError  # noqa: F401  (the base class, defined with the other error types)
 
 
 class DataNotFoundError(DataError):

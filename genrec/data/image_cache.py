@@ -30,7 +30,7 @@ import requests
 
 from genrec.data.errors import DataError
 from genrec.data.images import ImageError, decode
-from genrec.files import atomic_write
+from genrec.files import atomic_write, cache_root
 
 COUNTS = ("ok", "missing", "broken", "failed", "no_url", "not_cached")
 SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp")
@@ -51,7 +51,7 @@ def cache_folder(dataset: str, cache_dir: str | os.PathLike | None = None) -> Pa
   if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
     raise DataError(f"image cache: dataset name {dataset!r} cannot name a folder (use letters, digits, '.', '_', "
                     "'-')")
-  root = Path(cache_dir) if cache_dir else Path(os.environ.get("GENREC_CACHE", "~/.cache/genrec")) / "images"
+  root = Path(cache_dir) if cache_dir else cache_root() / "images"
   return root.expanduser() / dataset
 
 

@@ -1,3 +1,7 @@
-"""Registered models. Importing this package registers every built-in model."""
-from genrec.models import bert4rec, contentrec, hstu, llmrec, mf, mmenc, sasrec, semantic_ids, tiger  # noqa: F401
-from genrec.models.registry import list_models, register
+"""Models: one module (or small package) per model, each registering itself on import (`genrec.registry`).
+
+Importing this package imports no model; `genrec.registry` finds a model by its name when it is asked for.
+"""
+from genrec.registry import list_models, register
+
+__all__ = ["list_models", "register"]

@@ -26,7 +26,7 @@ from flax import nnx
 from genrec.models import layers
 from genrec.models.common import SequenceSizes, top_k_unseen
 from genrec.models.fusion import MoEAdaptor
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.sequential import causal_stack, softmax_cross_entropy
 
 

@@ -21,7 +21,7 @@ from flax import nnx
 from genrec.config import ConfigError
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.sequential import ItemSequenceModel, check_loss_config
 
 ATTENTIONS = ("plain", "blocked")

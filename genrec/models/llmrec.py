@@ -35,7 +35,7 @@ from genrec.models.layers.lora import LoRAConfig, LoRAParam, apply_lora
 from genrec.models.llm.model import DecoderLM, LLMConfig
 from genrec.models.llm.prompts import PAD, SLOT_ITEM, SLOT_USER
 from genrec.models.mf import binary_cross_entropy
-from genrec.models.registry import register
+from genrec.registry import register
 
 STAGES = ("joint", "text", "cf")
 

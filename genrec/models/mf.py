@@ -16,7 +16,7 @@ from flax import nnx
 from genrec.config import ConfigError
 from genrec.models import layers
 from genrec.models.cf_artifact import load_cf_artifact  # noqa: F401  (the reader of what MF exports)
-from genrec.models.registry import register
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

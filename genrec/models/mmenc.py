@@ -33,7 +33,7 @@ from genrec.data.images import ImageConfig
 from genrec.models import layers
 from genrec.models.fusion import VARIANTS, Fusion, FusionConfig
 from genrec.models.layers.lora import LoRAConfig, LoRAParam, apply_lora
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.text.bert import Bert, BertConfig
 from genrec.models.vision.clip import ClipVision, ClipVisionConfig
 

@@ -15,7 +15,7 @@ from flax import nnx
 
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.sequential import ItemSequenceModel, causal_stack
 
 

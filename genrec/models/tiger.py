@@ -34,7 +34,7 @@ from genrec.models import beam_search as bs
 from genrec.models import layers
 from genrec.models.layers import t5
 from genrec.models.common import SequenceSizes
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.semantic_ids.collisions import group_rows
 
 NUM_BUCKETS, MAX_DISTANCE = 32, 128      # T5's relative position buckets

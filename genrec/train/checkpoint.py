@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from genrec.errors import CheckpointError
 from genrec.files import atomic_write
 
 MANIFEST = "genrec-manifest.json"
@@ -61,10 +62,6 @@ def verify_manifest(folder: Path, step: int) -> bool:
       raise CheckpointError(f"checkpoint step {step}: file {file} was modified after it was written "
                             "(sha256 differs from the manifest)")
   return True
-
-
-class CheckpointError(RuntimeError):
-  """A folder is not a run, or a checkpoint in it cannot be read."""
 
 
 class Checkpointer:

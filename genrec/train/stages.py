@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,13 +18,9 @@ from genrec import config as config_lib
 from genrec.config import ConfigError, DataConfig, ExperimentConfig
 from genrec.data.errors import DataError
 from genrec.data.types import SeqData
-from genrec.files import atomic_write
+from genrec.files import atomic_write, cache_root
 
 SEMANTIC_IDS = "semantic_ids"
-
-
-def cache_root() -> Path:
-  return Path(os.environ.get("GENREC_CACHE", "~/.cache/genrec")).expanduser()
 
 
 def item_texts(data: SeqData, policy: str) -> list[str]:

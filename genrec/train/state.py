@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genrec.config import ConfigError, ExperimentConfig
-from genrec.models import registry
+from genrec import registry
 from genrec.train import sharding
 
 

@@ -15,7 +15,7 @@ from flax import nnx
 from genrec.config import DataConfig, EvalConfig, ExperimentConfig, TrainerConfig
 from genrec.models.common import top_k_unseen
 from genrec.models.layers import param
-from genrec.models.registry import register
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)

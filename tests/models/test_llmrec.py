@@ -137,7 +137,7 @@ def test_placeholders_carry_the_projected_cf_embeddings():
 def test_trainable_filters_by_model_and_stage():
   def trainable(spec, *sets):
     cfg = config_lib.override(genrec.configs.get(spec), ["model.num_users=4", "model.num_items=5", *sets])
-    cls = genrec.models.registry.model_class(cfg.model_name)
+    cls = genrec.registry.model_class(cfg.model_name)
     model = nnx.eval_shape(lambda: cls(cfg.model, rngs=nnx.Rngs(0)))
     names = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, cls.trainable(cfg.model)))}
     return {"lora" if "lora_" in n else n.split("/")[0] for n in names}

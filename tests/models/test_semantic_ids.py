@@ -10,7 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
-from genrec.models import registry
+from genrec import registry
 from genrec.models.semantic_ids import (RQVAE, CodeTableError, RQVAEConfig, code_stats, dedup_codes, fit_rqkmeans,
                                         kmeans, lloyd_step, nearest, rotate_to, rq_decode, rq_encode)
 

@@ -33,7 +33,7 @@ def _params(spec, devices, workdir):
 
 
 def test_every_tiny_preset_is_listed():
-  from genrec.models import registry
+  from genrec import registry
 
   models = {spec.split(":")[0] for spec in TINY}
   builtin = {m for m in genrec.list_models() if registry.model_class(m).__module__.startswith("genrec.")}

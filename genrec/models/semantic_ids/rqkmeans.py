@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from genrec.models import layers
-from genrec.models.registry import register
+from genrec.registry import register
 from genrec.models.semantic_ids.kmeans import DEFAULT_CHUNK, _kmeans, check_kmeans_args, nearest
 
 

@@ -1,19 +1,25 @@
 """The model registry: a string key → (model class, config class).
 
-Models inside genrec register on import of `genrec.models`; models outside it register with the same
-decorator from a module named by `--import`, or through the `genrec.models` entry-point group.
+A model registers itself with `@register("name", NameConfig)` when its module is imported. Nothing keeps a list
+of the built-in models: a name that is not registered yet is looked for as the module `genrec.models.NAME`, then
+in every module of the `genrec.models` package; models outside genrec register from a module named by
+`--import`, or through the `genrec.models` entry-point group. This module imports neither jax nor any model.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 from importlib import metadata
 
+from genrec.errors import UnknownModelError
+
+__all__ = ["UnknownModelError", "config_class", "import_module", "list_models", "model_class", "register"]
+
+BUILTIN = "genrec.models"
+
 _MODELS: dict[str, tuple[type, type]] = {}
-
-
-class UnknownModelError(KeyError):
-  def __str__(self):
-    return self.args[0]
+_SCANNED: set[str] = set()          # packages whose every module has been imported
 
 
 def register(name: str, config_cls: type):
@@ -28,6 +34,16 @@ def register(name: str, config_cls: type):
     return model_cls
 
   return wrap
+
+
+def import_all(package: str) -> None:
+  """Imports every module below `package` (once per process), so that the decorators in them run."""
+  if package in _SCANNED:
+    return
+  root = importlib.import_module(package)
+  for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+    importlib.import_module(info.name)
+  _SCANNED.add(package)
 
 
 def _load_entry_points():
@@ -49,8 +65,10 @@ def import_module(name: str):
 
 
 def _lookup(name: str) -> tuple[type, type]:
-  import genrec.models  # noqa: F401  (built-in registrations)
-
+  if name not in _MODELS and name.isidentifier() and importlib.util.find_spec(f"{BUILTIN}.{name}") is not None:
+    importlib.import_module(f"{BUILTIN}.{name}")          # the usual case: genrec/models/NAME.py
+  if name not in _MODELS:
+    import_all(BUILTIN)                                  # models in sub-packages or sharing a module
   if name not in _MODELS:
     _load_entry_points()
   if name not in _MODELS:
@@ -69,7 +87,6 @@ def config_class(name: str) -> type:
 
 
 def list_models() -> list[str]:
-  import genrec.models  # noqa: F401
-
+  import_all(BUILTIN)
   _load_entry_points()
   return sorted(_MODELS)

@@ -1,0 +1,23 @@
+"""The error types every layer raises, defined once at the bottom so that any layer can raise or catch them
+without importing the layer that usually raises them. Each derives from a built-in class the command line
+catches (ValueError, KeyError, RuntimeError), so a user error prints one line, never a traceback."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+  """A config key, value or type is wrong; raised before any work starts."""
+
+
+class UnknownModelError(KeyError):
+  """A model name that no module registered."""
+
+  def __str__(self):
+    return self.args[0]
+
+
+class DataError(ValueError):
+  """A dataset is missing, malformed or inconsistent."""
+
+
+class CheckpointError(RuntimeError):
+  """A folder is not a run, or a checkpoint in it cannot be read."""

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
   xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   a = sub.add_parser("add-items", help="add new items (CSV: item_id, title/text, genres, image) to a trained run "
-                     "without retraining it: an overlay in DIR/added_items/")
+                     "without retraining it: an overlay in DIR/artifacts/added_items.json")
   a.add_argument("workdir")
   a.add_argument("items_csv")
   a.add_argument("--json", action="store_true")
@@ -187,8 +187,8 @@ def _add_items(args) -> int:
     print(f"item {a['item']} -> id {a['id']}  {a['title']}{codes}")
   skipped = f"; {summary['images_skipped']} image(s) did not decode and were skipped" if summary["images_skipped"] \
       else ""
-  print(f"added {len(summary['added'])} items ({summary['total']} in all, overlay version {summary['version']}) to "
-        f"{args.workdir}/added_items{skipped}")
+  print(f"added {len(summary['added'])} items ({summary['total']} in all, overlay revision {summary['revision']}) to "
+        f"{args.workdir}{skipped}")
   return 0
 
 

@@ -19,5 +19,10 @@ class DataError(ValueError):
   """A dataset is missing, malformed or inconsistent."""
 
 
+class ArtifactError(DataError):
+  """A run's artifact (semantic-ID table, item embeddings, CF tables, added items: `genrec.artifacts`) is
+  missing, damaged, or does not fit the data or model it is read for."""
+
+
 class CheckpointError(RuntimeError):
   """A folder is not a run, or a checkpoint in it cannot be read."""

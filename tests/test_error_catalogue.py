@@ -330,14 +330,11 @@ def test_llm_index_without_weight_map(tmp_path):
 
 
 # -- CF artifacts and images ---------------------------------------------------------------------------------
-def test_cf_meta_of_another_format(tmp_path):
-  (tmp_path / "cf").mkdir()
-  for name in ("users.npy", "items.npy"):
-    np.save(tmp_path / "cf" / name, np.zeros((2, 4), np.float32))
-  (tmp_path / "cf" / "meta.json").write_text(json.dumps({"format": "other", "model": "mf"}))
+def test_artifact_of_another_format(tmp_path):
+  (tmp_path / "artifacts").mkdir()
+  (tmp_path / "artifacts" / "cf.json").write_text(json.dumps({"format": "other", "model": "mf"}))
   data = types.SimpleNamespace(name="toy", num_users=2, num_items=1)
-  with pytest.raises(CFArtifactError, match=r"meta.json: not a genrec-cf-1 meta file \(format 'other', missing "
-                                            r"keys \['dataset', 'dim', 'num_items', 'num_users'\]\)"):
+  with pytest.raises(CFArtifactError, match=r"cf.json: not a genrec-artifact-1 file \(format 'other'\)"):
     load_cf_artifact(tmp_path, data)
 
 

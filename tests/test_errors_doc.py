@@ -16,7 +16,7 @@ DOC = ROOT / "docs" / "errors.md"
 PACKAGE = Path(genrec.__file__).parent
 HOLE = "\x00"            # an interpolated value in a source template; "…" on the page
 SECTIONS = ("Config", "Data", "Checkpoints and runs", "Command line and launch", "Hugging Face import",
-            "Semantic IDs and stages", "CF artifacts", "Images")
+            "Semantic IDs and stages", "Artifacts", "Images")
 
 
 def _cells(line: str) -> list[str]:

@@ -11,9 +11,10 @@ from the CSV's folder).
   2. TIGER: the run's trained tokenizer stage (`model.tokenizer`, the exact table version the model was trained
      on) turns the content into a code prefix; the collision digit is the smallest one no item with that prefix
      uses. ContentRec: the content vector is all it needs. An ID-only model (SASRec, ...) cannot take new items.
-  3. RUN/added_items/: `codes-vK.npy` or `content-vK.npy` (every added item so far, in id order), then
-     `items.json` (raw ids, titles, texts, the base it fits, version K, the array's sha256), each written
-     atomically: a reader sees the previous version or the new one. The checkpoint is never written.
+  3. The run artifact "added_items" (`genrec.artifacts`, RUN/artifacts/added_items.json): the array `codes` or
+     `content` (every added item so far, in id order) and meta {"revision": K, "kind", "base" (the run it
+     fits), "items": raw ids, titles, texts}; written atomically, so a reader sees the previous revision or the
+     new one. The checkpoint is never written.
 
 `genrec.load(RUN)` applies the overlay (`apply_overlay`): new items take ids N+1.. in the order added, the model is
 rebuilt for the grown catalogue with the same parameters and its item tables extended (TIGER: item -> code and
@@ -28,8 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -37,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genrec.files import atomic_write
+from genrec import artifacts
+from genrec.errors import ArtifactError
 from genrec.train import stages
 
 OVERLAY = "added_items"
@@ -270,25 +270,21 @@ def _base(run) -> dict:
 
 
 def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
-  """(items.json, the array it names) of RUN/added_items, checked; None when the run has none."""
-  folder = Path(workdir) / OVERLAY
-  if not (folder / "items.json").exists():
+  """(meta, the array of added items) of a run's added-items artifact, checked; None when the run has none."""
+  if not artifacts.exists(workdir, OVERLAY):
     return None
   try:
-    meta = json.loads((folder / "items.json").read_text())
-    array = np.load(folder / Path(meta["array"]).name, allow_pickle=False)
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise AddItemsError(f"the added-items overlay in {folder} cannot be read ({e}); remove the folder and run "
-                        "add-items again") from None
-  if hashlib.sha256(array.tobytes()).hexdigest() != meta.get("sha256") or len(array) != len(meta["items"]):
-    raise AddItemsError(f"the added-items overlay in {folder} is damaged: {meta['array']} does not match "
-                        "items.json; remove the folder and run add-items again")
-  return meta, array
+    found = artifacts.read(workdir, OVERLAY, what="added-items overlay")
+    meta = found.meta
+    return meta, found[meta["kind"]]
+  except (ArtifactError, KeyError, TypeError) as e:
+    raise AddItemsError(f"the added-items overlay in {artifacts.folder(workdir)} is damaged ({e}); remove "
+                        f"{OVERLAY}.* there and run add-items again") from None
 
 
 def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = False) -> dict:
-  """Encodes the CSV's items with the run's content and tokenizer stages and writes the next overlay version.
-  Returns {"version", "added": [{"item", "id", "title", "codes"?}], "total", "images_skipped"}."""
+  """Encodes the CSV's items with the run's content and tokenizer stages and writes the next overlay revision.
+  Returns {"revision", "added": [{"item", "id", "title", "codes"?}], "total", "images_skipped"}."""
   import genrec
 
   run = genrec.load(workdir)
@@ -304,26 +300,20 @@ def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = Fal
   added = [{"item": it.item, "id": first + i, "title": it.title,
             **({"codes": new[i].tolist()} if kind == "codes" else {})} for i, it in enumerate(items)]
   if progress:
-    print(f"added {len(items)} items to {run.workdir} (overlay version {meta['version']})", file=sys.stderr)
-  return {"version": meta["version"], "added": added, "total": len(meta["items"]),
+    print(f"added {len(items)} items to {run.workdir} (overlay revision {meta['revision']})", file=sys.stderr)
+  return {"revision": meta["revision"], "added": added, "total": len(meta["items"]),
           "images_skipped": counts.get("images_skipped", 0)}
 
 
 def write_overlay(run, new: np.ndarray, entries: list[dict]) -> dict:
   """Appends items (`new`: their codes [M, C] or content vectors [M, D]; `entries`: {"item", "title", "text"})
-  to the run's overlay as its next version; returns the new items.json."""
+  to the run's overlay as its next revision; returns the new meta."""
   kind = _kind(run)
   previous = read_overlay(run.workdir)
-  version = previous[0]["version"] + 1 if previous else 1
   array = np.ascontiguousarray(np.concatenate([previous[1], new]) if previous else new)
-  folder = Path(run.workdir) / OVERLAY
-  folder.mkdir(exist_ok=True)
-  name = f"{kind}-v{version}.npy"
-  atomic_write(folder / name, lambda f: np.save(f, array, allow_pickle=False))
-  meta = {"version": version, "kind": kind, "array": name, "shape": list(array.shape),
-          "sha256": hashlib.sha256(array.tobytes()).hexdigest(), "base": _base(run),
+  meta = {"revision": previous[0]["revision"] + 1 if previous else 1, "kind": kind, "base": _base(run),
           "items": (previous[0]["items"] if previous else []) + list(entries)}
-  atomic_write(folder / "items.json", json.dumps(meta, indent=2))
+  artifacts.write(run.workdir, OVERLAY, {kind: array}, meta)
   return meta
 
 
@@ -338,8 +328,8 @@ def apply_overlay(run) -> None:
   kind = _kind(run)
   base = _base(run)
   if meta.get("kind") != kind or meta.get("base") != base:
-    raise AddItemsError(f"the added-items overlay in {run.workdir / OVERLAY} was made for {meta.get('base')}, not "
-                        f"for this run ({base}); remove the folder and add the items again")
+    raise AddItemsError(f"the added-items overlay in {artifacts.folder(run.workdir)} was made for {meta.get('base')}, "
+                        f"not for this run ({base}); remove {OVERLAY}.* there and add the items again")
   cfg = run.config
   grown = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_items=cfg.model.num_items + len(array)))
   placed = place(grown, run.placed.mesh, init=False)

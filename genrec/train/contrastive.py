@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genrec import artifacts
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data.errors import DataError
 from genrec.data.pipeline import ProcessRows
@@ -323,12 +324,12 @@ def write_item_embeddings(workdir: Path, emb_NxD: np.ndarray, cfg: ExperimentCon
   meta = {"items": int(len(emb_NxD) - 1), "dim": int(emb_NxD.shape[1]), "dataset": data.name,
           "catalogue": catalogue_fingerprint(data), "model": cfg.model_name, "preset": cfg.preset,
           "modalities": list(cfg.model.modalities), "fusion": cfg.model.fusion, "cold": cold_fingerprint(data)}
-  return stages.write_artifact(workdir, ITEM_EMBEDDINGS, emb_NxD, meta)
+  return artifacts.write(workdir, ITEM_EMBEDDINGS, {"embeddings": emb_NxD}, meta)
 
 
 def read_item_embeddings(workdir: str | Path) -> tuple[np.ndarray, dict]:
-  table, meta = stages.read_artifact(workdir, ITEM_EMBEDDINGS, np.float32, "item embeddings",
-                                     "is it a finished mmenc run?")
+  found = artifacts.read(workdir, ITEM_EMBEDDINGS, what="item embeddings", hint="is it a finished mmenc run?")
+  table, meta = found["embeddings"], {"version": found.version, **found.meta}
   if table.ndim != 2 or table.shape != (meta.get("items", -2) + 1, meta.get("dim")):
     raise DataError(f"item embeddings in {workdir} have shape {table.shape}; their meta says "
                     f"[{meta.get('items')} + 1, {meta.get('dim')}]")

@@ -73,7 +73,7 @@ def _pointwise_table(results: dict) -> str:
   cf = results.get("cf_artifact")
   if cf:
     lines.append("")
-    lines.append(f"CF embeddings: {cf['path']}/ ({cf['num_users']} users, {cf['num_items']} items, dim {cf['dim']})")
+    lines.append(f"CF embeddings: {cf['path']} ({cf['num_users']} users, {cf['num_items']} items, dim {cf['dim']})")
   return "\n".join(lines + _run_lines(results))
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from genrec import artifacts
 from genrec import config as config_lib
 from genrec.config import ConfigError, DataConfig, ExperimentConfig
 from genrec.data.errors import DataError
@@ -132,39 +132,10 @@ def write_semantic_ids(workdir: Path, table: np.ndarray, stats: dict, cfg: Exper
   """Saves the item -> semantic ID table [N+1, C] (row 0 padding) with its version and statistics."""
   meta = {"items": int(table.shape[0] - 1), "digits": int(table.shape[1]), "tokenizer": cfg.model_name,
           "preset": cfg.preset, "stats": stats}
-  return write_artifact(workdir, SEMANTIC_IDS, np.asarray(table, np.int32), meta)
+  return artifacts.write(workdir, SEMANTIC_IDS, {"codes": np.asarray(table, np.int32)}, meta)
 
 
 def read_semantic_ids(workdir: str | Path) -> tuple[np.ndarray, dict]:
-  return read_artifact(workdir, SEMANTIC_IDS, np.int32, "semantic-ID table", "is it a tokenizer run?")
-
-
-def _version(array: np.ndarray) -> str:
-  return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def write_artifact(workdir: str | Path, name: str, array: np.ndarray, meta: dict) -> dict:
-  """RUN/artifacts/NAME.npy and NAME.json (`meta` plus the array's content version), each written atomically."""
-  meta = {"version": _version(array), **meta}
-  out = Path(workdir) / "artifacts"
-  out.mkdir(parents=True, exist_ok=True)
-  atomic_write(out / f"{name}.npy", lambda f: np.save(f, array, allow_pickle=False))
-  atomic_write(out / f"{name}.json", json.dumps(meta, indent=2))
-  return meta
-
-
-def read_artifact(workdir: str | Path, name: str, dtype, what: str, hint: str) -> tuple[np.ndarray, dict]:
-  """(array, meta) written by `write_artifact`; no pickles; a changed or swapped file is an error."""
-  folder = Path(workdir) / "artifacts"
-  try:
-    meta = json.loads((folder / f"{name}.json").read_text())
-    array = np.load(folder / f"{name}.npy", allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise DataError(f"{workdir} has no readable {what} ({e}); {hint}") from None
-  version = _version(np.asarray(array, dtype))
-  if version != meta.get("version"):
-    raise DataError(f"{what} in {folder} does not match its recorded version "
-                    f"({version} vs {meta.get('version')}): the files were changed or mixed up")
-  return array, meta
-
-
+  """(table [N+1, C] int32, {"version", "items", "digits", "tokenizer", "preset", "stats"})."""
+  found = artifacts.read(workdir, SEMANTIC_IDS, what="semantic-ID table", hint="is it a tokenizer run?")
+  return found["codes"], {"version": found.version, **found.meta}

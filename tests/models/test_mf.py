@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import types
 
 import jax
@@ -20,7 +21,7 @@ from genrec.config import ConfigError, MeshConfig
 from genrec.files import PathEscapeError
 from genrec.data import load_dataset
 from genrec.data.pointwise import pointwise_data
-from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact
+from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact, save_cf_artifact
 from genrec.models.mf import MF, MFConfig
 from genrec.train import report, sharding
 from genrec.train.pointwise import make_predictor
@@ -128,14 +129,13 @@ def test_one_device_equals_eight_devices(trained):
 
 def test_cf_artifact_round_trip(trained):
   workdir, _, results, data, points = trained
-  assert results["cf_artifact"]["path"] == "cf" and (workdir / "cf" / "users.npy").is_file()
+  assert results["cf_artifact"]["path"] == "artifacts/cf.json" and (workdir / "artifacts" / "cf.json").is_file()
   users, items, meta = load_cf_artifact(workdir, data)
   params = jax.device_get(genrec.load(workdir).placed.params)
   np.testing.assert_array_equal(users, params["user_emb"]["embedding"])
   np.testing.assert_array_equal(items, params["item_emb"]["embedding"])
   assert users.dtype == np.float32 and users.shape == (256, 16) and items.shape == (65, 16)
-  assert meta == {"model": "mf", "num_users": 256, "num_items": 64, "dim": 16, "dataset": "synthetic",
-                  "format": "genrec-cf-1"}
+  assert meta == {"model": "mf", "num_users": 256, "num_items": 64, "dim": 16, "dataset": "synthetic"}
   assert load_cf_artifact(workdir, points)[2] == meta                    # the pointwise view works too
 
 
@@ -144,34 +144,34 @@ def test_cf_artifact_errors(trained, tmp_path):
   other = types.SimpleNamespace(name="ml-100k", num_users=943, num_items=1682)
   with pytest.raises(CFArtifactError, match="covers 256 users and 64 items; ml-100k has 943 users and 1682"):
     load_cf_artifact(workdir, other)
-  with pytest.raises(CFArtifactError, match="no CF artifact"):
+  with pytest.raises(CFArtifactError, match="no readable CF artifact.*train a pointwise CF model such as mf"):
     load_cf_artifact(tmp_path, other)
   # A pickled object array is refused, not unpickled.
-  (tmp_path / "bad").mkdir()
-  bad = tmp_path / "bad" / "cf"
-  bad.mkdir()
-  for name in ("meta.json", "items.npy"):
-    (bad / name).write_bytes((workdir / "cf" / name).read_bytes())
-  np.save(bad / "users.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
-  with pytest.raises(CFArtifactError, match="unreadable"):
+  bad = tmp_path / "bad" / "artifacts"
+  shutil.copytree(workdir / "artifacts", bad)
+  (users,) = bad.glob("cf.users.*.npy")
+  np.save(users, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+  with pytest.raises(CFArtifactError, match="cannot read cf.users"):
     load_cf_artifact(tmp_path / "bad", other)
-  # A cf/ that links out of the run folder is refused.
+  # An artifacts/ folder that links out of the run folder is refused.
   (tmp_path / "escape").mkdir()
-  os.symlink(workdir / "cf", tmp_path / "escape" / "cf")
+  os.symlink(workdir / "artifacts", tmp_path / "escape" / "artifacts")
   with pytest.raises(PathEscapeError, match="outside the run folder"):
     load_cf_artifact(tmp_path / "escape", other)
-  meta = json.loads((workdir / "cf" / "meta.json").read_text())
-  (bad / "meta.json").write_text(json.dumps({**meta, "dim": 8}))
-  np.save(bad / "users.npy", np.zeros((256, 16), np.float32))
-  with pytest.raises(CFArtifactError, match="meta.json says float32"):
-    load_cf_artifact(tmp_path / "bad", other)
+  # Arrays that disagree with the meta they were written with.
+  save_cf_artifact(tmp_path / "dim", np.zeros((256, 16)), np.zeros((65, 16)), model="mf", dataset="synthetic")
+  record = json.loads((tmp_path / "dim" / "artifacts" / "cf.json").read_text())
+  record["meta"]["dim"] = 8
+  (tmp_path / "dim" / "artifacts" / "cf.json").write_text(json.dumps(record))
+  with pytest.raises(CFArtifactError, match=r"users is float32 \(256, 16\), but its meta says float32 \(256, 8\)"):
+    load_cf_artifact(tmp_path / "dim", other)
 
 
 def test_results_table_is_pointwise(trained):
   _, _, results, _, _ = trained
   table = report.results_table(results)
   assert "| split | examples | AUC | UAUC | UAUC users | logloss |" in table
-  assert f"| test | 512 | {results['test']['auc']:.4f} |" in table and "CF embeddings: cf/" in table
+  assert f"| test | 512 | {results['test']['auc']:.4f} |" in table and "CF embeddings: artifacts/cf.json" in table
 
 
 def test_recommend_on_a_pointwise_run_says_why_not(trained):

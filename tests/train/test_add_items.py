@@ -82,7 +82,7 @@ def added(tiger_run, tmp_path_factory):
 def test_added_items_get_codes_and_are_recommended(tiger_run, added):
   data, user, top, codes = added["data"], added["user"], added["top"], added["codes"]
   n, summary = data.num_items, added["summary"]
-  assert summary["version"] == 1 and [a["id"] for a in summary["added"]] == [n + 1, n + 2]
+  assert summary["revision"] == 1 and [a["id"] for a in summary["added"]] == [n + 1, n + 2]
   twin_codes, decoy_codes = (np.asarray(a["codes"]) for a in summary["added"])
   np.testing.assert_array_equal(twin_codes[:-1], codes[top, :-1])            # the tokenizer's prefix of its twin
   same_prefix = codes[(codes[:, :-1] == twin_codes[:-1]).all(1), -1]
@@ -124,10 +124,12 @@ def test_overlay_versions_and_repeated_ids(tiger_run, added, tmp_path):
   items = _write_csv(tmp_path / "more.csv", ["item_id", "title", "genres"], [["more", "Blue stripes", "genre_a"]])
   code, out, err = genrec_cli("add-items", copy, items)
   assert code == 0, err
-  meta = json.loads((copy / "added_items" / "items.json").read_text())
-  assert meta["version"] == 2 and meta["array"] == "codes-v2.npy" and meta["shape"][0] == 3
+  overlay = copy / "artifacts" / "added_items.json"
+  record = json.loads(overlay.read_text())
+  meta = record["meta"]
+  assert meta["revision"] == 2 and meta["kind"] == "codes" and record["arrays"]["codes"]["shape"][0] == 3
   assert meta["items"][2]["text"] == "Blue stripes. Genres: genre_a."
-  assert (copy / "added_items" / "codes-v1.npy").exists()                      # earlier versions are kept
+  assert [p.name for p in (copy / "artifacts").glob("added_items.*.npy")] == [record["arrays"]["codes"]["file"]]
   assert [a["item"] for a in genrec.load(copy).added] == ["twin", "decoy", "more"]
   code, _, err = genrec_cli("add-items", copy, items)
   assert code == 2 and "'more'" in err and "earlier add-items" in err
@@ -135,12 +137,11 @@ def test_overlay_versions_and_repeated_ids(tiger_run, added, tmp_path):
     mp.setenv("GENREC_CACHE", str(tmp_path / "empty"))
     code, _, err = genrec_cli("add-items", copy, _write_csv(tmp_path / "x.csv", ["item_id", "title"], [["x", "y"]]))
   assert code == 2 and "the tokenizer stage rqkmeans:tiny of" in err and "is not in" in err
-  items_json = copy / "added_items" / "items.json"
-  items_json.write_text(json.dumps({**meta, "base": {**meta["base"], "num_items": 7}}))
+  overlay.write_text(json.dumps({**record, "meta": {**meta, "base": {**meta["base"], "num_items": 7}}}))
   with pytest.raises(AddItemsError, match="was made for .* not for this run"):
     genrec.load(copy)
-  items_json.write_text(json.dumps(meta))
-  np.save(copy / "added_items" / meta["array"], np.zeros((3, 3), np.int32), allow_pickle=False)
+  overlay.write_text(json.dumps(record))
+  np.save(copy / "artifacts" / record["arrays"]["codes"]["file"], np.zeros((3, 3), np.int32), allow_pickle=False)
   with pytest.raises(AddItemsError, match="is damaged"):
     genrec.load(copy)
 

@@ -12,6 +12,7 @@ import pytest
 import genrec
 import genrec.configs
 from fixtures_runs import genrec_cli
+from genrec import artifacts
 from genrec import config as config_lib
 from genrec.api import evaluate_run
 from genrec.config import DataConfig, EvalConfig
@@ -184,9 +185,9 @@ def test_an_encoder_run_on_another_cold_split_is_refused(tmp_path):
   data = load_dataset(DataConfig(dataset="synthetic", cold_items=0.25))
   emb = np.zeros((data.num_items + 1, 4), np.float32)
   meta = {"items": data.num_items, "dim": 4, "dataset": data.name, "catalogue": catalogue_fingerprint(data)}
-  stages.write_artifact(tmp_path, ITEM_EMBEDDINGS, emb, {**meta, "cold": cold_fingerprint(data)})
+  artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": cold_fingerprint(data)})
   assert embeddings_from_run(str(tmp_path), data).shape == (data.num_items, 4)
-  stages.write_artifact(tmp_path, ITEM_EMBEDDINGS, emb, {**meta, "cold": ""})      # trained on every item
+  artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": ""})      # trained on every item
   with pytest.raises(DataError, match="another cold-start split"):
     embeddings_from_run(str(tmp_path), data)
 

@@ -55,9 +55,11 @@ def test_rqkmeans_codes_recover_planted_clusters(rqkmeans_run):
 def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
   workdir, _ = rqkmeans_run
   table, meta = stages.read_semantic_ids(workdir)
-  table[5, 0] = (table[5, 0] + 1) % 4
   stages.write_semantic_ids(tmp_path, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
-  (tmp_path / "artifacts" / "semantic_ids.json").write_text(json.dumps(meta))     # the old version
+  assert stages.read_semantic_ids(tmp_path)[1]["version"] == meta["version"]
+  table[5, 0] = (table[5, 0] + 1) % 4
+  (codes,) = (tmp_path / "artifacts").glob("semantic_ids.codes.*.npy")
+  np.save(codes, table, allow_pickle=False)                                      # changed by hand
   with pytest.raises(DataError, match="does not match its recorded version"):
     stages.read_semantic_ids(tmp_path)
   with pytest.raises(DataError, match="no readable semantic-ID table"):

@@ -28,7 +28,7 @@ import genrec
 import genrec.configs
 from genrec import config as config_lib
 from genrec.data import load_dataset
-from genrec.train.trainer import Trainer
+from genrec import pipeline
 
 STEPS = {"sasrec": 250, "contentrec": 250, "mmenc": 300, "tiger": 200}
 
@@ -38,7 +38,7 @@ def train(spec, sets, folder, data=None):
   cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress=False))
   shutil.rmtree(folder, ignore_errors=True)
   start = time.time()
-  results = Trainer(cfg, folder, data=data, resume=False).run()
+  results = pipeline.trainer(cfg, folder, data=data, resume=False).run()
   return results, time.time() - start
 
 

@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: train `<model>:ml100k` presets through the one Trainer, print one table."""
+"""Shared by the benchmark scripts: train `<model>:ml100k` presets (stages first), print one table."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,7 @@ import shutil
 import genrec.configs
 from genrec import config as config_lib
 from genrec.data import load_dataset
-from genrec.train.trainer import Trainer
+from genrec import pipeline
 
 
 def train_presets(models, overrides, workdir, preset="ml100k", per_model=None):
@@ -21,7 +21,7 @@ def train_presets(models, overrides, workdir, preset="ml100k", per_model=None):
     data = data if data is not None else load_dataset(cfg.data)
     folder = f"{workdir}/{name}"
     shutil.rmtree(folder, ignore_errors=True)
-    results = Trainer(cfg, folder, data=data, resume=False).run()
+    results = pipeline.trainer(cfg, folder, data=data, resume=False).run()
     rows.append((name, results))
     metric = cfg.trainer.best_metric
     print(f"{name}: test {metric}={results['test'][metric]:.4f} in {results['train_seconds']:.0f} s", flush=True)

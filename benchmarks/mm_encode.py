@@ -22,7 +22,7 @@ from genrec.data import load_dataset
 from genrec.data.synthetic_images import make_synthetic_images
 from genrec.models.mmenc import MMEnc, MMEncConfig
 from genrec.models.text import TextEncoder
-from genrec.train.contrastive import image_encoder
+from genrec.families.content.images import image_encoder
 
 FUSED_DIMS = {"text": 384, "image": 768, "genre": 19}
 

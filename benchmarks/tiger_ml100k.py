@@ -18,7 +18,8 @@ import numpy as np
 from common import print_table, train_presets
 
 import genrec
-from genrec.train import stages
+from genrec import pipeline
+from genrec.families.semantic_ids import read_semantic_ids
 
 
 def main():
@@ -43,8 +44,8 @@ def main():
     if name != "tiger":
       continue
     cfg = genrec.load(f"{workdir}/tiger").config
-    stage = stages.stage_dir(stages.stage_config(cfg.model.tokenizer, cfg.model.tokenizer_overrides, cfg.data))
-    _, meta = stages.read_semantic_ids(stage)
+    stage = pipeline.locate(cfg).folder("tokenizer")
+    _, meta = read_semantic_ids(stage)
     tok = json.loads((stage / "results.json").read_text())
     st = meta["stats"]
     print(f"\ntokenizer {cfg.model.tokenizer} ({stage.name}): {meta['items']} items x {meta['digits']} digits; "

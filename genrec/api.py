@@ -1,38 +1,28 @@
-"""`genrec.load(dir)`: a trained model back from its run folder, with nothing else as input."""
+"""`genrec.load(dir)`: a trained model back from its run folder, with nothing else as input; and the other
+things a user does with a finished run (evaluate it, add items to it)."""
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from genrec import config as config_lib
-from genrec.config import ExperimentConfig, MeshConfig
-from genrec import registry
-from genrec.train import sharding
-from genrec.train.checkpoint import CheckpointError, Checkpointer
-from genrec.train.state import PlacedModel, abstract_with, place
+from genrec import pipeline
+from genrec.families import add_items as add_items_lib
+from genrec.models import protocols
+from genrec.train.restore import Restored, restore
+from genrec.train.tasks import get_task
+from genrec.train.trainer import write_results
 
 
 @dataclasses.dataclass
-class Run:
+class Run(Restored):
   """A loaded run: `model` (eval mode, parameters on `placed.mesh`), its `config`, checkpoint `meta`, and the
   items `genrec add-items` added (`added`: [{"item", "title", "text"}], ids num_items+1.. in order)."""
-  workdir: Path
-  config: ExperimentConfig
-  meta: dict
-  placed: PlacedModel
   added: list = dataclasses.field(default_factory=list)
-
-  @property
-  def model(self):
-    return self.placed.model()
-
-  @property
-  def step(self) -> int:
-    return self.meta["step"]
 
   def dataset(self):
     from genrec.data import load_dataset
@@ -44,7 +34,7 @@ class Run:
     [{"item": raw id, "title", "score"}]."""
     from genrec.data.pipeline import query_example
 
-    if not hasattr(self.placed.model(), "recommend"):
+    if not protocols.provides(self.model, protocols.Recommender):
       raise ValueError(f"{self.config.model_name} is a pointwise model: it predicts P(like) for a (user, item) "
                        "pair and does not rank the catalogue; `genrec eval` reports its AUC/UAUC")
     data = self.dataset()
@@ -67,10 +57,6 @@ def _recommend(model, batch, k: int):
   return model.recommend(batch, k)
 
 
-def _is_run(workdir: Path) -> bool:
-  return (workdir / "best").is_dir() or (workdir / "checkpoints").is_dir()
-
-
 def load(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None,
          added_items: bool = True) -> Run:
   """Loads a run folder written by `genrec train` (with the items `genrec add-items` added, unless
@@ -80,67 +66,26 @@ def load(workdir: str | Path, *, which: str = "best", step: int | None = None, m
   mesh: where to place the parameters (default: every local device on the data axis, parameters
     sharded by the run's own rules — any mesh works, the checkpoint is resharded on restore).
   """
-  workdir = Path(workdir)
-  if not workdir.is_dir():
-    raise CheckpointError(f"{workdir} does not exist")
-  if not _is_run(workdir):
-    raise CheckpointError(f"{workdir} is not a genrec run: no 'best/' or 'checkpoints/' folder in it "
-                          "(train one with `genrec train MODEL:PRESET --workdir DIR`)")
-  if which not in ("best", "latest"):
-    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-  folder = workdir / ("best" if which == "best" else "checkpoints")
-  if which == "best" and not folder.is_dir():
-    folder = workdir / "checkpoints"
-  ckpt = Checkpointer(folder, max_to_keep=None, read_only=True)
-  meta = ckpt.read_meta(step)
-  if "config" not in meta or "model_name" not in meta:
-    raise CheckpointError(f"{folder}: checkpoint metadata has no config; not written by genrec train")
-  try:
-    cfg = config_lib.from_dict(ExperimentConfig, meta["config"])
-  except registry.UnknownModelError as e:
-    raise registry.UnknownModelError(f"{workdir} holds a run of model {meta['model_name']!r}, which is not "
-                                     f"registered in this process: {e}") from None
-  mesh = mesh if mesh is not None else sharding.make_mesh(dataclasses.replace(MeshConfig(), rules=cfg.mesh.rules))
-  placed = place(cfg, mesh, init=False)
-  target = {"params": placed.params, "other": placed.other}
-  if folder.name == "checkpoints":
-    target = _full_target(placed)
-  state = ckpt.restore(meta["step"], target)
-  placed.params, placed.other = state["params"], state["other"]
-  run = Run(workdir, cfg, meta, placed)
+  restored = restore(workdir, which=which, step=step, mesh=mesh)
+  run = Run(**{f.name: getattr(restored, f.name) for f in dataclasses.fields(Restored)})
   if added_items:
-    from genrec.train.add_items import apply_overlay
-
-    apply_overlay(run)
+    add_items_lib.apply_overlay(run)
   return run
 
 
-def _full_target(placed: PlacedModel):
-  """The trainer's full saved state (with optimizer) as a restore target."""
-  from genrec.train import optim
-  from genrec.train.trainer import _opt_shardings
-
-  tx = optim.optimizer(placed.cfg.trainer)
-  opt_sh = _opt_shardings(tx, placed.params, placed.param_shardings, placed.mesh)
-  abstract_opt = jax.eval_shape(tx.init, placed.params)
-  rep = sharding.replicated(placed.mesh)
-  return {"params": placed.params, "other": placed.other, "opt": abstract_with(abstract_opt, opt_sh),
-          "step": jax.ShapeDtypeStruct((), np.int32, sharding=rep)}
+def stages_of(run: Run):
+  """The stage folders `run` was trained with, found in this cache (never trained)."""
+  return pipeline.locate(run.config, who=str(run.workdir))
 
 
 def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
-  import json
-
   if run.added:
     raise ValueError(f"{run.workdir} is loaded with {len(run.added)} added items, which no test case can "
                      "target; evaluate the trained catalogue: genrec.load(DIR, added_items=False)")
 
-  from genrec.train.tasks import get_task
-  from genrec.train.trainer import write_results
-
   cfg = run.config if eval_cfg is None else dataclasses.replace(run.config, eval=eval_cfg)
-  task = get_task(cfg, run.dataset())
+  task = get_task(cfg, run.dataset(), stages_of(run))
   placed = dataclasses.replace(run.placed, cfg=cfg)
   evaluate = task.evaluator(placed)
   valid, _ = evaluate(placed.params, placed.other, "valid")
@@ -160,3 +105,10 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   if write:
     write_results(run.workdir, results)
   return results
+
+
+def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = False) -> dict:
+  """`genrec add-items`: new items for a trained run, encoded by its content and tokenizer stages, as the
+  next revision of its overlay (genrec.families.add_items)."""
+  run = load(workdir)
+  return add_items_lib.add_items(run, csv_path, stages_of(run), progress=progress)

@@ -99,8 +99,8 @@ def _start_jax(args) -> None:
 def _train(args) -> int:
   import genrec.configs
   from genrec import config as config_lib
+  from genrec import pipeline
   from genrec.train.report import results_table
-  from genrec.train.trainer import Trainer
 
   cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
   _start_jax(args)
@@ -110,7 +110,7 @@ def _train(args) -> int:
       path = workdir / sub
       shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
   print(f"training {args.spec} in {workdir}", file=sys.stderr)
-  trainer = Trainer(cfg, workdir, init_from=args.init_from, init_which=args.init_which)
+  trainer = pipeline.trainer(cfg, workdir, init_from=args.init_from, init_which=args.init_which)
   if trainer.init_info is not None:
     info = trainer.init_info
     grown = f"; {info['items_carried']} items carried over, {info['items_new']} new" if "items_new" in info else ""
@@ -160,7 +160,7 @@ def _recommend(args) -> int:
 
 
 def _export_ids(args) -> int:
-  from genrec.train.export import export_semantic_ids
+  from genrec.families.semantic_ids import export_semantic_ids
 
   out = export_semantic_ids(args.workdir, args.out)
   print(f"wrote {out}")
@@ -168,7 +168,7 @@ def _export_ids(args) -> int:
 
 
 def _export_embeddings(args) -> int:
-  from genrec.train.export import export_embeddings
+  from genrec.families.content.export import export_embeddings
 
   out = export_embeddings(args.workdir, args.out)
   print(f"wrote {out} and {out.with_suffix('.json')}")
@@ -176,7 +176,7 @@ def _export_embeddings(args) -> int:
 
 
 def _add_items(args) -> int:
-  from genrec.train.add_items import add_items
+  from genrec.api import add_items
 
   summary = add_items(args.workdir, args.items_csv, progress=True)
   if args.json:

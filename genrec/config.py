@@ -103,7 +103,7 @@ class EvalConfig:
 
   candidates: "all_minus_seen" (rank the target among every item the user has not interacted with before),
     "all" (every item), or "sampled:N" (N sampled unseen negatives; only on request). Pointwise tasks rank
-    only with "sampled:N" (HR@1 of the target among N + 1 candidates, genrec.train.pointwise).
+    only with "sampled:N" (HR@1 of the target among N + 1 candidates, genrec.families.llm_cf.pointwise).
   ranked_examples: pointwise ranking covers the first this many positive examples of a split (0 = all).
   """
   split: str = "leave_one_out"

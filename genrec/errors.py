@@ -26,3 +26,8 @@ class ArtifactError(DataError):
 
 class CheckpointError(RuntimeError):
   """A folder is not a run, or a checkpoint in it cannot be read."""
+
+
+class MissingStageError(ConfigError):
+  """A run depends on a stage (a tokenizer, an item encoder, a CF model) that is not where it was looked for;
+  only `genrec train` builds stages, evaluation and loading never do."""

@@ -10,8 +10,9 @@ from flax import nnx
 
 import genrec
 from genrec.config import MeshConfig
-from genrec.train import contrastive, sharding
-from genrec.train.trainer import Trainer
+from genrec.families.content import contrastive
+from genrec.train import sharding
+from genrec import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def frozen_and_lora_runs(config, cache: Path, steps: int) -> dict:
   out = {}
   for towers in ("frozen", "lora"):
     cfg = config(towers, f"trainer.steps={steps}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}")
-    trainer = Trainer(cfg, cache / towers, resume=False)
+    trainer = pipeline.trainer(cfg, cache / towers, resume=False)
     init = trainer.task.encode_items(trainer.placed, trainer.state["params"], trainer.state["other"])
     out[towers] = {"dir": cache / towers, "init": init, "results": trainer.run(), "task": trainer.task}
   return out

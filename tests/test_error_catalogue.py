@@ -17,7 +17,7 @@ import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 from genrec.config import ConfigError, DataConfig, EvalConfig
 from genrec import registry
 from genrec.models import hf
-from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact
+from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact
 from genrec.train.checkpoint import CheckpointError, MANIFEST
 
 
@@ -159,13 +159,13 @@ def test_export_embeddings_of_a_run_without_them(run, tmp_path):
 
 
 def test_export_ids_checks_the_table_and_the_file_type(run, tmp_path):
-  from genrec.train import stages
+  from genrec.families import semantic_ids
 
   workdir = runs.copy_run(run, tmp_path / "run")
   cfg = genrec.configs.get("rqkmeans:tiny")
-  stages.write_semantic_ids(workdir, np.zeros((11, 2), np.int32), {}, cfg)
+  semantic_ids.write_semantic_ids(workdir, np.zeros((11, 2), np.int32), {}, cfg)
   assert cli_error("export-ids", workdir) == "the semantic-ID table has 10 items but synthetic has 64"
-  stages.write_semantic_ids(workdir, np.zeros((65, 2), np.int32), {}, cfg)
+  semantic_ids.write_semantic_ids(workdir, np.zeros((65, 2), np.int32), {}, cfg)
   assert cli_error("export-ids", workdir, "--out", tmp_path / "ids.txt") == \
       f"--out must end in .csv or .json, got {tmp_path / 'ids.txt'}"
 
@@ -256,15 +256,15 @@ def test_atomic_dataset_spec_without_a_name(tmp_path):
 
 def test_item_embedding_and_text_settings():
   from genrec.data import load_dataset
-  from genrec.train import stages
+  from genrec.families.content import sources
 
   data = load_dataset(DataConfig(dataset="synthetic"))
   with pytest.raises(ConfigError, match="data.item_embeddings must be 'text:minilm', .*got 'glove'"):
-    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="glove"))
+    sources.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="glove"))
   with pytest.raises(ConfigError, match="data.item_embeddings='random:0': 'random:D' needs a width D >= 1"):
-    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="random:0"))
+    sources.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="random:0"))
   with pytest.raises(ConfigError, match="data.empty_item_text must be 'error' or 'placeholder', got 'skip'"):
-    stages.item_texts(data, "skip")
+    sources.item_texts(data, "skip")
 
 
 # -- Hugging Face import -------------------------------------------------------------------------------------

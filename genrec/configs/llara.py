@@ -2,7 +2,7 @@
 curriculum from text-only to hybrid prompts over the first `curriculum_steps` training steps.
 
 Evaluated as LLaRA is: HitRatio@1 of the target among 20 candidates (itself + 19 items the user never rated),
-on the first 200 positive examples of each split (`eval.candidates="sampled:19"`, genrec.train.pointwise),
+on the first 200 positive examples of each split (`eval.candidates="sampled:19"`, genrec.families.llm_cf.pointwise),
 next to AUC/UAUC. The kept model is still picked by validation AUC: it averages over every validation example,
 while HR@1 on 200 examples moves by ~0.03 between equally good models (binomial noise).
 """
@@ -17,7 +17,7 @@ CANDIDATES, RANKED = "sampled:19", 200
 
 def _llara(cfg: ExperimentConfig, curriculum_steps: int) -> ExperimentConfig:
   fields = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)}
-  return dataclasses.replace(cfg, model=LLaRAConfig(**fields, curriculum_steps=curriculum_steps),
+  return dataclasses.replace(cfg, model=LLaRAConfig(**{**fields, "curriculum_steps": curriculum_steps}),
                              model_name="llara",
                              eval=dataclasses.replace(cfg.eval, candidates=CANDIDATES, ranked_examples=RANKED))
 

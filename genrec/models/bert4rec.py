@@ -32,7 +32,7 @@ class BERT4RecConfig(SequenceSizes):
   emb_dropout: float = 0.2
   mask_ratio: float = 0.2
 
-  task = "next_item"
+  task: str = "next_item"
 
   def __post_init__(self):
     if not 0.0 < self.mask_ratio < 1.0:

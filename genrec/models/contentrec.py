@@ -44,8 +44,7 @@ class ContentRecConfig(SequenceSizes):
   num_experts: int = 8         # MoE adaptor experts (UniSRec: 8)
   temperature: float = 0.07
 
-  task = "next_item"
-  item_content = True          # the task loads data.item_embeddings into the model (set_item_content)
+  task: str = "content_retrieval"   # genrec.families.content.retrieval: loads data.item_embeddings (set_item_content)
 
   def with_item_content(self, table_NxD) -> "ContentRecConfig":
     """Sizes content_dim from the content table (rows = items 0..N, row 0 padding)."""

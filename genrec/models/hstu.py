@@ -47,7 +47,7 @@ class HSTUConfig(SequenceSizes):
   temperature: float = 0.05
   shared_negatives: bool = False
 
-  task = "next_item"
+  task: str = "next_item"
 
   def __post_init__(self):
     if self.attention not in ATTENTIONS:

@@ -55,7 +55,10 @@ class TALLRecConfig:
   num_users: int = 0                 # 0: from the dataset
   num_items: int = 0
 
-  task = "pointwise"
+  curriculum_steps: int = 0          # P(hybrid item tokens) = min(1, step / curriculum_steps); 0: always hybrid
+  #                                    (templates with hybrid tokens: llara)
+  task: str = "prompted"             # genrec.families.llm_cf.prompted
+
   prompt = "tallrec"                 # the template the pointwise task builds (genrec.models.llm.prompts)
 
   def __post_init__(self):
@@ -117,8 +120,6 @@ class CoLLMConfig(TALLRecConfig):
 
 @dataclasses.dataclass(frozen=True)
 class LLaRAConfig(CoLLMConfig):
-  curriculum_steps: int = 0          # P(hybrid item tokens) = min(1, step / curriculum_steps); 0: always hybrid
-
   prompt = "llara"
 
 

@@ -1,8 +1,8 @@
 """Matrix factorisation for click-through prediction: p(click | u, i) = sigmoid(<p_u, q_i> + b_u + b_i + b).
 
 The collaborative model of the LLM-CF family: CoLLM maps its user/item embeddings into an LLM, so a finished
-run exports them (`user_embeddings`/`item_embeddings`, written by the pointwise task to RUN/cf/, read back with
-`load_cf_artifact`). Batches (task "pointwise", genrec.data.pointwise):
+run exports them (`user_embeddings`/`item_embeddings`, written by the pointwise task as the run artifact "cf",
+genrec.families.llm_cf.cf). Batches (task "pointwise", genrec.data.pointwise):
   {"user": int32[B], "item": int32[B], "label": float32[B] (training only), "history": int32[B, H] (unused)}
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ from flax import nnx
 
 from genrec.config import ConfigError
 from genrec.models import layers
-from genrec.models.cf_artifact import load_cf_artifact  # noqa: F401  (the reader of what MF exports)
 from genrec.registry import register
 
 
@@ -27,7 +26,7 @@ class MFConfig:
   l2: float = 0.0             # weight of the batch mean of ||p_u||^2 + ||q_i||^2 added to the loss
   init_std: float = 0.1
 
-  task = "pointwise"
+  task: str = "pointwise"
 
   def resolve(self, view, data_cfg):
     """Sizes from the data; a size set by hand must match it."""

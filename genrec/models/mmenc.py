@@ -73,7 +73,7 @@ class MMEncConfig:
   image_tower: ClipVisionConfig = ClipVisionConfig()   # lora on "image": set from image_encoder by the task
   image_preprocessing: ImageConfig = ImageConfig()     # lora on "image": its pixel normalisation, ditto
 
-  task = "item_contrastive"
+  task: str = "item_contrastive"
 
   @property
   def inputs(self) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ class SASRecConfig(SequenceSizes):
   emb_dropout: float = 0.2
 
 
-  task = "next_item"
+  task: str = "next_item"
 
 
 @register("sasrec", SASRecConfig)

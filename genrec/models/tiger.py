@@ -62,7 +62,7 @@ class TigerConfig(SequenceSizes):
   new_item_fraction: float = 0.1   # epsilon: at most this fraction of a top-k list (floor) may be items training
                                    # never saw (cold-start or added items), scored by their prefix (see recommend)
 
-  task = "next_item"
+  task: str = "semantic_id_retrieval"   # genrec.families.semantic_ids
 
 
   def with_semantic_ids(self, table_NxC, version: str) -> "TigerConfig":

@@ -1,7 +1,7 @@
 """The evaluation protocol: rank each user's held-out item, then accuracy and beyond-accuracy metrics.
 
-A model is scored through `score(batch) -> [B, N+1]` when it has one (exact ranks among all candidates),
-otherwise through `recommend(batch, k)` (ranks known up to k). The protocol comes from EvalConfig and is
+A model is scored through `score(batch) -> [B, N+1]` when it provides one (protocols.Scorer: exact ranks among all
+candidates), otherwise through `recommend(batch, k)` (protocols.Recommender: ranks known up to k). The protocol comes from EvalConfig and is
 returned with every result.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from genrec.config import ConfigError, EvalConfig
 from genrec.data import cold
 from genrec.data.pipeline import batches, eval_examples
 from genrec.data.types import SeqData
+from genrec.models import protocols
 from genrec.models.common import seen_mask
 from genrec.train import metrics
 
@@ -51,7 +52,7 @@ def make_eval_step(cfg: EvalConfig) -> Callable:
 
   def step(model, batch, key):
     target = batch["target"]
-    if hasattr(model, "score"):
+    if protocols.provides(model, protocols.Scorer):
       scores = model.score(batch).astype(jnp.float32)
       seen = seen_mask(batch["seen"], scores.shape[1])
       exclude = {"all": jnp.zeros_like(seen), "all_minus_seen": seen}.get(kind)
@@ -66,7 +67,7 @@ def make_eval_step(cfg: EvalConfig) -> Callable:
       hit = top == target[:, None]
       rank = jnp.where(hit.any(-1), jnp.argmax(hit, -1), kmax).astype(jnp.int32)
     out = {**metrics.ranking_metrics(rank, cfg.ks), "rank": rank}
-    if hasattr(model, "invalid_rate"):        # generative retrievers: how often free decoding invents items
+    if protocols.provides(model, protocols.GenerativeRetriever):   # how often free decoding invents items
       out[f"invalid_unconstrained@{kmax}"] = model.invalid_rate(batch, kmax).astype(jnp.float32)
     return out, top
 

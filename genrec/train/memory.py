@@ -12,20 +12,19 @@ from flax import nnx
 from genrec.config import DataConfig, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.train import optim, sharding
-from genrec.train.state import abstract_with, place
+from genrec.train.state import abstract_with, opt_shardings, place
 from genrec.train.tasks import get_task
+from genrec.train.trainer import make_train_step
 
 
 def _probe(cfg: ExperimentConfig, mesh):
   """(cfg with its sizes resolved, shapes and dtypes of one global train batch). Item ids do not matter for
   shapes, so the batch comes from a small synthetic dataset when the model's item count is fixed in its config."""
-  from genrec.train.trainer import resolve
-
   data_cfg = cfg.data
   if getattr(cfg.model, "num_items", 0):
     data_cfg = DataConfig(dataset="synthetic", max_len=cfg.data.max_len, train_window=cfg.data.train_window)
   task = get_task(dataclasses.replace(cfg, data=data_cfg), load_dataset(data_cfg))
-  resolved = dataclasses.replace(resolve(task.cfg, task.view), data=cfg.data)
+  resolved = dataclasses.replace(task.configure(), data=cfg.data)
   local = task.train_dataset(process_index=0, process_count=1)[0]
   bsh = sharding.batch_sharding(mesh)
   return resolved, {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in local.items()}
@@ -35,12 +34,10 @@ def train_step_memory(cfg: ExperimentConfig, mesh) -> dict[str, int]:
   """Bytes per device of the jitted train step for `cfg` (model sizes resolved) on `mesh`: its arguments
   (parameters, optimizer state, batch), outputs, temporaries, and `peak` = arguments + outputs - donated
   aliases + temporaries."""
-  from genrec.train.trainer import _opt_shardings, make_train_step
-
   cfg, batch = _probe(cfg, mesh)
   placed = place(cfg, mesh, init=False)
   tx = optim.optimizer(cfg.trainer)
-  opt_sh = _opt_shardings(tx, placed.params, placed.param_shardings, mesh)
+  opt_sh = opt_shardings(tx, placed.params, placed.param_shardings, mesh)
   rep = sharding.replicated(mesh)
   state_sh = {"params": placed.param_shardings, "other": placed.other_shardings, "opt": opt_sh, "step": rep}
   state = {"params": placed.params, "other": placed.other,

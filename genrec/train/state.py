@@ -6,10 +6,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from genrec.config import ConfigError, ExperimentConfig
 from genrec import registry
+from genrec.models import protocols
 from genrec.train import sharding
 
 
@@ -57,12 +59,10 @@ def construct(cfg: ExperimentConfig):
 
 
 def trainable_filter(cfg: ExperimentConfig):
-  """Which variables the optimizer updates: `Model.trainable(model_cfg)` (an nnx filter) if the model class
-  defines it — e.g. only LoRA adapters and a projector over a frozen LLM — else every nnx.Param. Frozen
-  parameters travel with the non-trainable state: sharded by their logical axes and checkpointed, never
-  differentiated."""
+  """Which variables the optimizer updates: `Model.trainable(model_cfg)` (protocols.PartlyTrainable, e.g. only
+  LoRA adapters and a projector over a frozen LLM), else every nnx.Param."""
   model_cls = registry.model_class(cfg.model_name)
-  return model_cls.trainable(cfg.model) if hasattr(model_cls, "trainable") else nnx.Param
+  return model_cls.trainable(cfg.model) if protocols.provides(model_cls, protocols.PartlyTrainable) else nnx.Param
 
 
 def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
@@ -92,6 +92,15 @@ def place(cfg: ExperimentConfig, mesh, *, init: bool = True) -> PlacedModel:
       rngs = jax.jit(lambda: init()[1], out_shardings=r_sh)()
       params, other = abstract_with(abs_params, p_sh), abstract_with(abs_other, o_sh)
   return PlacedModel(cfg, mesh, graphdef, eval_graphdef, params, rngs, other, p_sh, o_sh, trainable)
+
+
+def opt_shardings(tx, abstract_params, param_shardings, mesh):
+  """Shardings of tx's state: each parameter-shaped leaf like its parameter, the rest (counts) replicated."""
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  rep = sharding.replicated(mesh)
+  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+                               transform_non_params=lambda _: rep,
+                               is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def reseed(rngs_state, key):

@@ -1,13 +1,15 @@
-"""The one training loop. It talks to models only through `loss`, `score`/`recommend` and the registry.
+"""The one training loop. It talks to models only through their task (genrec.train.tasks) and the registry.
 
-    results = train(cfg, workdir)
+    results = Trainer(cfg, workdir, stages=stages).run()
+
+A model whose task reads other runs (a tokenizer, an item encoder, a CF model) gets their folders as `stages`;
+genrec.pipeline resolves (and trains) them first: `genrec.pipeline.train(cfg, workdir)` is the whole story.
 
 Resumes from the latest checkpoint in `workdir` by default; keeps the best model by a validation metric in
 `workdir/best`; writes `workdir/results.json` at the end.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import sys
@@ -30,8 +32,8 @@ from genrec.files import atomic_write
 from genrec.train import checkpoint as ckpt_lib
 from genrec.train import optim, sharding
 from genrec.train.logging import RunLogger
-from genrec.train.tasks import get_task
-from genrec.train.state import PlacedModel, abstract_with, cast_floating, place, reseed
+from genrec.train.tasks import Stages, get_task
+from genrec.train.state import PlacedModel, abstract_with, cast_floating, opt_shardings, place, reseed
 
 # Keys that may change between a run and its resumption (they do not change what a step computes).
 RESUMABLE_KEYS = ("trainer.steps", "trainer.eval_every", "trainer.log_every", "trainer.checkpoint_every",
@@ -44,13 +46,6 @@ READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 class NonFiniteLossError(FloatingPointError):
   pass
-
-
-def resolve(cfg: ExperimentConfig, data) -> ExperimentConfig:
-  """Fills data-dependent model fields (catalogue size, history length) so the saved config stands alone."""
-  if hasattr(cfg.model, "resolve"):
-    cfg = dataclasses.replace(cfg, model=cfg.model.resolve(data, cfg.data))
-  return cfg
 
 
 def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
@@ -94,24 +89,16 @@ def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
   return step
 
 
-def _opt_shardings(tx, abstract_params, param_shardings, mesh):
-  abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  rep = sharding.replicated(mesh)
-  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
-                               transform_non_params=lambda _: rep,
-                               is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 class Trainer:
   """Holds the compiled functions of one run; `run()` trains, evaluates and checkpoints."""
 
   def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True,
-               init_from: str | Path | None = None, init_which: str = "best"):
+               init_from: str | Path | None = None, init_which: str = "best", stages: Stages | None = None):
     self.workdir = Path(workdir)
     check_settings(cfg)
     self.data = data if data is not None else load_dataset(cfg.data)
-    self.task = get_task(cfg, self.data)
-    self.cfg = cfg = self.task.cfg = resolve(self.task.cfg, self.task.view)
+    self.task = get_task(cfg, self.data, stages)
+    self.cfg = cfg = self.task.cfg = self.task.configure()
     if cfg.trainer.best_mode not in ("max", "min"):
       raise ConfigError(f"trainer.best_mode must be 'max' or 'min', got {cfg.trainer.best_mode!r}")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
@@ -126,7 +113,7 @@ class Trainer:
     self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
     resuming = resume and self.checkpoints.latest_step() is not None
     self.placed = place(cfg, self.mesh)
-    if hasattr(self.task, "prepare") and not resuming:
+    if not resuming:
       self.task.prepare(self.placed, jax.random.key(cfg.trainer.seed))
     self.init_info = None
     if init_from is not None and not resuming:     # a resumed run continues from its own checkpoint
@@ -137,7 +124,7 @@ class Trainer:
     self.schedule = optim.schedule(cfg.trainer)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     p_sh = self.placed.param_shardings
-    opt_sh = _opt_shardings(self.tx, self.placed.params, p_sh, self.mesh)
+    opt_sh = opt_shardings(self.tx, self.placed.params, p_sh, self.mesh)
     rep = sharding.replicated(self.mesh)
     self.state_shardings = {"params": p_sh, "other": self.placed.other_shardings, "opt": opt_sh, "step": rep}
     with jax.set_mesh(self.mesh):
@@ -308,8 +295,7 @@ class Trainer:
                "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
     if self.init_info is not None:
       results["init_from"] = self.init_info
-    if hasattr(self.task, "finish"):
-      results.update(self.task.finish(self, params, other))
+    results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)
     return results
 

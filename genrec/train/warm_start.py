@@ -88,10 +88,10 @@ def transfer(old_flat: dict, new_state, shardings, old_raw: list[str], new_raw: 
 
 def warm_start(placed, cfg: ExperimentConfig, data, source, which: str = "best") -> dict:
   """Replaces placed.params with the parameters of run folder `source`; returns what was carried over."""
-  from genrec.api import load
   from genrec.data import load_dataset
+  from genrec.train.restore import restore
 
-  run = load(source, which=which, mesh=placed.mesh)
+  run = restore(source, which=which, mesh=placed.mesh)
   check_compatible(run.config, cfg, source)
   old_raw = list(data.item_raw)
   if run.config.data != cfg.data:

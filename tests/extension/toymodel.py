@@ -21,12 +21,11 @@ from genrec.registry import register
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
   num_items: int = 0          # 0: taken from the dataset when training starts
+  task: str = "next_item"     # the engine's next-item task: it calls loss, score and recommend
 
   def resolve(self, data, data_cfg) -> "ToyConfig":
     del data_cfg
     return dataclasses.replace(self, num_items=self.num_items or data.num_items)
-
-  task = "next_item"
 
 
 @register("toy_bigram", ToyConfig)

@@ -18,17 +18,18 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import ConfigError, MeshConfig
 from genrec.data import load_dataset
-from genrec.models.cf_artifact import CFArtifactError, save_cf_artifact
+from genrec.families.llm_cf.cf import CFArtifactError, save_cf_artifact
 from genrec.models.llm import LLMConfig, hf_name
 from genrec.models.llm.prompts import SLOT_ITEM, SLOT_USER, PromptBuilder, word_tokenizer
 from genrec.models.llmrec import CoLLM, CoLLMConfig, TALLRecConfig
 from genrec.models.text import CheckpointError
 from genrec.train import sharding
-from genrec.train import pointwise as pointwise_lib
-from genrec.train.pointwise import PointwiseTask, candidate_metrics, make_predictor
-from genrec.train.prompted import titles
+from genrec.families.llm_cf import pointwise as pointwise_lib
+from genrec.families.llm_cf.pointwise import candidate_metrics, make_predictor
+from genrec.train.tasks import get_task
+from genrec.families.llm_cf.prompted import titles
 from genrec.train.report import results_table
-from genrec.train.trainer import Trainer
+from genrec import pipeline
 from models.test_llm import LLAMA, np_logits, random_tensors, write_checkpoint   # the NumPy reference
 
 TITLES = ["", "Toy Story", "Heat", "Casino", "Fargo", "Sense and Sensibility"]
@@ -162,7 +163,8 @@ def fake_cf(tmp_path_factory):
 
 
 def task_of(cfg):
-  return PointwiseTask(cfg, load_dataset(cfg.data))
+  """The task of `cfg` as a trainer gets it: its stages (here a CF run folder, model.cf_run) located."""
+  return get_task(cfg, load_dataset(cfg.data), pipeline.locate(cfg))
 
 
 def test_truncated_examples_are_counted_and_keep_their_target():
@@ -186,7 +188,7 @@ def test_truncated_examples_are_counted_and_keep_their_target():
 def test_cf_artifact_of_other_data_is_refused(fake_cf):
   with pytest.raises(CFArtifactError, match=r"collm reads its CF embeddings from .*cf_bad.*: .* covers 256 users "
                                             r"and 50 items; synthetic has 256 users and 64 items"):
-    task_of(tiny("collm:tiny", f"model.cf_run={fake_cf[1]}"))
+    task_of(tiny("collm:tiny", f"model.cf_run={fake_cf[1]}")).configure()      # read when training starts
 
 
 def test_llara_curriculum_is_deterministic_and_splits_over_processes(fake_cf):
@@ -238,14 +240,14 @@ def test_bad_checkpoint_folders(hf_folder, tmp_path):
   with pytest.raises(CheckpointError, match=r"tokenizer\.json lacks the special token\(s\) \['<\|endoftext\|>'\]"):
     task_of(tiny("tallrec:tiny", f"model.llm_path={no_pad}"))
   with pytest.raises(ConfigError, match=r"max_prompt_len=200 exceeds the LLM's context of 128 positions"):
-    Trainer(tiny("tallrec:tiny", f"model.llm_path={folder}", "model.max_prompt_len=200"), tmp_path / "long",
+    pipeline.trainer(tiny("tallrec:tiny", f"model.llm_path={folder}", "model.max_prompt_len=200"), tmp_path / "long",
             mesh=mesh_of(1), resume=False)
   wrong = tmp_path / "wrong"
   write_checkpoint(wrong, random_tensors(dict(LLAMA, intermediate_size=96)), LLAMA)
   (wrong / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
   with pytest.raises(CheckpointError, match=r"tensor model\.layers\.0\.mlp\.(down|gate|up)_proj\.weight has shape "
                                             r"\((96, 64|64, 96)\) but the config implies \((128, 64|64, 128)\)"):
-    Trainer(tiny("tallrec:tiny", f"model.llm_path={wrong}"), tmp_path / "w", mesh=mesh_of(1), resume=False)
+    pipeline.trainer(tiny("tallrec:tiny", f"model.llm_path={wrong}"), tmp_path / "w", mesh=mesh_of(1), resume=False)
 
 
 def test_bad_prompt_settings_and_a_tokenizer_larger_than_the_llm(hf_folder, tmp_path):
@@ -271,7 +273,7 @@ def np_gelu(x):
 def test_hf_checkpoint_streams_onto_the_mesh_and_matches_a_numpy_reference(hf_folder, fake_cf, tmp_path):
   folder, tensors = hf_folder
   cfg = tiny("collm:tiny", f"model.llm_path={folder}", f"model.cf_run={fake_cf[0]}")
-  trainer = Trainer(cfg, tmp_path, mesh=mesh_of(8, data=2, fsdp=2, tensor=2), resume=False)
+  trainer = pipeline.trainer(cfg, tmp_path, mesh=mesh_of(8, data=2, fsdp=2, tensor=2), resume=False)
   llm = trainer.cfg.model.llm
   assert (llm.family, llm.hidden, llm.rope.scaling, llm.max_position) == ("llama", 64, "llama3", 128)
   placed = trainer.placed
@@ -320,7 +322,7 @@ def trained(tmp_path_factory):
   for spec, sets in (("collm:tiny", ["model.cf_stage_overrides=mesh.data=1", "eval.candidates=sampled:19"]),
                      ("tallrec:tiny", [])):
     workdir = tmp_path_factory.mktemp(spec.split(":")[0])
-    trainer = Trainer(tiny(spec, "trainer.eval_every=100", *sets), workdir, mesh=mesh_of(1), resume=False)
+    trainer = pipeline.trainer(tiny(spec, "trainer.eval_every=100", *sets), workdir, mesh=mesh_of(1), resume=False)
     before = {**host(trainer.placed.params), **host(trainer.placed.other)}
     results = trainer.run()
     after = {**host(trainer.state["params"]), **host(trainer.state["other"])}
@@ -364,7 +366,7 @@ def test_stage_two_freezes_lora_and_one_device_equals_eight(trained):
   cfg = tiny("collm:tiny", "model.stage=cf", "trainer.batch_size=16", "model.cf_stage_overrides=mesh.data=1")
   losses = []
   for mesh in (mesh_of(1), mesh_of(8, data=2, fsdp=2, tensor=2)):
-    trainer = Trainer(cfg, "/nonexistent-unused", mesh=mesh, resume=False, init_from=source)
+    trainer = pipeline.trainer(cfg, "/nonexistent-unused", mesh=mesh, resume=False, init_from=source)
     assert not any("lora_" in "/".join(map(str, p)) for p in host(trainer.placed.params))   # not optimized
     batch = {k: jax.make_array_from_process_local_data(trainer.batch_sharding, v)
              for k, v in trainer.train_data[0].items()}

@@ -21,11 +21,11 @@ from genrec.config import ConfigError, MeshConfig
 from genrec.files import PathEscapeError
 from genrec.data import load_dataset
 from genrec.data.pointwise import pointwise_data
-from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact, save_cf_artifact
+from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact, save_cf_artifact
 from genrec.models.mf import MF, MFConfig
 from genrec.train import report, sharding
-from genrec.train.pointwise import make_predictor
-from genrec.train.trainer import Trainer
+from genrec.families.llm_cf.pointwise import make_predictor
+from genrec import pipeline
 
 
 def tiny(*overrides):
@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
   """mf:tiny trained once on the 8-device mesh (data=4, fsdp=2)."""
   workdir = tmp_path_factory.mktemp("mf_tiny")
   cfg = tiny("mesh.data=4", "mesh.fsdp=2")
-  results = Trainer(cfg, workdir, resume=False).run()
+  results = pipeline.trainer(cfg, workdir, resume=False).run()
   data = load_dataset(cfg.data)
   return workdir, cfg, results, data, pointwise_data(data, cfg.data)
 
@@ -113,8 +113,8 @@ def test_one_device_equals_eight_devices(trained):
   assert preds[0].shape == (512,)
   np.testing.assert_allclose(preds[0], preds[1], rtol=1e-6, atol=1e-7)
   # Training too: the same first steps on one device and on eight.
-  one = Trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(1), resume=False)
-  eight = Trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
+  one = pipeline.trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(1), resume=False)
+  eight = pipeline.trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
   losses = []
   for trainer in (one, eight):
     batch = trainer.train_data[0]

@@ -17,8 +17,8 @@ from fixtures_runs import genrec_cli
 from genrec import config as config_lib
 from genrec.api import evaluate_run
 from genrec.data.pipeline import query_example
-from genrec.train.add_items import AddItemsError, read_items_csv
-from genrec.train.trainer import Trainer
+from genrec.families.add_items import AddItemsError, read_items_csv
+from genrec import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def tiger_run(tmp_path_factory):
   cfg = config_lib.override(genrec.configs.get("tiger:tiny"), [
       "trainer.progress=false", "data.dataset=synthetic_mm", "data.item_embeddings=text:minilm", "mesh.data=1",
       "trainer.steps=20", "trainer.eval_every=20", "trainer.checkpoint_every=20"])
-  Trainer(cfg, workdir, resume=False).run()
+  pipeline.trainer(cfg, workdir, resume=False).run()
   yield workdir
   mp.undo()
 
@@ -176,12 +176,12 @@ def test_multimodal_content_from_image_files(tmp_path):
   from PIL import Image
 
   from genrec.data.synthetic_mm import item_images
-  from genrec.train.add_items import NewItem, content_vectors
-  from genrec.train.contrastive import item_features
+  from genrec.families.add_items import NewItem, content_vectors
+  from genrec.families.content.contrastive import item_features
 
   cfg = config_lib.override(genrec.configs.get("mmenc:tiny"), [
       "trainer.progress=false", "mesh.data=1", "trainer.steps=2", "trainer.eval_every=2", "trainer.checkpoint_every=2"])
-  Trainer(cfg, tmp_path / "mm", resume=False).run()
+  pipeline.trainer(cfg, tmp_path / "mm", resume=False).run()
   Image.fromarray(item_images(cfg.data)[5]).save(tmp_path / "five.png")
   (tmp_path / "bad.png").write_bytes(b"not an image")
   enc = genrec.load(tmp_path / "mm")

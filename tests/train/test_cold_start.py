@@ -23,10 +23,10 @@ from genrec.data.synthetic import planted_successor
 from genrec.data.types import SeqData
 from genrec.models.tiger import Tiger
 from genrec.train import evaluate as eval_lib
-from genrec.train import metrics, stages
-from genrec.train.add_items import write_overlay
-from genrec.train.contrastive import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_from_run
-from genrec.train.trainer import Trainer
+from genrec.train import metrics
+from genrec.families.add_items import write_overlay
+from genrec.families.content.sources import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_of_run
+from genrec import pipeline
 
 pytestmark = pytest.mark.usefixtures("stage_cache")     # TIGER's tokenizer stages train into a private cache
 
@@ -130,7 +130,7 @@ def cold_runs(tmp_path_factory):
     cfg = config_lib.override(genrec.configs.get(spec), [
         "trainer.progress=false", "data.cold_items=0.25", f"data.item_embeddings={content}", "mesh.data=1",
         f"trainer.steps={steps}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}"])
-    out[spec] = (workdir, Trainer(cfg, workdir, resume=False).run())
+    out[spec] = (workdir, pipeline.trainer(cfg, workdir, resume=False).run())
   return out
 
 
@@ -186,18 +186,19 @@ def test_an_encoder_run_on_another_cold_split_is_refused(tmp_path):
   emb = np.zeros((data.num_items + 1, 4), np.float32)
   meta = {"items": data.num_items, "dim": 4, "dataset": data.name, "catalogue": catalogue_fingerprint(data)}
   artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": cold_fingerprint(data)})
-  assert embeddings_from_run(str(tmp_path), data).shape == (data.num_items, 4)
+  assert embeddings_of_run(tmp_path, data, "run:DIR").shape == (data.num_items, 4)
   artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": ""})      # trained on every item
-  with pytest.raises(DataError, match="another cold-start split"):
-    embeddings_from_run(str(tmp_path), data)
+  with pytest.raises(DataError, match="run:DIR: the encoder was trained on another cold-start split"):
+    embeddings_of_run(tmp_path, data, "run:DIR")
 
 
 def test_an_encoder_stage_takes_the_dependent_runs_data_folder_and_split(tmp_path):
   """run:MODEL:PRESET trains the encoder on the dependent run's data folder and cold split, never the preset's."""
-  from genrec.train.contrastive import encoder_run
+  from fixtures_stages import stage_config
 
-  base = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm"), train=False)
-  moved = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm", data_dir=str(tmp_path)), train=False)
-  cold = encoder_run("mmenc:tiny", DataConfig(dataset="synthetic_mm", cold_items=0.25), train=False)
+  def encoder(**data):
+    return pipeline.stage_dir(stage_config("mmenc:tiny", [], DataConfig(dataset="synthetic_mm", **data), data="own"))
+
+  base, moved, cold = encoder(), encoder(data_dir=str(tmp_path)), encoder(cold_items=0.25)
   assert len({base, moved, cold}) == 3
-  assert base == stages.stage_dir(genrec.configs.get("mmenc:tiny"))
+  assert base == pipeline.stage_dir(genrec.configs.get("mmenc:tiny"))

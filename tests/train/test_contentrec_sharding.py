@@ -8,7 +8,7 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import MeshConfig
 from genrec.train import sharding
-from genrec.train.trainer import Trainer
+from genrec import pipeline
 
 
 def _train(mesh_cfg, workdir):
@@ -16,7 +16,7 @@ def _train(mesh_cfg, workdir):
   cfg = config_lib.override(genrec.configs.get("contentrec:tiny"), [
       "trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000",
       "data.synthetic_items=63"])
-  trainer = Trainer(cfg, workdir, mesh=sharding.make_mesh(mesh_cfg, devices=jax.devices()), resume=False)
+  trainer = pipeline.trainer(cfg, workdir, mesh=sharding.make_mesh(mesh_cfg, devices=jax.devices()), resume=False)
   trainer.run(stop_at=3)
   content = trainer.state["other"]["content"]
   params = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree.leaves_with_path(trainer.state["params"])}

@@ -9,7 +9,7 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import MeshConfig
 from genrec.train import sharding
-from genrec.train.trainer import Trainer
+from genrec import pipeline
 
 TINY = sorted(spec for spec in genrec.list_configs() if spec.endswith(":tiny"))
 STEPS = 3
@@ -26,7 +26,7 @@ def _params(spec, devices, workdir):
   cfg = config_lib.override(genrec.configs.get(spec), [
       "trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000", "trainer.log_every=1"])
   mesh = sharding.make_mesh(MeshConfig(data=len(devices)), devices=devices)
-  trainer = Trainer(cfg, workdir, mesh=mesh, resume=False)
+  trainer = pipeline.trainer(cfg, workdir, mesh=mesh, resume=False)
   trainer.run(stop_at=min(STEPS, cfg.trainer.steps))
   leaves = jax.tree.leaves_with_path(trainer.state["params"])
   return {jax.tree_util.keystr(p): np.asarray(jax.device_get(x)) for p, x in leaves}, int(trainer.state["step"])

@@ -15,9 +15,12 @@ from genrec.config import ConfigError, DataConfig, MeshConfig
 from genrec.data import load_dataset
 from genrec.data.errors import DataError
 from genrec.data.synthetic_mm import item_classes
-from genrec.train import contrastive, sharding, stages
+from genrec.families import semantic_ids
+from genrec.families.content import contrastive, sources
+from genrec.train import sharding
 from genrec.train.state import place
-from genrec.train.trainer import Trainer
+from genrec.train.tasks import Stages
+from genrec import pipeline
 
 NUM_ITEMS = 64
 
@@ -34,11 +37,11 @@ def cache(tmp_path_factory):
 def tiny(cache):
   """mmenc:tiny trained in the stage folder `run:mmenc:tiny` resolves to, with its metrics before training."""
   cfg = genrec.configs.get("mmenc:tiny")
-  trainer = Trainer(cfg, stages.stage_dir(cfg), resume=False)
+  trainer = pipeline.trainer(cfg, pipeline.stage_dir(cfg), resume=False)
   state = trainer.state
   before = {split: trainer.evaluate(split)[0] for split in ("valid", "test")}
   init_emb = trainer.task.encode_items(trainer.placed, state["params"], state["other"])
-  return {"dir": stages.stage_dir(cfg), "before": before, "init_emb": init_emb, "results": trainer.run(),
+  return {"dir": pipeline.stage_dir(cfg), "before": before, "init_emb": init_emb, "results": trainer.run(),
           "task": trainer.task}
 
 
@@ -58,7 +61,7 @@ def test_training_retrieves_cooccurring_items_far_better(tiny):
           f"mrr@10 {before[split]['mrr@10']:.3f} -> {after[split]['mrr@10']:.3f} ({int(after[split]['pairs'])} pairs)")
     assert after[split]["mrr@10"] > before[split]["mrr@10"] + 0.2
     assert after[split]["recall@10"] > 0.88        # ceiling ~0.92: the planted successor follows with p=0.9
-  table, meta = contrastive.read_item_embeddings(tiny["dir"])
+  table, meta = sources.read_item_embeddings(tiny["dir"])
   assert table.shape == (NUM_ITEMS + 1, 32) and (table[0] == 0).all()
   np.testing.assert_allclose(np.linalg.norm(table[1:], axis=1), 1.0, rtol=1e-5)
   assert meta["items"] == NUM_ITEMS and meta["modalities"] == ["image", "genre", "id"]
@@ -69,10 +72,10 @@ def test_image_only_recovers_the_planted_classes(tiny, tmp_path):
   cfg = config_lib.override(genrec.configs.get("mmenc:tiny"),
                             ["model.modalities=[image]", "model.input_dims=[64]", "trainer.steps=60",
                              "trainer.eval_every=60", "trainer.progress=false"])
-  trainer = Trainer(cfg, tmp_path, resume=False)
+  trainer = pipeline.trainer(cfg, tmp_path, resume=False)
   untrained = trainer.task.encode_items(trainer.placed, trainer.state["params"], trainer.state["other"])
   trainer.run()
-  trained, _ = contrastive.read_item_embeddings(tmp_path)
+  trained, _ = sources.read_item_embeddings(tmp_path)
   classes = item_classes(cfg.data)
   tower = trainer.task.features.features["image"]
   scores = {(name, k): neighbour_purity(e, classes, k) for k in (1, 7)
@@ -148,13 +151,13 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
   cfg = genrec.configs.get("mmenc:tiny")
   with pytest.raises(ValueError, match=r"modality 'image': the tower outputs of synthetic_mm have width 64, but "
                                        r"model.input_dims gives 48"):
-    Trainer(config_lib.override(cfg, ["model.input_dims=[48,4]"]), tmp_path / "a")
+    pipeline.trainer(config_lib.override(cfg, ["model.input_dims=[48,4]"]), tmp_path / "a")
   saved = tmp_path / "text.npy"
   np.save(saved, np.ones((NUM_ITEMS, 10), np.float32))
   text_cfg = config_lib.override(cfg, ["model.modalities=[text,genre]", "model.input_dims=[384,4]",
                                        f"data.item_embeddings=npy:{saved}"])
   with pytest.raises(ValueError, match=r"modality 'text': .* width 10, but model.input_dims gives 384"):
-    Trainer(text_cfg, tmp_path / "b")
+    pipeline.trainer(text_cfg, tmp_path / "b")
   data = load_dataset(cfg.data)
   genres = data.item_genres.copy()
   genres[[5, 9]] = 0
@@ -163,20 +166,23 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
                                       r"\(items 'i5', 'i9'\).*add 'id'"):
     contrastive.item_features(no_genre, config_lib.override(cfg, ["model.modalities=[genre]"]))
   with pytest.raises(DataError, match="dataset 'synthetic' has no item images"):
-    Trainer(config_lib.override(cfg, ["data.dataset=synthetic"]), tmp_path / "c")
+    pipeline.trainer(config_lib.override(cfg, ["data.dataset=synthetic"]), tmp_path / "c")
   with pytest.raises(ConfigError, match="text modality of mmenc needs a text tower's output"):
-    Trainer(config_lib.override(cfg, ["model.modalities=[text]", "model.input_dims=[16]",
+    pipeline.trainer(config_lib.override(cfg, ["model.modalities=[text]", "model.input_dims=[16]",
                                       "data.item_embeddings=run:mmenc:tiny"]), tmp_path / "d")
 
 
 def test_run_source_checks_the_catalogue(tiny):
   small = load_dataset(DataConfig(dataset="synthetic", synthetic_items=32))
+  encoder = Stages({"item_embeddings": tiny["dir"]})
   with pytest.raises(DataError, match=r"cover the 64 items of synthetic_mm, which is not this run's catalogue "
                                       r"\(32 items of synthetic\)"):
-    stages.item_embeddings(small, DataConfig(dataset="synthetic", synthetic_items=32,
-                                             item_embeddings=f"run:{tiny['dir']}"))
-  with pytest.raises(ConfigError, match="rqkmeans does not export item embeddings"):
-    stages.item_embeddings(small, DataConfig(dataset="synthetic", item_embeddings="run:rqkmeans:tiny"))
+    sources.item_embeddings(small, DataConfig(dataset="synthetic", synthetic_items=32,
+                                             item_embeddings=f"run:{tiny['dir']}"), encoder)
+  tokenizer = config_lib.override(genrec.configs.get("rqvae:tiny"), ["data.item_embeddings=run:rqkmeans:tiny"])
+  with pytest.raises(ConfigError, match=r"data.item_embeddings=rqkmeans:tiny: rqkmeans \(task 'item_embeddings'\) "
+                                        r"leaves \['semantic_ids'\], not the 'item_embeddings'"):
+    pipeline.stage_refs(tokenizer)
 
 
 def test_tiger_trains_on_semantic_ids_of_the_fused_embeddings(tiny, cache, tmp_path):
@@ -185,13 +191,13 @@ def test_tiger_trains_on_semantic_ids_of_the_fused_embeddings(tiny, cache, tmp_p
       "data.item_embeddings=run:mmenc:tiny", "model.tokenizer_overrides=[model.codebook_size=4]",
       "trainer.steps=10", "trainer.eval_every=10", "trainer.progress=false", "model.beam_size=5", "eval.ks=[5]",
       "eval.batch_size=256", "trainer.best_metric=ndcg@5"])
-  results = Trainer(cfg, tmp_path, resume=False).run()
+  results = pipeline.trainer(cfg, tmp_path, resume=False).run()
   assert (tiny["dir"] / "results.json").stat().st_mtime_ns == stamp          # the encoder stage was reused
   (tokenizer,) = (cache / "stages").glob("rqkmeans-*")
   used = json.loads((tokenizer / "config.json").read_text())
   assert used["model"]["input_dim"] == 32 and used["model"]["codebook_size"] == 4
   assert used["data"]["item_embeddings"] == "run:mmenc:tiny"
-  table, _ = stages.read_semantic_ids(tokenizer)
+  table, _ = semantic_ids.read_semantic_ids(tokenizer)
   assert table.shape == (NUM_ITEMS + 1, 3) and results["test"]["recall@5"] >= 0.0
 
 
@@ -201,7 +207,7 @@ def test_export_embeddings_cli_re_encodes_the_run(tiny, cache, tmp_path):
   out = tmp_path / "emb" / "items.npy"
   assert cli.main(["export-embeddings", str(tiny["dir"]), "--out", str(out)]) == 0
   exported = np.load(out, allow_pickle=False)
-  saved, _ = contrastive.read_item_embeddings(tiny["dir"])
+  saved, _ = sources.read_item_embeddings(tiny["dir"])
   np.testing.assert_allclose(exported, saved, atol=1e-6)
   meta = json.loads(out.with_suffix(".json").read_text())
   assert meta["model"] == "mmenc" and meta["items"] == NUM_ITEMS and meta["dim"] == 32

@@ -17,8 +17,8 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.data import amazon, load_dataset
 from genrec.data.errors import DataError
-from genrec.train import contrastive
-from genrec.train.trainer import Trainer
+from genrec.families.content import contrastive, sources
+from genrec import pipeline
 
 from fixtures_amazon import png, review_lines, server, write_gz  # noqa: F401 (a fixture); tests/ is on sys.path
 
@@ -67,7 +67,7 @@ def run(server, tmp_path_factory):
     hits, err = len(server["hits"]), io.StringIO()
     with contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
-      trainer = Trainer(cfg, root / "run", resume=False)
+      trainer = pipeline.trainer(cfg, root / "run", resume=False)
       results = trainer.run()
     yield {"cfg": cfg, "dir": root / "run", "results": results, "task": trainer.task, "stderr": err.getvalue(),
            "warnings": [str(w.message) for w in caught], "requests": server["hits"][hits:],
@@ -111,7 +111,7 @@ def test_training_ran_and_wrote_item_embeddings(run):
   logged = [json.loads(line) for line in (run["dir"] / "metrics.jsonl").read_text().splitlines()]
   losses = [r["loss"] for r in logged if r["split"] == "train"]
   assert len(losses) == STEPS and np.isfinite(losses).all()
-  table, meta = contrastive.read_item_embeddings(run["dir"])
+  table, meta = sources.read_item_embeddings(run["dir"])
   assert table.shape == (9, run["cfg"].model.dim) and (table[0] == 0).all()
   np.testing.assert_allclose(np.linalg.norm(table[1:], axis=1), 1.0, rtol=1e-5)
   assert meta["dataset"] == "amazon-beauty" and meta["modalities"] == ["text", "image", "id"]

@@ -13,8 +13,8 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import ConfigError
 from genrec.data import images as images_lib
-from genrec.train import contrastive, tuned_towers
-from genrec.train.trainer import Trainer
+from genrec.families.content import contrastive, sources, tuned_towers
+from genrec import pipeline
 from fixtures_lora import assert_one_device_equals_eight, folded_weights, frozen_and_lora_runs, load_by_path, \
     trained_and_untuned, without_adapters  # tests/ is on sys.path
 
@@ -76,7 +76,7 @@ def test_training_moves_only_the_image_adapters_and_export_sees_them(runs, train
   out = tmp_path / "items.npy"
   assert cli.main(["export-embeddings", str(runs["lora"]["dir"]), "--out", str(out)]) == 0
   exported = np.load(out, allow_pickle=False)
-  saved, _ = contrastive.read_item_embeddings(runs["lora"]["dir"])
+  saved, _ = sources.read_item_embeddings(runs["lora"]["dir"])
   np.testing.assert_allclose(exported, saved, atol=1e-6)
   gap = np.abs(untuned - exported).max()
   print(f"exported (tuned image tower) vs the same fuser over the base tower: max abs diff {gap:.4f}")
@@ -106,7 +106,7 @@ def test_absent_image_rows_are_unused_and_add_items_uses_the_tuned_tower(runs, t
   from PIL import Image
 
   from genrec.data.synthetic_mm import item_images
-  from genrec.train.add_items import NewItem, content_vectors
+  from genrec.families.add_items import NewItem, content_vectors
 
   run, untuned = trained
   cfg = runs["lora"]["task"].cfg
@@ -148,7 +148,7 @@ def test_one_device_equals_eight_for_an_image_lora_step(runs, trained):
 def test_bad_image_lora_config_is_a_clear_error(tmp_path, overrides, error, message):
   cfg = mm_config("random:tiny", "lora", *overrides)
   with pytest.raises(error, match=message):
-    Trainer(cfg, tmp_path / "run")
+    pipeline.trainer(cfg, tmp_path / "run")
 
 
 TABLE = 65 * 32 * 32 * 3     # bytes of synthetic_mm's pixel table at 32 px
@@ -163,7 +163,7 @@ def test_items_whose_image_does_not_load_have_zero_pixels_and_no_image_modality(
   cfg = mm_config("random:tiny")
   images = list(item_images(cfg.data))
   images[3], images[7] = None, b"not an image"
-  monkeypatch.setattr(contrastive, "item_images", lambda data_cfg: images)
+  monkeypatch.setattr(tuned_towers, "item_images", lambda data_cfg: images)
   monkeypatch.setattr(tuned_towers, "PIXEL_BUDGET_BYTES", budget)
   with pytest.warns(UserWarning, match=r"2 of 64 images skipped \{'missing': 1, 'corrupt': 1\}"):
     data = load_dataset(cfg.data)

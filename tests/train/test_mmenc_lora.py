@@ -15,8 +15,8 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import ConfigError
 from genrec.data import load_dataset
-from genrec.train import contrastive, stages
-from genrec.train.trainer import Trainer
+from genrec.families.content import contrastive, sources
+from genrec import pipeline
 from fixtures_lora import assert_one_device_equals_eight, folded_weights, frozen_and_lora_runs, load_by_path, \
     trained_and_untuned  # tests/ is on sys.path
 
@@ -124,9 +124,9 @@ def test_training_moves_only_the_adapters_and_every_consumer_sees_the_tuned_towe
   out = tmp_path / "items.npy"
   assert cli.main(["export-embeddings", str(runs["lora"]["dir"]), "--out", str(out)]) == 0
   exported = np.load(out, allow_pickle=False)
-  saved, _ = contrastive.read_item_embeddings(runs["lora"]["dir"])
+  saved, _ = sources.read_item_embeddings(runs["lora"]["dir"])
   np.testing.assert_allclose(exported, saved, atol=1e-6)
-  consumer = stages.item_embeddings(run.dataset(), config_lib.override(
+  consumer = sources.item_embeddings(run.dataset(), config_lib.override(
       run.config, [f"data.item_embeddings=run:{runs['lora']['dir']}"]).data, progress=False)
   np.testing.assert_array_equal(consumer, saved)
   gap = np.abs(untuned - exported).max()
@@ -170,9 +170,9 @@ def test_tuning_the_tower_beats_the_frozen_tower_on_weak_tokens(runs):
 
 
 def test_added_item_is_encoded_by_the_tuned_tower(runs, trained):
-  from genrec.train.add_items import NewItem, content_vectors
+  from genrec.families.add_items import NewItem, content_vectors
 
-  saved, _ = contrastive.read_item_embeddings(runs["lora"]["dir"])
+  saved, _ = sources.read_item_embeddings(runs["lora"]["dir"])
   data = runs["lora"]["task"].data
   items = [NewItem("new5", "new5", data.item_text[5], (), None, 2),
            NewItem("new9", "new9", data.item_text[9], (), None, 3)]
@@ -204,4 +204,4 @@ def test_bad_lora_config_is_a_clear_error(tower, tmp_path, overrides, error, mes
   np.save(npy, np.ones((64, 8), np.float32))
   cfg = mm_config(tower, "lora", *(o.replace("NPY", str(npy)) for o in overrides))
   with pytest.raises(error, match=message):
-    Trainer(cfg, tmp_path / "run")
+    pipeline.trainer(cfg, tmp_path / "run")

@@ -10,8 +10,11 @@ from genrec import config as config_lib
 from genrec.config import DataConfig
 from genrec.data import load_dataset
 from genrec.data.errors import DataError
-from genrec.train import stages
-from genrec.train.trainer import Trainer
+from fixtures_stages import stage_config
+from genrec import pipeline
+from genrec.families import semantic_ids
+from genrec.families.content import sources
+
 
 NUM_ITEMS = 64   # the synthetic catalogue of the tiny presets
 
@@ -36,12 +39,12 @@ def tokenizer_cfg(spec, planted, *extra):
 def rqkmeans_run(planted, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("rqk")
   cfg = tokenizer_cfg("rqkmeans:tiny", planted, "model.levels=2", "model.codebook_size=4")
-  return workdir, Trainer(cfg, workdir, resume=False).run()
+  return workdir, pipeline.trainer(cfg, workdir, resume=False).run()
 
 
 def test_rqkmeans_codes_recover_planted_clusters(rqkmeans_run):
   workdir, results = rqkmeans_run
-  table, meta = stages.read_semantic_ids(workdir)
+  table, meta = semantic_ids.read_semantic_ids(workdir)
   assert table.shape == (NUM_ITEMS + 1, 3) and (table[0] == 0).all()
   first = table[1:, 0]
   for c in range(4):                          # every item of a cluster shares its first code, clusters differ
@@ -54,26 +57,26 @@ def test_rqkmeans_codes_recover_planted_clusters(rqkmeans_run):
 
 def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
   workdir, _ = rqkmeans_run
-  table, meta = stages.read_semantic_ids(workdir)
-  stages.write_semantic_ids(tmp_path, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
-  assert stages.read_semantic_ids(tmp_path)[1]["version"] == meta["version"]
+  table, meta = semantic_ids.read_semantic_ids(workdir)
+  semantic_ids.write_semantic_ids(tmp_path, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
+  assert semantic_ids.read_semantic_ids(tmp_path)[1]["version"] == meta["version"]
   table[5, 0] = (table[5, 0] + 1) % 4
   (codes,) = (tmp_path / "artifacts").glob("semantic_ids.codes.*.npy")
   np.save(codes, table, allow_pickle=False)                                      # changed by hand
   with pytest.raises(DataError, match="does not match its recorded version"):
-    stages.read_semantic_ids(tmp_path)
+    semantic_ids.read_semantic_ids(tmp_path)
   with pytest.raises(DataError, match="no readable semantic-ID table"):
-    stages.read_semantic_ids(tmp_path / "nowhere")
+    semantic_ids.read_semantic_ids(tmp_path / "nowhere")
 
 
 def test_rqvae_trains_and_exports(planted, tmp_path):
   cfg = tokenizer_cfg("rqvae:tiny", planted, "model.levels=2", "model.codebook_size=4", "trainer.steps=60",
                       "trainer.eval_every=30")
-  results = Trainer(cfg, tmp_path, resume=False).run()
+  results = pipeline.trainer(cfg, tmp_path, resume=False).run()
   log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   valid = [r["recon"] for r in log if r["split"] == "valid"]
   assert valid[-1] < valid[0] or valid[0] < 0.05
-  table, _ = stages.read_semantic_ids(tmp_path)
+  table, _ = semantic_ids.read_semantic_ids(tmp_path)
   assert table.shape == (NUM_ITEMS + 1, 3)
   assert results["semantic_ids"]["stats"]["usage"][0] == 1.0       # k-means init puts a code on each cluster
 
@@ -81,12 +84,12 @@ def test_rqvae_trains_and_exports(planted, tmp_path):
 def test_run_stage_reuses_a_finished_run(planted, tmp_path, monkeypatch):
   monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
   data_cfg = DataConfig(dataset="synthetic", item_embeddings=f"npy:{planted}")
-  cfg = stages.stage_config("rqkmeans:tiny", ["model.codebook_size=4", "trainer.progress=false"], data_cfg)
-  first = stages.run_stage(cfg)
+  cfg = stage_config("rqkmeans:tiny", ["model.codebook_size=4", "trainer.progress=false"], data_cfg)
+  first = pipeline.build_stage(cfg)
   stamp = (first / "results.json").stat().st_mtime_ns
-  assert stages.run_stage(cfg) == first and (first / "results.json").stat().st_mtime_ns == stamp
-  other = stages.stage_config("rqkmeans:tiny", ["model.codebook_size=8", "trainer.progress=false"], data_cfg)
-  assert stages.stage_dir(other) != first
+  assert pipeline.build_stage(cfg) == first and (first / "results.json").stat().st_mtime_ns == stamp
+  other = stage_config("rqkmeans:tiny", ["model.codebook_size=8", "trainer.progress=false"], data_cfg)
+  assert pipeline.stage_dir(other) != first
 
 
 def test_bad_inputs(planted, tmp_path):
@@ -94,15 +97,15 @@ def test_bad_inputs(planted, tmp_path):
   short = tmp_path / "short.npy"
   np.save(short, np.zeros((NUM_ITEMS - 1, 8), np.float32))
   with pytest.raises(DataError, match=r"shape \(63, 8\).*64 items"):
-    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings=f"npy:{short}"))
+    sources.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings=f"npy:{short}"))
   with pytest.raises(DataError, match="no such file"):
-    stages.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="npy:/nowhere.npy"))
+    sources.item_embeddings(data, DataConfig(dataset="synthetic", item_embeddings="npy:/nowhere.npy"))
   ml = load_dataset(DataConfig())
   with pytest.raises(DataError, match="1 item.*no text.*'267'.*empty_item_text=placeholder"):
-    stages.item_texts(ml, "error")
-  assert stages.item_texts(ml, "placeholder")[266] == "item 267"
+    sources.item_texts(ml, "error")
+  assert sources.item_texts(ml, "placeholder")[266] == "item 267"
   with pytest.raises(ValueError, match="codebook_size=128 is larger than the catalogue of 64"):
-    Trainer(tokenizer_cfg("rqkmeans:tiny", planted, "model.codebook_size=128"), tmp_path, resume=False)
+    pipeline.trainer(tokenizer_cfg("rqkmeans:tiny", planted, "model.codebook_size=128"), tmp_path, resume=False)
 
 
 def test_export_ids_writes_csv_and_json(rqkmeans_run, tmp_path):
@@ -111,7 +114,7 @@ def test_export_ids_writes_csv_and_json(rqkmeans_run, tmp_path):
   from genrec import cli
 
   workdir, _ = rqkmeans_run
-  table, meta = stages.read_semantic_ids(workdir)
+  table, meta = semantic_ids.read_semantic_ids(workdir)
   assert cli.main(["export-ids", str(workdir), "--out", str(tmp_path / "ids.json")]) == 0
   exported = json.loads((tmp_path / "ids.json").read_text())
   data = load_dataset(DataConfig(dataset="synthetic"))
@@ -128,9 +131,9 @@ def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch
   preset changes (new embeddings), the tokenizer stage is not reused."""
   monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
   data_cfg = DataConfig(dataset="synthetic", item_embeddings="run:mmenc:tiny")
-  cfg = stages.stage_config("rqkmeans:tiny", ["trainer.progress=false"], data_cfg)
-  before = stages.stage_dir(cfg)
-  assert stages.stage_dir(cfg) == before                      # deterministic
+  cfg = stage_config("rqkmeans:tiny", ["trainer.progress=false"], data_cfg)
+  before = pipeline.stage_dir(cfg)
+  assert pipeline.stage_dir(cfg) == before                      # deterministic
   get = genrec.configs.get
 
   def changed(spec):
@@ -140,7 +143,7 @@ def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch
     return out
 
   monkeypatch.setattr(genrec.configs, "get", changed)
-  assert stages.stage_dir(cfg) != before
+  assert pipeline.stage_dir(cfg) != before
   assert not any(tmp_path.glob("stages/mmenc-*"))             # computing a key trains nothing
 
 
@@ -148,12 +151,12 @@ def test_tokenizer_stage_key_is_the_catalogue_not_the_history_window(tmp_path, m
   """A dependent run's history length or window does not change its tokenizer stage (the stage keeps its own
   preset's sequence fields); its catalogue, embeddings or seed do."""
   monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
-  key = lambda **data: stages.stage_dir(stages.stage_config(
+  key = lambda **data: pipeline.stage_dir(stage_config(
       "rqkmeans:tiny", [], DataConfig(**{"dataset": "synthetic", "item_embeddings": "random:8", **data})))
   base = key(max_len=10, train_window="random")
   assert key(max_len=30, train_window="last") == base
   own = genrec.configs.get("rqkmeans:tiny").data
-  cfg = stages.stage_config("rqkmeans:tiny", [], DataConfig(dataset="synthetic", max_len=own.max_len + 7))
+  cfg = stage_config("rqkmeans:tiny", [], DataConfig(dataset="synthetic", max_len=own.max_len + 7))
   assert (cfg.data.max_len, cfg.data.train_window) == (own.max_len, own.train_window)
   for changed in (dict(item_embeddings="random:16"), dict(seed=1), dict(synthetic_items=48), dict(cold_items=0.1)):
     assert key(max_len=10, **changed) != base, changed

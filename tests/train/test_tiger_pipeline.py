@@ -10,8 +10,8 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec.config import ConfigError
 from genrec.data import load_dataset
-from genrec.train import stages
-from genrec.train.trainer import Trainer
+from genrec.families import semantic_ids
+from genrec import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def tiger_run(cache, tmp_path_factory):
   cfg = config_lib.override(genrec.configs.get("tiger:tiny"), ["trainer.progress=false"])
   stderr = io.StringIO()
   with contextlib.redirect_stderr(stderr):
-    results = Trainer(cfg, workdir, resume=False).run()
+    results = pipeline.trainer(cfg, workdir, resume=False).run()
   return workdir, results, stderr.getvalue()
 
 
@@ -36,7 +36,7 @@ def test_tiger_learns_through_its_tokenizer_stage(tiger_run, cache):
   assert 0.0 <= results["test"]["invalid_unconstrained@20"] < 1.0
   (stage,) = (cache / "stages").iterdir()
   assert stage.name.startswith("rqkmeans-")
-  table, meta = stages.read_semantic_ids(stage)
+  table, meta = semantic_ids.read_semantic_ids(stage)
   run = genrec.load(workdir)
   assert run.config.model.semantic_ids_version == meta["version"]
   assert run.config.model.code_levels == table.shape[1]
@@ -59,15 +59,15 @@ def test_a_different_semantic_id_table_is_refused(tiger_run, cache, tmp_path):
   cfg = config_lib.override(genrec.configs.get("tiger:tiny"),
                             ["trainer.progress=false", "model.semantic_ids_version=0123456789abcdef"])
   with pytest.raises(ConfigError, match="semantic-ID table 0123456789abcdef.*gives table"):
-    Trainer(cfg, tmp_path)
+    pipeline.trainer(cfg, tmp_path)
   # Resuming the finished run after its tokenizer stage produced another table (same config, new codes).
   (stage,) = (cache / "stages").iterdir()
-  table, meta = stages.read_semantic_ids(stage)
+  table, meta = semantic_ids.read_semantic_ids(stage)
   swapped = table.copy()
   swapped[[1, 2]] = swapped[[2, 1]]
-  stages.write_semantic_ids(stage, swapped, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
+  semantic_ids.write_semantic_ids(stage, swapped, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
   try:
     with pytest.raises(ConfigError, match="different config.*semantic_ids_version"):
-      Trainer(config_lib.override(genrec.configs.get("tiger:tiny"), ["trainer.progress=false"]), workdir)
+      pipeline.trainer(config_lib.override(genrec.configs.get("tiger:tiny"), ["trainer.progress=false"]), workdir)
   finally:
-    stages.write_semantic_ids(stage, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
+    semantic_ids.write_semantic_ids(stage, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))

@@ -74,7 +74,7 @@ class RQKMeansConfig:
   codebook_size: int = 256
   kmeans_iters: int = 20
 
-  task = "item_embeddings"
+  task: str = "item_embeddings"
 
   def resolve(self, data, data_cfg) -> "RQKMeansConfig":
     del data_cfg

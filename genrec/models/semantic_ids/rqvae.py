@@ -52,7 +52,7 @@ class RQVAEConfig:
   dead_code_steps: int = 100                  # restart a code unused this many train steps; 0: never
   dropout: float = 0.0
 
-  task = "item_embeddings"
+  task: str = "item_embeddings"
 
   def resolve(self, data, data_cfg) -> "RQVAEConfig":
     """Takes input_dim from `data.item_embeddings` [*, D] when unset; checks the codebook fits the catalogue."""

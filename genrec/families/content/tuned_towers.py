@@ -22,7 +22,8 @@ import numpy as np
 from flax import nnx
 
 from genrec.config import ConfigError, ExperimentConfig
-from genrec.train import stages
+from genrec.families.content.images import image_encoder, item_images
+from genrec.families.content.sources import item_texts
 
 PIXEL_BUDGET_BYTES = 2 * 2**30
 
@@ -44,7 +45,7 @@ def _text(data, cfg: ExperimentConfig, progress: bool) -> tuple[dict, np.ndarray
 
   del progress
   folder = text_tower_folder(cfg.data.item_embeddings)
-  ids, valid = folder_tokens(folder, stages.item_texts(data, cfg.data.empty_item_text), cfg.model.text_max_length)
+  ids, valid = folder_tokens(folder, item_texts(data, cfg.data.empty_item_text), cfg.model.text_max_length)
   inputs = {"text_ids": _padded(ids), "text_valid": _padded(valid)}
   present = np.array([bool(t.strip()) for t in data.item_text])
   return inputs, present, {"text_tower": hf_import.load_config(folder), "text_folder": str(folder)}
@@ -54,7 +55,6 @@ def _image(data, cfg: ExperimentConfig, progress: bool) -> tuple[dict, np.ndarra
   import sys
 
   from genrec.models.vision.encoder import load_pixels
-  from genrec.train.contrastive import image_encoder, item_images
 
   spec = cfg.model.image_encoder
   encoder = image_encoder(spec)
@@ -110,8 +110,6 @@ def _padded(x_NxK: np.ndarray) -> np.ndarray:
 
 def load_towers(placed, features) -> None:
   """Puts each tuned tower's pretrained weights into a placed mmenc's frozen state (`placed.other`)."""
-  from genrec.train.contrastive import image_encoder
-
   model = placed.cfg.model
   towers = {}
   if "text" in model.lora_towers:

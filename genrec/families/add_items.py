@@ -37,10 +37,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrec import artifacts
+from genrec.data import load_dataset
 from genrec.errors import ArtifactError
-from genrec.train import stages
+from genrec.families.content.images import image_encoder
+from genrec.families.content.sources import catalogue_fingerprint, encoder_folder
+from genrec.families.content.tuned_towers import text_tower_folder
+from genrec.families.semantic_ids import read_semantic_ids
+from genrec.models import protocols
+from genrec.train.restore import restore
+from genrec.train.state import place
 
 OVERLAY = "added_items"
+ADVICE = "add-items {} with it (set GENREC_CACHE to where the run was trained)"     # for a stage not found
 
 
 class AddItemsError(ValueError):
@@ -123,20 +131,16 @@ def _text_encoder(source: str):
   return TextEncoder.minilm() if arg in ("", "minilm") else TextEncoder.from_pretrained(arg)
 
 
-def content_vectors(data_cfg, items: list[NewItem], *, progress: bool = False) -> tuple[np.ndarray, dict]:
-  """float32 [M, D] for the new items from the stage `data_cfg.item_embeddings` names, and counts."""
+def content_vectors(data_cfg, items: list[NewItem], stages=None, *, progress: bool = False
+                    ) -> tuple[np.ndarray, dict]:
+  """float32 [M, D] for the new items from the stage `data_cfg.item_embeddings` names, and counts. `stages`
+  (genrec.train.tasks.Stages) gives the encoder run of run: sources."""
   source = data_cfg.item_embeddings
   kind = source.partition(":")[0]
   if kind == "text":
     return _text_encoder(source).encode([it.text for it in items], progress=progress), {}
   if kind == "run":
-    from genrec.train.contrastive import encoder_run
-
-    folder = encoder_run(source.partition(":")[2], data_cfg, train=False)
-    if not (folder / "results.json").exists():
-      raise AddItemsError(f"the item encoder run of data.item_embeddings={source!r} is not in {folder}; add-items "
-                          "encodes new items with it (set GENREC_CACHE to where the run was trained)")
-    return _fused(folder, items, progress)
+    return _fused(encoder_folder(data_cfg, stages, advice=ADVICE.format("encodes new items")), items, progress)
   raise AddItemsError(f"this run's item content is data.item_embeddings={source!r}, a fixed table: nothing can "
                       "encode new items into it; add-items needs a content encoder (text:minilm, text:HF_DIR, "
                       "run:mmenc:PRESET)")
@@ -145,16 +149,14 @@ def content_vectors(data_cfg, items: list[NewItem], *, progress: bool = False) -
 def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarray, dict]:
   """The multimodal encoder run's fused vectors for new items (each modality from its tower: the frozen one, or
   the run's LoRA-tuned text/image tower from its checkpoint when model.towers=lora)."""
-  import genrec
   from genrec.models.mmenc import ID
 
-  enc = genrec.load(folder, added_items=False)
+  enc = restore(folder)
   cfg, m = enc.config, len(items)
   batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
   for modality in cfg.model.modalities:
     if modality == "text" and "text" in cfg.model.lora_towers:      # the run's tuned tower, inside encode
       from genrec.models.text.encoder import folder_tokens
-      from genrec.train.tuned_towers import text_tower_folder
 
       folder = text_tower_folder(cfg.data.item_embeddings)
       batch["text_ids"], batch["text_valid"] = folder_tokens(folder, [it.text for it in items],
@@ -167,7 +169,7 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
       batch["text"] = _text_encoder(cfg.data.item_embeddings).encode([it.text for it in items], progress=progress)
       present.append(np.ones(m, bool))
     elif modality == "genre":
-      names = enc.dataset().genre_names
+      names = load_dataset(cfg.data).genre_names
       unknown = sorted({g for it in items for g in it.genres} - set(names))
       if unknown:
         raise AddItemsError(f"genres {unknown} are not among the catalogue's genres {names}; the encoder run's "
@@ -178,8 +180,6 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
       batch["genre"] = hot
       present.append(hot.sum(1) > 0)
     elif modality == "image":
-      from genrec.train.contrastive import image_encoder
-
       # A tuned tower runs inside encode on the pixels; a frozen one gives its vectors here.
       tower, tuned = image_encoder(cfg.model.image_encoder), "image" in cfg.model.lora_towers
       size = tower.preprocessing.image_size
@@ -206,22 +206,16 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
 # ---- semantic IDs ----------------------------------------------------------------------------------------------
 
 
-def assign_codes(run, content_MxD: np.ndarray) -> np.ndarray:
+def assign_codes(run, content_MxD: np.ndarray, stages) -> np.ndarray:
   """TIGER: code tuples [M, C] for new items from the run's tokenizer stage, with fresh collision digits."""
-  import genrec
-
   model_cfg, K = run.config.model, run.config.model.codebook_size
-  stage = stages.stage_config(model_cfg.tokenizer, model_cfg.tokenizer_overrides, run.config.data)
-  folder = stages.stage_dir(stage)
-  if not (folder / "results.json").exists():
-    raise AddItemsError(f"the tokenizer stage {model_cfg.tokenizer} of {run.workdir} is not in {folder}; "
-                        "add-items assigns semantic IDs with it (set GENREC_CACHE to where the run was trained)")
-  _, meta = stages.read_semantic_ids(folder)
+  folder = stages.folder("tokenizer", advice=ADVICE.format("assigns semantic IDs"))
+  _, meta = read_semantic_ids(folder)
   if meta["version"] != model_cfg.semantic_ids_version:
     raise AddItemsError(f"the tokenizer stage in {folder} now gives semantic-ID table {meta['version']}, but "
                         f"{run.workdir} was trained on table {model_cfg.semantic_ids_version}; its codes would "
                         "not mean what the model learned")
-  tokenizer = genrec.load(folder, added_items=False)
+  tokenizer = restore(folder)
   prefix = np.asarray(jax.jit(lambda m, x: m.encode({"embedding": x}))(tokenizer.model, content_MxD))
   existing = np.asarray(run.model.item_codes[...])[1:]
   if prefix.shape[1] != existing.shape[1] - 1:
@@ -249,10 +243,11 @@ def assign_codes(run, content_MxD: np.ndarray) -> np.ndarray:
 
 
 def _kind(run) -> str:
-  model = run.config.model
-  if getattr(model, "tokenizer", "") and hasattr(run.model, "set_item_codes"):
+  """"codes" (a retriever over a tokenizer stage's semantic IDs) or "content" (over item content vectors)."""
+  model = run.model
+  if protocols.provides(model, protocols.SemanticIDRetriever) and run.config.model.tokenizer:
     return "codes"
-  if getattr(model, "item_content", False):
+  if protocols.provides(model, protocols.ContentRetriever):
     return "content"
   raise AddItemsError(f"{run.workdir} is a {run.config.model_name} run, an ID-only model: it scores items "
                       "through embeddings learned per item id, which a new item does not have; add-items needs a "
@@ -260,13 +255,10 @@ def _kind(run) -> str:
 
 
 def _base(run) -> dict:
-  from genrec.train.contrastive import catalogue_fingerprint
-
-  model = run.config.model
-  data = run.dataset()
+  data = load_dataset(run.config.data)
   return {"model": run.config.model_name, "num_items": data.num_items, "catalogue": catalogue_fingerprint(data),
           "item_embeddings": run.config.data.item_embeddings,
-          "semantic_ids_version": getattr(model, "semantic_ids_version", "")}
+          "semantic_ids_version": run.config.model.semantic_ids_version if _kind(run) == "codes" else ""}
 
 
 def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
@@ -282,19 +274,17 @@ def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
                         f"{OVERLAY}.* there and run add-items again") from None
 
 
-def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = False) -> dict:
-  """Encodes the CSV's items with the run's content and tokenizer stages and writes the next overlay revision.
+def add_items(run, csv_path: str | Path, stages, *, progress: bool = False) -> dict:
+  """Encodes the CSV's items with the content and tokenizer stages of `run` (a loaded run with its overlay:
+  genrec.api.Run; `stages`: the folders genrec.pipeline.locate found for it) and writes the next overlay revision.
   Returns {"revision", "added": [{"item", "id", "title", "codes"?}], "total", "images_skipped"}."""
-  import genrec
-
-  run = genrec.load(workdir)
   kind = _kind(run)
-  data = run.dataset()
+  data = load_dataset(run.config.data)
   taken = {raw: f"the catalogue of {run.workdir} ({data.name})" for raw in data.item_raw[1:]}
   taken.update({a["item"]: f"{run.workdir}'s added items (an earlier add-items)" for a in run.added})
   items = read_items_csv(csv_path, taken)
-  content, counts = content_vectors(run.config.data, items, progress=progress)
-  new = assign_codes(run, content) if kind == "codes" else np.asarray(content, np.float32)
+  content, counts = content_vectors(run.config.data, items, stages, progress=progress)
+  new = assign_codes(run, content, stages) if kind == "codes" else np.asarray(content, np.float32)
   meta = write_overlay(run, new, [{"item": it.item, "title": it.title, "text": it.text} for it in items])
   first = data.num_items + len(run.added) + 1
   added = [{"item": it.item, "id": first + i, "title": it.title,
@@ -319,8 +309,6 @@ def write_overlay(run, new: np.ndarray, entries: list[dict]) -> dict:
 
 def apply_overlay(run) -> None:
   """Grows a loaded run by its overlay (if any): config, placement and `run.added` are replaced in place."""
-  from genrec.train.state import place
-
   found = read_overlay(run.workdir)
   if found is None:
     return

@@ -1,12 +1,12 @@
 """The pointwise task: labelled (user, item) examples → click probabilities, scored by AUC, UAUC and logloss.
 
-Models with `task = "pointwise"` (MF; the LLM-CF family: CoLLM, TALLRec) expose `predict(batch) -> [B]`
-probabilities and `loss(batch)`. Examples and split come from `genrec.data.pointwise`: every rated
+Models with `task = "pointwise"` (MF) expose `predict(batch) -> [B]` probabilities and `loss(batch)`
+(protocols.Predictor); the LLM-CF models' task "prompted" (genrec.families.llm_cf.prompted) is this one with the
+examples as prompt token ids. Examples and split come from `genrec.data.pointwise`: every rated
 interaction, label = rating > 3, global time order cut 80/10/10 into train/valid/test. Validation predicts
 every example of the split in fixed-size jitted batches (the last one padded, its padding rows dropped).
-A model with `user_embeddings()` and `item_embeddings()` leaves them in RUN/cf/ when training finishes
-(`genrec.models.cf_artifact`), for the LLM-CF models to read. A model config that names a prompt template
-(`model.prompt`, the LLM-CF models) gets its examples as prompt token ids: `genrec.train.prompted`.
+A model with `user_embeddings()` and `item_embeddings()` (protocols.CFExporter) leaves them as the run artifact
+"cf" when training finishes (genrec.families.llm_cf.cf), for the LLM-CF models to read.
 
 Candidate ranking (LLaRA's HitRatio@1), on when `eval.candidates="sampled:N"`: each of the first
 `eval.ranked_examples` POSITIVE examples of a split (time order) is scored against N negatives — items its user
@@ -24,10 +24,12 @@ from flax import nnx
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data.pipeline import batches
 from genrec.data.pointwise import POSITIVE_ABOVE, PointwiseData, pointwise_data, pointwise_train
-from genrec.models.cf_artifact import save_cf_artifact
+from genrec.families.llm_cf.cf import CF, save_cf_artifact
+from genrec.models import protocols
 from genrec.train import metrics, sharding
 from genrec.train.evaluate import parse_candidates
 from genrec.train.state import PlacedModel
+from genrec.train.tasks import Task, register_task
 
 
 def make_predictor(placed: PlacedModel, batch_size: int):
@@ -88,18 +90,14 @@ def candidate_metrics(scores_RxC) -> dict[str, float]:
           "ranked": int(num)}
 
 
-class PointwiseTask:
-  best_mode = "max"
+@register_task("pointwise")
+class PointwiseTask(Task):
+  requires = (protocols.Trainable, protocols.Predictor)
+  exports = (CF,)
 
-  def __init__(self, cfg: ExperimentConfig, data):
-    self.cfg, self.data = cfg, data
+  def __init__(self, cfg: ExperimentConfig, data, stages=None):
+    super().__init__(cfg, data, stages)
     self.points = pointwise_data(data, cfg.data)
-    self.prompts = None
-    if getattr(cfg.model, "prompt", ""):         # LLM-CF models: examples become prompts (genrec.train.prompted)
-      from genrec.train.prompted import PromptedExamples
-
-      self.prompts = PromptedExamples(cfg, data, self.points)
-    self.view = self.points if self.prompts is None else self.prompts.view
     kind, num_neg = parse_candidates(cfg.eval.candidates)
     self.num_neg = num_neg if kind == "sampled" else 0
     if cfg.eval.ranked_examples < 0:
@@ -109,20 +107,16 @@ class PointwiseTask:
     self._candidates = {s: self._draw(s) for s in ("valid", "test")} if self.num_neg else {}
 
   def train_dataset(self, *, process_index: int, process_count: int):
-    ds = pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
-                         process_index=process_index, process_count=process_count)
-    if self.prompts is None:
-      return ds
-    return self.prompts.train(ds, process_index=process_index, process_count=process_count)
+    return pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
+                           process_index=process_index, process_count=process_count)
 
-  def prepare(self, placed, key) -> None:
-    del key
-    if self.prompts is not None:
-      self.prompts.prepare(placed)
+  def inputs(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model inputs of examples `arrays` (of split `name`): the examples themselves here."""
+    del name
+    return arrays
 
   def split(self, name: str) -> dict[str, np.ndarray]:
-    arrays = self.points.split(name)
-    return arrays if self.prompts is None else self.prompts.split(name, arrays)
+    return self.inputs(name, self.points.split(name))
 
   def _draw(self, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(the ranked examples' global indices [R], their candidates [R, 1 + N], the target first)."""
@@ -140,9 +134,7 @@ class PointwiseTask:
       width = items_RxC.shape[1]
       arrays = {"user": np.repeat(self.points.user[rows_R], width), "item": items_RxC.reshape(-1),
                 "history": np.repeat(self.points.history[rows_R], width, axis=0)}
-      if self.prompts is not None:
-        arrays = self.prompts.split(f"{name}/ranked", arrays)
-      self._ranked[name] = {**arrays, "rows": rows_R}
+      self._ranked[name] = {**self.inputs(f"{name}/ranked", arrays), "rows": rows_R}
     return self._ranked[name]
 
   def evaluator(self, placed):
@@ -161,9 +153,9 @@ class PointwiseTask:
     return evaluate
 
   def finish(self, trainer, params, other) -> dict:
-    """Exports the user/item embeddings of a CF model to RUN/cf/."""
+    """Exports the user/item embeddings of a CF model (protocols.CFExporter) as the run artifact "cf"."""
     model = nnx.merge(trainer.placed.eval_graphdef, params, trainer.placed.rngs, other)
-    if not (hasattr(model, "user_embeddings") and hasattr(model, "item_embeddings")):
+    if not protocols.provides(model, protocols.CFExporter):
       return {}
     gather = jax.jit(lambda m: (m.user_embeddings(), m.item_embeddings()),
                      out_shardings=sharding.replicated(trainer.placed.mesh))
@@ -182,7 +174,6 @@ class PointwiseTask:
             "ties": "a positive scored equal to a negative counts 1/2 in AUC",
             "examples": {k: p.stats[k] for k in ("train", "valid", "test")},
             "uauc": "unweighted mean over users with a positive and a negative in the split",
-            **({} if self.prompts is None else {"prompt": self.prompts.protocol()}),
             **({"ranking": self.ranking_protocol()} if self.num_neg else {})}
 
   def ranking_protocol(self) -> dict:

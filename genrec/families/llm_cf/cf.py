@@ -15,7 +15,7 @@ import numpy as np
 from genrec import artifacts
 from genrec.errors import ArtifactError
 
-NAME = "cf"
+CF = "cf"
 
 
 class CFArtifactError(ArtifactError):
@@ -30,15 +30,15 @@ def save_cf_artifact(run_dir: str | Path, users_UxD: np.ndarray, items_NxD: np.n
     raise CFArtifactError(f"users {users_UxD.shape} and items {items_NxD.shape} must be [U, D] and [N+1, D]")
   meta = {"model": model, "num_users": users_UxD.shape[0], "num_items": items_NxD.shape[0] - 1,
           "dim": users_UxD.shape[1], "dataset": dataset}
-  written = artifacts.write(run_dir, NAME, {"users": users_UxD, "items": items_NxD}, meta)
-  return {**written, "path": f"{artifacts.FOLDER}/{NAME}.json"}
+  written = artifacts.write(run_dir, CF, {"users": users_UxD, "items": items_NxD}, meta)
+  return {**written, "path": f"{artifacts.FOLDER}/{CF}.json"}
 
 
 def load_cf_artifact(run_dir: str | Path, data) -> tuple[np.ndarray, np.ndarray, dict]:
   """(users [U, D], items [N+1, D], meta) of a run's CF artifact, checked against `data` (anything with
   num_users, num_items and name: the SeqData or pointwise set the caller trains on)."""
   try:
-    found = artifacts.read(run_dir, NAME, what="CF artifact",
+    found = artifacts.read(run_dir, CF, what="CF artifact",
                            hint="train a pointwise CF model such as mf with this --workdir first")
   except ArtifactError as e:
     raise CFArtifactError(str(e)) from None

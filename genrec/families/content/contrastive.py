@@ -1,8 +1,8 @@
 """The item–item contrastive task ("item_contrastive"): multimodal item encoders (mmenc) trained with InfoNCE
-on items that co-occur in users' training sequences.
+on items that co-occur in users' training sequences; the finished run leaves the artifact "item_embeddings".
 
 Features. Each input modality is a frozen tower's output per item, computed once per process:
-  text   `stages.item_embeddings` for `data.item_embeddings` (text:minilm, text:HF_DIR, npy:, random:); an item
+  text   `sources.item_embeddings` for `data.item_embeddings` (text:minilm, text:HF_DIR, npy:, random:); an item
          with empty text has no text modality.
   genre  the dataset's multi-hot `item_genres`; an item with no genre has none.
   image  `ImageEncoder` outputs for datasets with images (synthetic_mm); an image that does not load is absent.
@@ -25,15 +25,13 @@ skipped. Every item except the query is a candidate, scored by the dot product o
 target's 0-based rank counts candidates scoring at least as high (ties pessimistic). Recall@k = rank < k,
 NDCG@k, MRR@k as in `metrics.ranking_metrics`, averaged over pairs.
 
-`finish` writes the fused embeddings [num_items + 1, D] (row 0 zeros) to RUN/artifacts/item_embeddings.npy with
-a JSON meta beside it (`read_item_embeddings`); `data.item_embeddings=run:mmenc:PRESET` (or run:DIR) reads them.
+`finish` writes the fused embeddings [num_items + 1, D] (row 0 zeros) as the run artifact "item_embeddings"
+(`sources.write_item_embeddings`); `data.item_embeddings=run:mmenc:PRESET` (or run:DIR) reads them.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
-from pathlib import Path
 
 import grain
 import jax
@@ -41,13 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genrec import artifacts
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data.errors import DataError
 from genrec.data.pipeline import ProcessRows
-from genrec.train import metrics, sharding, stages, tuned_towers
-
-ITEM_EMBEDDINGS = "item_embeddings"
+from genrec.families.content import sources, tuned_towers
+from genrec.families.content.images import image_encoder, item_images
+from genrec.families.content.sources import ITEM_EMBEDDINGS, write_item_embeddings
+from genrec.models import protocols
+from genrec.train import metrics, sharding
+from genrec.train.tasks import Task, register_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,54 +78,6 @@ class ItemFeatures:
             **{m: f[items] for m, f in {**self.features, **self.tokens}.items()}}
 
 
-def image_encoder(spec: str):
-  """random:tiny (32 px, 2 layers, width 64) | random:vit-b-32 (ViT-B/32 at 224 px) — seeded, untrained — or a
-  Hugging Face CLIP folder."""
-  from genrec.models.vision import ClipVision, ClipVisionConfig, ImageEncoder
-
-  shapes = {"random:tiny": ClipVisionConfig(image_size=32, patch_size=8, hidden=64, layers=2, heads=2,
-                                            intermediate=128),
-            "random:vit-b-32": ClipVisionConfig()}
-  if spec in shapes:
-    return ImageEncoder(ClipVision(shapes[spec], rngs=nnx.Rngs(0)))
-  if spec.startswith("random:"):
-    raise ConfigError(f"model.image_encoder={spec!r}: random towers are {sorted(shapes)}")
-  return ImageEncoder.from_pretrained(spec)
-
-
-def item_images(data_cfg) -> list:
-  """One image source per item id 0..N (entry 0 unused), what `ImageEncoder.encode` reads: synthetic_mm's
-  generated images, or for amazon-* the files `genrec datasets prepare NAME --images` cached (read offline:
-  nothing is downloaded here). An Amazon item with no usable image (no URL, 404, broken, not fetched) gets
-  None, so its image modality is absent; those skips are counted on stderr."""
-  name = data_cfg.dataset
-  if name == "synthetic_mm":
-    from genrec.data.synthetic_mm import item_images as synthetic_images
-
-    return list(synthetic_images(data_cfg))
-  if not name.startswith("amazon-"):
-    raise DataError(f"dataset {name!r} has no item images; the 'image' modality needs a dataset with images "
-                    "(synthetic_mm, amazon-*) — drop 'image' from model.modalities")
-  from genrec.data import load_dataset
-  from genrec.data.amazon import item_images as amazon_images
-  from genrec.data.image_cache import cache_folder
-
-  cached = amazon_images(load_dataset(data_cfg), data_cfg.data_dir, offline=True, progress=False)
-  counts = {**cached.counts, "no_url": cached.counts["no_url"] - 1}    # entry 0 (padding) has no URL
-  with_url = len(cached.paths) - 1 - counts["no_url"]
-  prepare = f"`genrec datasets prepare {name} --images`"
-  if with_url and counts["not_cached"] == with_url:
-    raise DataError(f"the item images of {name} were never fetched (none is in {cache_folder(name)}): run {prepare} "
-                    "once to download them into the image cache, or drop 'image' from model.modalities")
-  skipped = {k: v for k, v in counts.items() if k != "ok" and v}
-  if skipped:
-    again = f"; run {prepare} again to fetch the ones not cached" if counts["not_cached"] else ""
-    print(f"item images of {name}: {counts['ok']} of {len(cached.paths) - 1} items have a cached image; the "
-          f"others have no image modality ({', '.join(f'{k} {v}' for k, v in skipped.items())}{again})",
-          file=sys.stderr)
-  return cached.paths
-
-
 def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[np.ndarray | None, np.ndarray]:
   """(features [N+1, D] or None for "id", presence [N+1])."""
   if name == "text":
@@ -133,7 +85,7 @@ def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[n
     if source.startswith("run:"):
       raise ConfigError(f"data.item_embeddings={source!r}: the text modality of {cfg.model_name} needs a text "
                         "tower's output (text:minilm, text:HF_DIR, npy:FILE), not another run's fused embeddings")
-    table = stages.item_embeddings(data, cfg.data, progress=progress)
+    table = sources.item_embeddings(data, cfg.data, progress=progress)
     present = np.array([bool(t.strip()) for t in data.item_text]) if source.startswith("text") else \
         np.abs(table).sum(1) > 0
     return table, present
@@ -236,14 +188,20 @@ def _pair_ranks(emb_NxD, query_Q, target_Q):
   return (scores_QxN >= target_score[:, None]).sum(1)
 
 
-class ItemContrastiveTask:
-  best_mode = "max"
+@register_task("item_contrastive")
+class ItemContrastiveTask(Task):
+  requires = (protocols.Trainable, protocols.ItemEncoder)
+  exports = (ITEM_EMBEDDINGS,)
 
-  def __init__(self, cfg: ExperimentConfig, data):
-    self.cfg, self.data = cfg, data
+  def __init__(self, cfg: ExperimentConfig, data, stages=None):
+    super().__init__(cfg, data, stages)
     self.features = item_features(data, cfg, progress=cfg.trainer.progress)
-    self.view = self.features
     self.pairs = cooccurrence_pairs(data, cfg.model.window)
+    self._encode = None
+
+  @property
+  def view(self) -> ItemFeatures:
+    return self.features
 
   def prepare(self, placed, key) -> None:
     """towers=lora: the tuned towers' pretrained weights into the fresh model (a resumed run has them)."""
@@ -264,7 +222,7 @@ class ItemContrastiveTask:
     """float32 [N+1, D]: the fused embedding of every item (row 0 zeros), in jitted chunks of
     eval.batch_size split over the mesh."""
     graphdef, mesh, chunk = placed.eval_graphdef, placed.mesh, self.cfg.eval.batch_size
-    if not hasattr(self, "_encode"):
+    if self._encode is None:
       fn = lambda params, other, rngs, b: nnx.merge(graphdef, params, rngs, other).encode(b).astype(jnp.float32)
       self._encode = jax.jit(fn, out_shardings=sharding.replicated(mesh))
     bsh = sharding.batch_sharding(mesh)
@@ -305,70 +263,3 @@ class ItemContrastiveTask:
             "items": self.data.num_items, "task": "item_contrastive", "modalities": list(self.features.modalities),
             "train_pairs": int(len(self.pairs)), "window": self.cfg.model.window,
             "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
-
-
-def catalogue_fingerprint(data) -> str:
-  return hashlib.sha256("\n".join(data.item_raw).encode()).hexdigest()[:16]
-
-
-def cold_fingerprint(data) -> str:
-  """Which items the data holds out of training (the cold-start protocol); "" when none."""
-  if getattr(data, "cold_items", None) is None:
-    return ""
-  return hashlib.sha256(np.asarray(data.cold_items, np.int32).tobytes()).hexdigest()[:16]
-
-
-def write_item_embeddings(workdir: Path, emb_NxD: np.ndarray, cfg: ExperimentConfig, data) -> dict:
-  """RUN/artifacts/item_embeddings.npy ([N+1, D] float32, row 0 padding) and its .json meta, atomically."""
-  emb_NxD = np.asarray(emb_NxD, np.float32)
-  meta = {"items": int(len(emb_NxD) - 1), "dim": int(emb_NxD.shape[1]), "dataset": data.name,
-          "catalogue": catalogue_fingerprint(data), "model": cfg.model_name, "preset": cfg.preset,
-          "modalities": list(cfg.model.modalities), "fusion": cfg.model.fusion, "cold": cold_fingerprint(data)}
-  return artifacts.write(workdir, ITEM_EMBEDDINGS, {"embeddings": emb_NxD}, meta)
-
-
-def read_item_embeddings(workdir: str | Path) -> tuple[np.ndarray, dict]:
-  found = artifacts.read(workdir, ITEM_EMBEDDINGS, what="item embeddings", hint="is it a finished mmenc run?")
-  table, meta = found["embeddings"], {"version": found.version, **found.meta}
-  if table.ndim != 2 or table.shape != (meta.get("items", -2) + 1, meta.get("dim")):
-    raise DataError(f"item embeddings in {workdir} have shape {table.shape}; their meta says "
-                    f"[{meta.get('items')} + 1, {meta.get('dim')}]")
-  return table, meta
-
-
-def encoder_run(spec: str, data_cfg=None, *, train: bool = True, progress: bool = True) -> Path:
-  """The run folder `data.item_embeddings=run:SPEC` reads: SPEC when it is a folder, else the stage
-  MODEL:PRESET (trained first unless a finished run of it exists, when `train`; progress bars unless
-  `progress` is False). The stage takes the dependent run's data folder (`data_cfg.data_dir`) and cold-start
-  split (`cold_items`, `seed`): an encoder must not see held-out interactions."""
-  path = Path(spec).expanduser()
-  if path.is_dir():
-    return path
-  import genrec.configs
-
-  cfg = genrec.configs.get(spec)
-  if getattr(cfg.model, "task", "") != "item_contrastive":
-    raise ConfigError(f"data.item_embeddings=run:{spec}: {cfg.model_name} does not export item embeddings; "
-                      "name an item encoder preset (e.g. run:mmenc:ml100k) or a finished run folder")
-  if data_cfg is not None and data_cfg.cold_items:
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cold_items=data_cfg.cold_items,
-                                                            seed=data_cfg.seed))
-  if data_cfg is not None and data_cfg.data_dir:
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_cfg.data_dir))
-  return stages.run_stage(cfg, progress=progress) if train else stages.stage_dir(cfg)
-
-
-def embeddings_from_run(spec: str, data, data_cfg=None, *, progress: bool = True) -> np.ndarray:
-  """`data.item_embeddings=run:SPEC`: the fused embeddings [N, D] of items 1..N from a finished run folder
-  (SPEC is a directory) or from the stage MODEL:PRESET (`encoder_run`)."""
-  workdir = encoder_run(spec, data_cfg, progress=progress)
-  table, meta = read_item_embeddings(workdir)
-  if meta["items"] != data.num_items or meta["catalogue"] != catalogue_fingerprint(data):
-    raise DataError(f"data.item_embeddings=run:{spec}: its embeddings cover the {meta['items']} items of "
-                    f"{meta['dataset']}, which is not this run's catalogue ({data.num_items} items of {data.name}"
-                    f"{', other item ids' if meta['items'] == data.num_items else ''})")
-  if meta.get("cold", "") != cold_fingerprint(data):
-    raise DataError(f"data.item_embeddings=run:{spec}: the encoder was trained on another cold-start split than "
-                    f"this run's (data.cold_items / data.seed differ), so it saw interactions this run holds out "
-                    "or the reverse; train the encoder with the same data.cold_items and data.seed")
-  return table[1:]

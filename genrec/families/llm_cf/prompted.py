@@ -1,10 +1,12 @@
-"""The pointwise task's prompt hook: LLM-CF models (their config names a template in `model.prompt`) see
-each labelled example as prompt token ids, built on the host (genrec.models.llm.prompts).
+"""The task "prompted": the pointwise task (genrec.families.llm_cf.pointwise) for LLM-CF models (TALLRec, CoLLM,
+LLaRA-style), whose examples are prompt token ids built on the host (genrec.models.llm.prompts) from the template
+their config names (protocols of the config: `PromptedConfig`).
 
-`PromptedExamples(cfg, data, points)`, made once per run by the pointwise task:
+`PromptedExamples(cfg, data, points, stages)`, made once per run by the task:
   - the tokenizer: `model.llm_path`'s tokenizer.json, or a word-level one over the dataset's titles;
-  - the CF embeddings (CoLLM, LLaRA): the artifact of `model.cf_run`, or of the `model.cf_stage` run that
-    `stages.run_stage` trains (or reuses, keyed by its config) on this run's data;
+  - the CF embeddings (CoLLM, LLaRA; `model.uses_cf`): the artifact "cf" of the run folder resolved for the role
+    "cf" — `model.cf_run`, or the `model.cf_stage` run genrec.pipeline trains (or reuses) on this run's data;
+    read only when training starts (sizes, then the tables into the model's state);
   - `view`: what the model config's resolve() reads (sizes, vocabulary, answer ids, CF width, LLM shape);
   - `train(ds, ...)`: training batches with prompts; LLaRA's curriculum masks the hybrid tokens of a row with
     probability 1 - min(1, step / curriculum_steps), drawn from (data.seed, step) — the same on any
@@ -15,17 +17,20 @@ each labelled example as prompt token ids, built on the host (genrec.models.llm.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 from flax import nnx
 
-from genrec.config import ConfigError
-from genrec.models.cf_artifact import CFArtifactError, load_cf_artifact
+from genrec.config import ConfigError, ExperimentConfig
+from genrec.families.llm_cf.cf import CF, CFArtifactError, load_cf_artifact
+from genrec.families.llm_cf.pointwise import PointwiseTask
+from genrec.models import protocols
 from genrec.models.llm import load_config, load_llm, load_tokenizer
 from genrec.models.llm.model import LLMConfig
 from genrec.models.llm.prompts import TEXT, PromptBuilder, word_tokenizer
-from genrec.train import stages
+from genrec.train.tasks import StageRef, register_task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,51 +51,54 @@ def titles(data) -> list[str]:
 
 
 class PromptedExamples:
-  def __init__(self, cfg, data, points):
+  def __init__(self, cfg, data, points, stages):
     model = cfg.model
-    self.cfg, self.points = cfg, points
+    self.cfg, self.points, self.stages = cfg, points, stages
     item_titles = titles(data)
-    llm = None
+    self.llm = None
     if model.llm_path:
-      llm = load_config(model.llm_path)
+      self.llm = load_config(model.llm_path)
       tokenizer, source = load_tokenizer(model.llm_path), f"{model.llm_path}/tokenizer.json"
     else:
       tokenizer, source = word_tokenizer(item_titles), "the built-in word tokenizer"
     self.builder = PromptBuilder(tokenizer, item_titles, template=model.template, max_len=model.max_prompt_len,
                                  max_title_tokens=model.max_title_tokens, pad_token=model.pad_token,
                                  answer_words=model.answer_words, bos_token=model.bos_token, source=source)
-    if llm is not None and self.builder.vocab_size > llm.vocab_size:
+    if self.llm is not None and self.builder.vocab_size > self.llm.vocab_size:
       raise ConfigError(f"{source} has {self.builder.vocab_size} tokens but the LLM in {model.llm_path} embeds "
-                        f"{llm.vocab_size}: they are not from the same model")
-    self.cf = self._cf_tables(cfg, data) if model.uses_cf else None
-    self.view = PromptView(points.name, points.num_users, points.num_items, self.builder.vocab_size,
-                           tuple(self.builder.answer_ids), 0 if self.cf is None else self.cf[0].shape[1], llm)
+                        f"{self.llm.vocab_size}: they are not from the same model")
     self.kept = {s: self.builder.kept(a["item"], a["history"]) for s in ("train", "valid", "test")
                  for a in [points.split(s)]}
     self._splits = {}
 
-  def _cf_tables(self, cfg, data):
-    model = cfg.model
-    run = model.cf_run
-    if not run:
-      run = stages.run_stage(stages.stage_config(model.cf_stage, model.cf_stage_overrides, cfg.data), data=data,
-                             progress=cfg.trainer.progress)
+  @functools.cached_property
+  def cf(self) -> tuple[np.ndarray, np.ndarray] | None:
+    """The CF user and item tables of the run resolved for the role "cf" (None without CF tokens)."""
+    if not self.cfg.model.uses_cf:
+      return None
+    run = self.stages.folder(CF)
     try:
       users, items, meta = load_cf_artifact(run, self.points)
     except CFArtifactError as e:
-      raise CFArtifactError(f"{cfg.model_name} reads its CF embeddings from {run}: {e}") from None
+      raise CFArtifactError(f"{self.cfg.model_name} reads its CF embeddings from {run}: {e}") from None
     self.cf_source = {"run": str(run), "model": meta["model"], "dim": meta["dim"]}
     return users, items
 
+  @property
+  def view(self) -> PromptView:
+    p = self.points
+    return PromptView(p.name, p.num_users, p.num_items, self.builder.vocab_size, tuple(self.builder.answer_ids),
+                      0 if self.cf is None else self.cf[0].shape[1], self.llm)
+
   # -- batches ----------------------------------------------------------------------------------------------
   def hybrid_probability(self, step: int) -> float:
-    steps = getattr(self.cfg.model, "curriculum_steps", 0)
+    steps = self.cfg.model.curriculum_steps
     return 1.0 if steps <= 0 else min(1.0, step / steps)
 
   def train(self, ds, *, process_index: int, process_count: int):
     """`ds[step]` (pointwise_train's batches) with prompts added."""
     global_batch, seed = self.cfg.trainer.batch_size, self.cfg.data.seed
-    curriculum = getattr(self.cfg.model, "curriculum_steps", 0) > 0
+    curriculum = self.cfg.model.curriculum_steps > 0
     local = global_batch // process_count
 
     def add(step, batch):
@@ -142,8 +150,47 @@ class PromptedExamples:
            "truncated_examples": counts,
            "history_items_dropped": {s: int(((self.points.split(s)["history"] > 0).sum(1) - k).sum())
                                      for s, k in self.kept.items()}}
-    if self.cf is not None:
+    if model.uses_cf and CF in self.stages and self.cf is not None:    # training, or its stage at hand
       out["cf"] = self.cf_source
-    if getattr(model, "curriculum_steps", 0):
+    if model.curriculum_steps:
       out["curriculum"] = f"P(hybrid tokens) = min(1, step / {model.curriculum_steps}) in training, 1 in eval"
     return out
+
+
+@register_task("prompted")
+class PromptedTask(PointwiseTask):
+  """The pointwise task with prompts: see the module docstring."""
+
+  config_requires = (protocols.PromptedConfig,)
+  exports = ()
+
+  @classmethod
+  def stage_refs(cls, cfg: ExperimentConfig):
+    model = cfg.model
+    if not model.uses_cf:
+      return {}
+    if model.cf_run:
+      return {CF: StageRef(folder=model.cf_run, artifact=CF, setting="model.cf_run")}
+    return {CF: StageRef(model.cf_stage, tuple(model.cf_stage_overrides), artifact=CF, setting="model.cf_stage")}
+
+  def __init__(self, cfg: ExperimentConfig, data, stages=None):
+    super().__init__(cfg, data, stages)
+    self.prompts = PromptedExamples(cfg, data, self.points, self.stages)
+
+  @property
+  def view(self) -> PromptView:
+    return self.prompts.view
+
+  def train_dataset(self, *, process_index: int, process_count: int):
+    ds = super().train_dataset(process_index=process_index, process_count=process_count)
+    return self.prompts.train(ds, process_index=process_index, process_count=process_count)
+
+  def inputs(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return self.prompts.split(name, arrays)
+
+  def prepare(self, placed, key) -> None:
+    del key
+    self.prompts.prepare(placed)
+
+  def protocol(self) -> dict:
+    return {**super().protocol(), "prompt": self.prompts.protocol()}

@@ -23,7 +23,7 @@ from genrec import config as config_lib
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.files import cache_root
-from genrec.train.tasks import Missing, StageRef, Stages, task_class
+from genrec.train.tasks import Missing, StageRef, Stages, checked_task_class, task_class
 from genrec.train.trainer import Trainer
 
 SEQUENCE_FIELDS = ("max_len", "train_window")     # how a run cuts sequences into rows: each stage's own
@@ -54,7 +54,7 @@ def stage_config(ref: StageRef, parent: ExperimentConfig) -> ExperimentConfig:
 def stage_refs(cfg: ExperimentConfig, *, check: bool = True) -> dict[str, StageRef]:
   """The stages `cfg` reads, by role; with `check`, each named preset checked to leave the artifact the role
   reads (before anything trains)."""
-  refs = task_class(cfg).stage_refs(cfg)
+  refs = checked_task_class(cfg).stage_refs(cfg)
   for role, ref in refs.items():
     if ref.spec and check:
       stage = stage_config(ref, cfg)

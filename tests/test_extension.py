@@ -13,7 +13,7 @@ import pytest
 
 import genrec
 import genrec.configs
-from genrec import cli
+from genrec import cli, pipeline
 from genrec import config as config_lib
 from genrec.data.synthetic import planted_successor
 from genrec import registry
@@ -29,16 +29,23 @@ def genrec_cli(*argv):
   return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-  """toy_bigram:tiny trained through the CLI, with tests/extension on sys.path (as a user's own folder)."""
+def train_outside_model(tmp_path_factory, module: str, spec: str) -> tuple[Path, str, str]:
+  """`genrec --import MODULE train SPEC` with tests/extension on sys.path (as a user's own folder):
+  (workdir, stdout, stderr)."""
   with pytest.MonkeyPatch.context() as mp:
     mp.syspath_prepend(str(EXTENSION))
-    workdir = tmp_path_factory.mktemp("toy")
-    code, out, err = genrec_cli("--import", "toymodel", "train", "toy_bigram:tiny", "--workdir", workdir,
+    workdir = tmp_path_factory.mktemp(spec.partition(":")[0])
+    code, out, err = genrec_cli("--import", module, "train", spec, "--workdir", workdir,
                                 "--set", "trainer.progress=false")
     assert code == 0, err
-    yield workdir, out
+  return workdir, out, err
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+  """toy_bigram:tiny trained through the CLI."""
+  workdir, out, _ = train_outside_model(tmp_path_factory, "toymodel", "toy_bigram:tiny")
+  return workdir, out
 
 
 def test_external_model_learns_planted_successors(toy_run):
@@ -116,6 +123,7 @@ class ToyEP(nnx.Module):
 
 @pytest.fixture
 def clean_registry():
+  registry.import_all(registry.BUILTIN)          # built-in models stay registered; only the test's own go
   names = set(registry._MODELS)
   yield
   for name in set(registry._MODELS) - names:
@@ -158,3 +166,44 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path, monkeypatch):
                             "--set", "trainer.progress=false")
   assert code == 2
   assert "loss became nan at step 1" in err and "Traceback" not in err
+
+
+# -- a semantic-ID retriever in one model file and one config file (the README's worked example) -------------
+@pytest.fixture(scope="module")
+def codebag_run(tmp_path_factory, stage_cache):
+  workdir, _, err = train_outside_model(tmp_path_factory, "codebag_configs", "codebag:tiny")
+  return workdir, err
+
+
+def test_a_semantic_id_retriever_from_outside_trains_with_its_tokenizer_stage(codebag_run, stage_cache):
+  from genrec.families.semantic_ids import read_semantic_ids
+
+  workdir, err = codebag_run
+  (tokenizer,) = (stage_cache / "stages").glob("rqkmeans-*")
+  assert f"stage rqkmeans:tiny -> {tokenizer}" in err                      # the stage came first, in this cache
+  table, meta = read_semantic_ids(tokenizer)
+  run = genrec.load(workdir)
+  assert run.config.model.semantic_ids_version == meta["version"]
+  assert (run.config.model.code_levels, run.config.model.codebook_size) == (table.shape[1], table.max() + 1)
+  np.testing.assert_array_equal(np.asarray(run.model.item_codes[...]), table)   # loaded by the task, checkpointed
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["test"]["ndcg@10"] > 0.5              # the planted successor through codes alone (popularity ~0.15)
+  assert len(run.recommend(run.dataset().user_raw[0], k=3)) == 3
+  code, out, _ = genrec_cli("eval", workdir, "--import", "codebag_configs")
+  assert code == 0 and "codebag:tiny" in out
+
+
+def test_a_model_missing_what_its_task_calls_is_named_before_training(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(str(EXTENSION))
+  registry.import_module("toymodel")
+  cfg = config_lib.override(genrec.configs.get("toy_bigram:tiny"), ["trainer.progress=false",
+                                                                   "model.task=semantic_id_retrieval"])
+  with pytest.raises(config_lib.ConfigError, match=r"model 'toy_bigram' \(task 'semantic_id_retrieval'\): ToyBigram "
+                                                   r"does not provide what it needs — SemanticIDRetriever .*"
+                                                   r"set_item_codes"):
+    pipeline.train(cfg, tmp_path / "run")
+  unknown = config_lib.override(cfg, ["model.task=nosuchtask"])
+  with pytest.raises(config_lib.ConfigError, match=r"model 'toy_bigram' needs task 'nosuchtask', which is not "
+                                                   r"registered in this process; registered tasks: \[.*'next_item'"):
+    pipeline.train(unknown, tmp_path / "run")
+  assert not (tmp_path / "run").exists()

@@ -28,8 +28,8 @@ def _presets(model: str) -> dict:
     return _REGISTERED[model]
   if model.isidentifier() and importlib.util.find_spec(f"{__name__}.{model}") is not None:
     return importlib.import_module(f"{__name__}.{model}").PRESETS
-  module = sys.modules.get(registry.model_class(model).__module__)
-  return getattr(module, "PRESETS", {})
+  module = sys.modules.get(registry.model_class(model).__module__)    # may load entry points, which register
+  return _REGISTERED.get(model) or getattr(module, "PRESETS", {})
 
 
 def get(spec: str) -> ExperimentConfig:

@@ -167,8 +167,6 @@ def task_name(cfg: ExperimentConfig) -> str:
 
 
 def task_class(cfg: ExperimentConfig) -> type[Task]:
-  import genrec.train.next_item  # noqa: F401  (the engine's own task)
-
   name = task_name(cfg)
   if name not in _TASKS:
     raise ConfigError(f"model {cfg.model_name!r} needs task {name!r}, which is not registered in this process; "
@@ -178,13 +176,17 @@ def task_class(cfg: ExperimentConfig) -> type[Task]:
   return _TASKS[name]
 
 
-def get_task(cfg: ExperimentConfig, data, stages: Stages | None = None) -> Task:
-  """The task of `cfg`, after checking that its model (and config) provide what the task calls."""
+def checked_task_class(cfg: ExperimentConfig) -> type[Task]:
+  """The task class of `cfg`, after checking that its model (and config) provide what the task calls."""
   cls = task_class(cfg)
   what = f"model {cfg.model_name!r} (task {cls.name!r})"
   protocols.require(registry.model_class(cfg.model_name), cls.requires, what)
   protocols.require(cfg.model, cls.config_requires, f"the config of {what}")
-  return cls(cfg, data, stages)
+  return cls
+
+
+def get_task(cfg: ExperimentConfig, data, stages: Stages | None = None) -> Task:
+  return checked_task_class(cfg)(cfg, data, stages)
 
 
 def list_tasks() -> list[str]:

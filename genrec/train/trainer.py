@@ -30,6 +30,7 @@ from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.files import atomic_write
 from genrec.train import checkpoint as ckpt_lib
+from genrec.train import next_item  # noqa: F401  (registers the engine's own task)
 from genrec.train import optim, sharding
 from genrec.train.logging import RunLogger
 from genrec.train.tasks import Stages, get_task

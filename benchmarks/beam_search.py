@@ -14,6 +14,7 @@ The catalogue is synthetic: uniform random codes, 3 levels x 64, made unique by 
 (genrec.models.semantic_ids.dedup_codes); the model is a small, untrained TIGER (its weights do not change the
 cost of the search). No already-seen filter unless a row says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ from flax import nnx
 from genrec.models.semantic_ids import dedup_codes
 from genrec.models.tiger import Tiger, TigerConfig
 
-LEVELS, CODES = 3, 64            # semantic-ID levels x codes; + 1 collision digit
-BEAM, TOPK, HIST = 20, 10, 20    # beam size, items returned, history items per user
-ROUNDS = 3                       # the speed table's rounds (median per cell)
+LEVELS, CODES = 3, 64  # semantic-ID levels x codes; + 1 collision digit
+BEAM, TOPK, HIST = 20, 10, 20  # beam size, items returned, history items per user
+ROUNDS = 3  # the speed table's rounds (median per cell)
 MODEL = dict(dim=64, enc_layers=1, dec_layers=1, num_heads=4, head_dim=16, mlp_dim=256, num_user_buckets=2000)
 
 
@@ -44,8 +45,15 @@ def synthetic_codes(num_items: int, seed: int = 0) -> np.ndarray:
 
 def make_model(codes: np.ndarray) -> tuple[Tiger, float]:
   """A TIGER sized for the codes, its tables built (seconds spent in set_item_codes returned)."""
-  cfg = TigerConfig(num_items=len(codes), code_levels=codes.shape[1], codebook_size=CODES, dropout=0.0,
-                    max_len=HIST, beam_size=BEAM, **MODEL)
+  cfg = TigerConfig(
+    num_items=len(codes),
+    code_levels=codes.shape[1],
+    codebook_size=CODES,
+    dropout=0.0,
+    max_len=HIST,
+    beam_size=BEAM,
+    **MODEL,
+  )
   model = nnx.jit(lambda: Tiger(cfg, rngs=nnx.Rngs(params=0, dropout=1)))()
   t0 = time.perf_counter()
   model.set_item_codes(codes)
@@ -61,11 +69,14 @@ def table_bytes(model: Tiger) -> int:
 
 def users(num_items: int, count: int, seed: int = 1) -> dict:
   rng = np.random.default_rng(seed)
-  return {"history": rng.integers(1, num_items + 1, (count, HIST)).astype(np.int32),
-          "user": rng.integers(0, 10 ** 6, count).astype(np.int32)}
+  return {
+    "history": rng.integers(1, num_items + 1, (count, HIST)).astype(np.int32),
+    "user": rng.integers(0, 10**6, count).astype(np.int32),
+  }
 
 
 # ---- genrec: Tiger.recommend, batched and jit-compiled ---------------------------------------------------------
+
 
 def genrec_recommender(model: Tiger):
   graphdef, state = nnx.split(model)
@@ -90,6 +101,7 @@ def genrec_encoder(model: Tiger):
 
 
 # ---- the reference: one user at a time, a Python dict trie, a Python beam loop ---------------------------------
+
 
 def build_trie(codes: np.ndarray) -> dict:
   """Nested dicts code -> child; the last level maps the collision digit to the item id (1-based)."""
@@ -127,7 +139,7 @@ def reference_recommender(model: Tiger, trie: dict):
   @functools.partial(jax.jit, static_argnums=1)
   def step(state, level, prev_W, parent_W, cache, context):
     m = nnx.merge(graphdef, state)
-    cache = jax.tree.map(lambda x: x[parent_W], cache)          # reorder the KV cache to the surviving beams
+    cache = jax.tree.map(lambda x: x[parent_W], cache)  # reorder the KV cache to the surviving beams
     return m.decode_step(level, prev_W, cache, context)
 
   empty_cache = model.init_cache(width)
@@ -136,10 +148,10 @@ def reference_recommender(model: Tiger, trie: dict):
   def recommend(history_L, user):
     context = encode(state, history_L[None], user[None])
     cache, prev, parent = empty_cache, zeros, zeros
-    beams = [(0.0, trie)]                                        # (score, trie node); codes not needed
+    beams = [(0.0, trie)]  # (score, trie node); codes not needed
     for level in range(levels):
       log_probs, cache = step(state, level, prev, parent, cache, context)
-      rows = np.asarray(log_probs).tolist()                      # [W][K]
+      rows = np.asarray(log_probs).tolist()  # [W][K]
       cand = []
       for b, (score, node) in enumerate(beams):
         row = rows[b]
@@ -157,6 +169,7 @@ def reference_recommender(model: Tiger, trie: dict):
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------
+
 
 def median_seconds(fn, repeats: int) -> float:
   times = []
@@ -185,8 +198,10 @@ def time_reference(recommend, batch: dict, repeats: int) -> float:
 def agreement(genrec_items, reference, batch) -> tuple[int, int]:
   """(users whose top-10 lists are identical, users)."""
   got = np.asarray(genrec_items)
-  same = sum(reference(jnp.asarray(h), jnp.asarray(u))[0] == got[i].tolist()
-             for i, (h, u) in enumerate(zip(batch["history"], batch["user"])))
+  same = sum(
+    reference(jnp.asarray(h), jnp.asarray(u))[0] == got[i].tolist()
+    for i, (h, u) in enumerate(zip(batch["history"], batch["user"]))
+  )
   return int(same), len(got)
 
 
@@ -202,24 +217,30 @@ def speed_table(num_items: int) -> None:
   model, _ = make_model(codes)
   trie, _, _ = trie_memory(codes)
   params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  print(f"\nTIGER dim {MODEL['dim']}, {MODEL['enc_layers']}+{MODEL['dec_layers']} layers, {MODEL['num_heads']} heads x "
-        f"{MODEL['head_dim']}, FFN {MODEL['mlp_dim']}: {params:,} parameters (untrained). Catalogue: {num_items:,} "
-        f"items, {LEVELS} x {CODES} random codes + collision digit (max {int(codes[:, -1].max())}); history "
-        f"{HIST} items ({1 + HIST * codes.shape[1]} encoder tokens); beam {BEAM}, top-{TOPK}; "
-        f"{jax.devices()[0].platform}, {os.cpu_count()} cores; each cell the median of {ROUNDS} rounds.")
+  print(
+    f"\nTIGER dim {MODEL['dim']}, {MODEL['enc_layers']}+{MODEL['dec_layers']} layers, {MODEL['num_heads']} heads x "
+    f"{MODEL['head_dim']}, FFN {MODEL['mlp_dim']}: {params:,} parameters (untrained). Catalogue: {num_items:,} "
+    f"items, {LEVELS} x {CODES} random codes + collision digit (max {int(codes[:, -1].max())}); history "
+    f"{HIST} items ({1 + HIST * codes.shape[1]} encoder tokens); beam {BEAM}, top-{TOPK}; "
+    f"{jax.devices()[0].platform}, {os.cpu_count()} cores; each cell the median of {ROUNDS} rounds."
+  )
   pool = users(num_items, 256)
   genrec = genrec_recommender(model)
   reference = reference_recommender(model, trie)
   ref_batch = {k: v[:64] for k, v in pool.items()}
   encoder = genrec_encoder(model)
-  plans = {1: (30, 5), 64: (5, 5), 256: (3, 5)}                    # batch: (calls per repeat, repeats)
-  seen_batch = dict(pool, seen=pool["history"])                   # the history as already-seen items
+  plans = {1: (30, 5), 64: (5, 5), 256: (3, 5)}  # batch: (calls per repeat, repeats)
+  seen_batch = dict(pool, seen=pool["history"])  # the history as already-seen items
   # Every row is timed once per round, the rounds one after another, and each cell is the median over the
   # rounds: a slow spell of the machine then shifts all rows of one round, not the reference alone.
   rounds = []
   for _ in range(ROUNDS):
-    cells = [(time_reference(reference, ref_batch, repeats=3) / 64,
-              time_reference(reference.encode, ref_batch, repeats=3) / 64)]
+    cells = [
+      (
+        time_reference(reference, ref_batch, repeats=3) / 64,
+        time_reference(reference.encode, ref_batch, repeats=3) / 64,
+      )
+    ]
     for b, (calls, repeats) in plans.items():
       batch = {k: v[:b] for k, v in pool.items()}
       cells.append((time_genrec(genrec, batch, calls, repeats), time_genrec(encoder, batch, calls, repeats)))
@@ -229,23 +250,31 @@ def speed_table(num_items: int) -> None:
   names = ["genrec: Tiger.recommend, jit"] * len(plans) + ["genrec: + already-seen filter (S=20)"]
   rows = [("reference: Python trie, 1 user at a time", 1, ref_s, ref_enc_s)]
   rows += [(name, b, sec, enc) for name, b, (sec, enc) in zip(names, [*plans, 256], cells, strict=True)]
-  print("\n| decoder | batch | users/s | ms per batch | of which encoder (ms) | speed-up vs reference "
-        "| speed-up, encoder excluded (est.) |")
+  print(
+    "\n| decoder | batch | users/s | ms per batch | of which encoder (ms) | speed-up vs reference "
+    "| speed-up, encoder excluded (est.) |"
+  )
   print("|---|---|---|---|---|---|---|")
-  ref_search = ref_s - ref_enc_s                                   # per user
+  ref_search = ref_s - ref_enc_s  # per user
   for name, b, sec, enc in rows:
-    print(f"| {name} | {b} | {b / sec:,.0f} | {1000 * sec:.2f} | {1000 * enc:.2f} | {ref_s * b / sec:.1f}x "
-          f"| {ref_search * b / (sec - enc):.1f}x |")
+    print(
+      f"| {name} | {b} | {b / sec:,.0f} | {1000 * sec:.2f} | {1000 * enc:.2f} | {ref_s * b / sec:.1f}x "
+      f"| {ref_search * b / (sec - enc):.1f}x |"
+    )
   same, n = agreement(genrec(jax.device_put(ref_batch))[0], reference, ref_batch)
   at256 = next(r for r in rows if r[1] == 256)
-  print(f"\nSpeed-up at batch 256: {ref_s * 256 / at256[2]:.1f}x end to end (target >= 10x); "
-        f"{ref_search * 256 / (at256[2] - at256[3]):.1f}x for the decoder + search alone (encoder time subtracted on "
-        f"both sides). Same top-{TOPK} items as the reference for {same}/{n} users.")
+  print(
+    f"\nSpeed-up at batch 256: {ref_s * 256 / at256[2]:.1f}x end to end (target >= 10x); "
+    f"{ref_search * 256 / (at256[2] - at256[3]):.1f}x for the decoder + search alone (encoder time subtracted on "
+    f"both sides). Same top-{TOPK} items as the reference for {same}/{n} users."
+  )
 
 
 def size_table(sizes: list[int]) -> None:
-  print(f"\n| items | genrec decode, batch 64 (ms) | reference, 64 users (ms) | genrec tables | table build (s) "
-        f"| Python trie (tracemalloc) | trie build (s) | note |")
+  print(
+    "\n| items | genrec decode, batch 64 (ms) | reference, 64 users (ms) | genrec tables | table build (s) "
+    "| Python trie (tracemalloc) | trie build (s) | note |"
+  )
   print("|---|---|---|---|---|---|---|---|")
   for n in sizes:
     cells, note = {}, ""
@@ -266,12 +295,15 @@ def size_table(sizes: list[int]) -> None:
       del model, trie
     except MemoryError:
       note += "; MemoryError: did not fit in this machine's memory"
-    except Exception as e:           # e.g. XLA RESOURCE_EXHAUSTED: report the row instead of crashing
+    except Exception as e:  # e.g. XLA RESOURCE_EXHAUSTED: report the row instead of crashing
       note += f"; failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
     get = lambda key, f: f(cells[key]) if key in cells else "-"
-    print(f"| {n:,} | {get('ms', lambda v: f'{v:.1f}')} | {get('ref_ms', lambda v: f'{v:.0f}')} | "
-          f"{get('bytes', fmt_bytes)} | {get('build', lambda v: f'{v:.2f}')} | {get('trie', fmt_bytes)} | "
-          f"{get('trie_s', lambda v: f'{v:.2f}')} | {note} |", flush=True)
+    print(
+      f"| {n:,} | {get('ms', lambda v: f'{v:.1f}')} | {get('ref_ms', lambda v: f'{v:.0f}')} | "
+      f"{get('bytes', fmt_bytes)} | {get('build', lambda v: f'{v:.2f}')} | {get('trie', fmt_bytes)} | "
+      f"{get('trie_s', lambda v: f'{v:.2f}')} | {note} |",
+      flush=True,
+    )
 
 
 def main():
@@ -282,8 +314,10 @@ def main():
   t0 = time.time()
   speed_table(10_000)
   size_table([10_000] if args.quick else args.sizes)
-  print(f"\n(genrec tables: next_prefix + prefix_count + item_prefix, int32, dense at capacity min(N, 64^l) rows per "
-        f"level; trie: nested dicts, bytes allocated while building it; total wall {time.time() - t0:.0f} s)")
+  print(
+    f"\n(genrec tables: next_prefix + prefix_count + item_prefix, int32, dense at capacity min(N, 64^l) rows per "
+    f"level; trie: nested dicts, bytes allocated while building it; total wall {time.time() - t0:.0f} s)"
+  )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ mmenc:ml100k is trained here on the cold split (its ID modality is absent for he
 run:DIR. The presets' step counts are cut to fit a 2-core CPU in ~15 minutes (see --steps), one validation
 at the end; TIGER uses the rqkmeans tokenizer (no gradient steps) instead of the preset's rqvae.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ import time
 import genrec
 import genrec.configs
 from genrec import config as config_lib
-from genrec.data import load_dataset
 from genrec import pipeline
+from genrec.data import load_dataset
 
 STEPS = {"sasrec": 250, "contentrec": 250, "mmenc": 300, "tiger": 200}
 
@@ -65,15 +66,21 @@ def main():
   args = ap.parse_args()
   steps = {**STEPS, **{k: int(v) for k, v in (s.split("=") for s in args.steps)}}
   common = [f"data.cold_items={args.cold}"]
-  per_step = lambda m: [f"trainer.steps={steps[m]}", f"trainer.eval_every={steps[m]}",   # noqa: E731
-                        f"trainer.checkpoint_every={steps[m]}", "trainer.warmup_steps=50"]
+  per_step = lambda m: [
+    f"trainer.steps={steps[m]}",
+    f"trainer.eval_every={steps[m]}",  # noqa: E731
+    f"trainer.checkpoint_every={steps[m]}",
+    "trainer.warmup_steps=50",
+  ]
   mm_dir = f"{args.workdir}/mmenc"
   tiger = ["model.tokenizer=rqkmeans:ml100k"]
-  rows = [("sasrec", "ids", "sasrec:ml100k", []),
-          ("contentrec text", "text:minilm", "contentrec:ml100k", ["data.item_embeddings=text:minilm"]),
-          ("contentrec mm", "run:mmenc", "contentrec:ml100k", [f"data.item_embeddings=run:{mm_dir}"]),
-          ("tiger text", "text:minilm", "tiger:ml100k", tiger + ["data.item_embeddings=text:minilm"]),
-          ("tiger mm", "run:mmenc", "tiger:ml100k", tiger + [f"data.item_embeddings=run:{mm_dir}"])]
+  rows = [
+    ("sasrec", "ids", "sasrec:ml100k", []),
+    ("contentrec text", "text:minilm", "contentrec:ml100k", ["data.item_embeddings=text:minilm"]),
+    ("contentrec mm", "run:mmenc", "contentrec:ml100k", [f"data.item_embeddings=run:{mm_dir}"]),
+    ("tiger text", "text:minilm", "tiger:ml100k", tiger + ["data.item_embeddings=text:minilm"]),
+    ("tiger mm", "run:mmenc", "tiger:ml100k", tiger + [f"data.item_embeddings=run:{mm_dir}"]),
+  ]
   rows = [r for r in rows if r[0] not in args.skip]
   total = time.time()
   if any("mm" in r[0] for r in rows):
@@ -86,26 +93,36 @@ def main():
     results, seconds = train(spec, common + per_step(model) + sets, folder)
     g = results["groups"]["test"]["cold_start"]["groups"]
     table.append((name, content, results, g, seconds, steps[model]))
-    print(f"{name}: cold recall@10={g.get('cold', {}).get('recall@10', float('nan')):.4f} "
-          f"warm recall@10={g['warm']['recall@10']:.4f} in {seconds:.0f} s", flush=True)
-    if model == "tiger":       # the same checkpoint without TIGER's new-item rule (model.new_item_fraction=0)
+    print(
+      f"{name}: cold recall@10={g.get('cold', {}).get('recall@10', float('nan')):.4f} "
+      f"warm recall@10={g['warm']['recall@10']:.4f} in {seconds:.0f} s",
+      flush=True,
+    )
+    if model == "tiger":  # the same checkpoint without TIGER's new-item rule (model.new_item_fraction=0)
       r0 = without_new_item_rule(folder)
-      table.append((f"{name}, no new-item rule", content, r0, r0["groups"]["test"]["cold_start"]["groups"], 0,
-                    steps[model]))
+      table.append(
+        (f"{name}, no new-item rule", content, r0, r0["groups"]["test"]["cold_start"]["groups"], 0, steps[model])
+      )
   data = load_dataset(config_lib.override(genrec.configs.get("sasrec:ml100k"), common).data)
   proto = table[0][2]["protocol"]["cold_start"]
-  print(f"\n{data.name}: {data.num_users} users, {data.num_items} items, {proto['cold_items']} held out "
-        f"(data.cold_items={args.cold}, seed 0; {proto['interactions_removed']} training interactions removed); "
-        f"leave-one-out, all_minus_seen, test split")
-  print("| model | content | cold cases | cold Recall@10 | cold NDCG@10 | warm Recall@10 | warm NDCG@10 | "
-        "all Recall@10 | all NDCG@10 | steps | wall (s) |")
+  print(
+    f"\n{data.name}: {data.num_users} users, {data.num_items} items, {proto['cold_items']} held out "
+    f"(data.cold_items={args.cold}, seed 0; {proto['interactions_removed']} training interactions removed); "
+    f"leave-one-out, all_minus_seen, test split"
+  )
+  print(
+    "| model | content | cold cases | cold Recall@10 | cold NDCG@10 | warm Recall@10 | warm NDCG@10 | "
+    "all Recall@10 | all NDCG@10 | steps | wall (s) |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for name, content, r, g, seconds, n in table:
     cold, warm = g.get("cold", {"users": 0}), g["warm"]
-    cell = lambda d, k: f"{d[k]:.4f}" if k in d else "-"   # noqa: E731
-    print(f"| {name} | {content} | {cold['users']} | {cell(cold, 'recall@10')} | {cell(cold, 'ndcg@10')} | "
-          f"{cell(warm, 'recall@10')} | {cell(warm, 'ndcg@10')} | {r['test']['recall@10']:.4f} | "
-          f"{r['test']['ndcg@10']:.4f} | {n} | {seconds:.0f} |")
+    cell = lambda d, k: f"{d[k]:.4f}" if k in d else "-"  # noqa: E731
+    print(
+      f"| {name} | {content} | {cold['users']} | {cell(cold, 'recall@10')} | {cell(cold, 'ndcg@10')} | "
+      f"{cell(warm, 'recall@10')} | {cell(warm, 'ndcg@10')} | {r['test']['recall@10']:.4f} | "
+      f"{r['test']['ndcg@10']:.4f} | {n} | {seconds:.0f} |"
+    )
   print(f"\ntotal {time.time() - total:.0f} s")
 
 

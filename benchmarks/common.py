@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: train `<model>:ml100k` presets (stages first), print one table."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +7,8 @@ import shutil
 
 import genrec.configs
 from genrec import config as config_lib
-from genrec.data import load_dataset
 from genrec import pipeline
+from genrec.data import load_dataset
 
 
 def train_presets(models, overrides, workdir, preset="ml100k", per_model=None):
@@ -30,13 +31,19 @@ def train_presets(models, overrides, workdir, preset="ml100k", per_model=None):
 
 def print_table(rows, data, overrides) -> None:
   protocol = rows[0][1]["protocol"]
-  print(f"\n{data.name}: {data.num_users} users, {data.num_items} items; split={protocol['split']}, "
-        f"candidates={protocol['candidates']}; overrides: {overrides or 'none'}")
-  print("| model | Recall@10 (=HR@10) | NDCG@10 | MRR@10 | Recall@5 | NDCG@5 | valid NDCG@10 | steps | best step "
-        "| train (s) | s/step |")
+  print(
+    f"\n{data.name}: {data.num_users} users, {data.num_items} items; split={protocol['split']}, "
+    f"candidates={protocol['candidates']}; overrides: {overrides or 'none'}"
+  )
+  print(
+    "| model | Recall@10 (=HR@10) | NDCG@10 | MRR@10 | Recall@5 | NDCG@5 | valid NDCG@10 | steps | best step "
+    "| train (s) | s/step |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for name, r in rows:
     t, v = r["test"], r["valid"]
-    print(f"| {name} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {t['recall@5']:.4f} | "
-          f"{t['ndcg@5']:.4f} | {v['ndcg@10']:.4f} | {r['steps']} | {r['best_step']} | {r['train_seconds']:.0f} | "
-          f"{r['train_seconds'] / max(r['steps'], 1):.3f} |")
+    print(
+      f"| {name} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | {t['mrr@10']:.4f} | {t['recall@5']:.4f} | "
+      f"{t['ndcg@5']:.4f} | {v['ndcg@10']:.4f} | {r['steps']} | {r['best_step']} | {r['train_seconds']:.0f} | "
+      f"{r['train_seconds'] / max(r['steps'], 1):.3f} |"
+    )

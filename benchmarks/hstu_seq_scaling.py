@@ -6,6 +6,7 @@ One HSTU layer stack (the model's `stack`, embeddings excluded) differentiated w
 Memory is XLA's own account of the compiled program (`compiled.memory_analysis()`: temporaries + arguments +
 outputs), so it is comparable across devices; the device is printed with the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,19 @@ from genrec.models.hstu import HSTU, HSTUConfig
 
 
 def compile_step(length, attention, args):
-  cfg = HSTUConfig(num_items=100, max_len=length, dim=args.dim, num_layers=args.layers, num_heads=args.heads,
-                   qk_dim=args.head_dim, v_dim=args.head_dim, dropout=0.0, emb_dropout=0.0,
-                   attention=attention, block_size=min(args.block, length))
+  cfg = HSTUConfig(
+    num_items=100,
+    max_len=length,
+    dim=args.dim,
+    num_layers=args.layers,
+    num_heads=args.heads,
+    qk_dim=args.head_dim,
+    v_dim=args.head_dim,
+    dropout=0.0,
+    emb_dropout=0.0,
+    attention=attention,
+    block_size=min(args.block, length),
+  )
   model = nnx.jit(lambda: HSTU(cfg, rngs=nnx.Rngs(0)))()
   model.eval()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -51,8 +62,10 @@ def main():
   ap.add_argument("--head-dim", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=3)
   args = ap.parse_args()
-  print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch {args.batch}, "
-        f"{args.layers} layers, dim {args.dim}, {args.heads} heads x {args.head_dim}, block {args.block}")
+  print(
+    f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}); batch {args.batch}, "
+    f"{args.layers} layers, dim {args.dim}, {args.heads} heads x {args.head_dim}, block {args.block}"
+  )
   print("| length | attention | step (ms) | compiled memory (MiB) | temporaries (MiB) |")
   print("|---|---|---|---|---|")
   for length in args.lengths:
@@ -65,8 +78,10 @@ def main():
         jax.block_until_ready(compiled(*inputs))
       ms = (time.perf_counter() - t0) / args.repeats * 1e3
       total = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
-      print(f"| {length} | {attention} | {ms:.1f} | {total / 2**20:.1f} | {mem.temp_size_in_bytes / 2**20:.1f} |",
-            flush=True)
+      print(
+        f"| {length} | {attention} | {ms:.1f} | {total / 2**20:.1f} | {mem.temp_size_in_bytes / 2**20:.1f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ the fusion variants of mmenc over their outputs. Steady = the median of `--repea
 
     python benchmarks/mm_encode.py [--texts 1682] [--images 256] [--fused 4096] [--repeats 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ from genrec.config import DataConfig
 from genrec.data import images as images_lib
 from genrec.data import load_dataset
 from genrec.data.synthetic_images import make_synthetic_images
+from genrec.families.content.images import image_encoder
 from genrec.models.mmenc import MMEnc, MMEncConfig
 from genrec.models.text import TextEncoder
-from genrec.families.content.images import image_encoder
 
 FUSED_DIMS = {"text": 384, "image": 768, "genre": 19}
 
@@ -46,22 +47,32 @@ def fused_rows(n: int, batch_size: int, repeats: int):
   present[:, 0] = True
   rows = []
   for variant in ("concat", "gated", "xattn", "moe"):
-    cfg = MMEncConfig(modalities=tuple(FUSED_DIMS), input_dims=tuple(FUSED_DIMS.values()), fusion=variant, dim=64,
-                      num_experts=8, dropout=0.0)
+    cfg = MMEncConfig(
+      modalities=tuple(FUSED_DIMS),
+      input_dims=tuple(FUSED_DIMS.values()),
+      fusion=variant,
+      dim=64,
+      num_experts=8,
+      dropout=0.0,
+    )
     graphdef, state = nnx.split(MMEnc(cfg, rngs=nnx.Rngs(0)))
     encode = jax.jit(lambda s, b: nnx.merge(graphdef, s).encode(b))
 
     def run():
       for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size) % n
-        batch = {"item": jnp.asarray(idx + 1, jnp.int32), "present": jnp.asarray(present[idx]),
-                 **{m: jnp.asarray(f[idx]) for m, f in features.items()}}
+        batch = {
+          "item": jnp.asarray(idx + 1, jnp.int32),
+          "present": jnp.asarray(present[idx]),
+          **{m: jnp.asarray(f[idx]) for m, f in features.items()},
+        }
         out = encode(state, batch)
       out.block_until_ready()
 
     first, t = steady(run, repeats)
-    rows.append((f"fused: {variant} over text 384 + image 768 + genre 19 → 64", n, batch_size, n / t,
-                 max(first - t, 0.0)))
+    rows.append(
+      (f"fused: {variant} over text 384 + image 768 + genre 19 → 64", n, batch_size, n / t, max(first - t, 0.0))
+    )
   return rows
 
 
@@ -75,11 +86,18 @@ def main():
   args = ap.parse_args()
   rows = []
 
-  texts = load_dataset(DataConfig()).item_text[1:][:args.texts]
+  texts = load_dataset(DataConfig()).item_text[1:][: args.texts]
   text_encoder, load_s = timed(TextEncoder.minilm)
   first, t = steady(lambda: text_encoder.encode(texts, args.batch_size, progress=False), args.repeats)
-  rows.append(("text: all-MiniLM-L6-v2 (6 layers, 384), bucketed lengths", len(texts), args.batch_size,
-               len(texts) / t, max(first - t, 0.0)))
+  rows.append(
+    (
+      "text: all-MiniLM-L6-v2 (6 layers, 384), bucketed lengths",
+      len(texts),
+      args.batch_size,
+      len(texts) / t,
+      max(first - t, 0.0),
+    )
+  )
 
   pictures = list(make_synthetic_images(args.images, num_classes=8, size=64).images_NxHxWx3)
   encoder = image_encoder("random:vit-b-32")
@@ -87,12 +105,21 @@ def main():
   _, prep = timed(lambda: images_lib.load_images(pictures, encoder.preprocessing))
   pixels = jnp.asarray(np.zeros((args.batch_size, 224, 224, 3), np.float32))
   fwd_first, fwd = steady(lambda: encoder._forward(encoder._state, pixels).block_until_ready(), args.repeats)
-  rows.append(("image: ViT-B/32 CLIP vision (12 layers, 768), 224 px, incl. preprocessing", len(pictures),
-               args.batch_size, len(pictures) / t, max(first - t, 0.0)))
-  rows.append(("image: preprocessing only (host: resize 64→224, crop, normalise)", len(pictures), "-",
-               len(pictures) / prep, 0.0))
-  rows.append(("image: tower forward only", args.batch_size, args.batch_size, args.batch_size / fwd,
-               max(fwd_first - fwd, 0.0)))
+  rows.append(
+    (
+      "image: ViT-B/32 CLIP vision (12 layers, 768), 224 px, incl. preprocessing",
+      len(pictures),
+      args.batch_size,
+      len(pictures) / t,
+      max(first - t, 0.0),
+    )
+  )
+  rows.append(
+    ("image: preprocessing only (host: resize 64→224, crop, normalise)", len(pictures), "-", len(pictures) / prep, 0.0)
+  )
+  rows.append(
+    ("image: tower forward only", args.batch_size, args.batch_size, args.batch_size / fwd, max(fwd_first - fwd, 0.0))
+  )
   rows += fused_rows(args.fused, 256, args.repeats)
 
   print(f"devices: {jax.devices()}; MiniLM load {load_s:.1f} s; steady = median of {args.repeats} passes\n")

@@ -8,6 +8,7 @@ On a CPU host the devices are simulated (`jax_num_cpu_devices`): steps/s then me
 speed-up (all "devices" share the host's cores). Memory figures come from the compiled step
 (`compiled.memory_analysis()`), so they hold on any host.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", 8)     # only the CPU backend reads it: accelerators are not affected
+jax.config.update("jax_num_cpu_devices", 8)  # only the CPU backend reads it: accelerators are not affected
 
 import genrec.configs  # noqa: E402
 from genrec import config as config_lib  # noqa: E402
@@ -31,19 +32,43 @@ from genrec.train import sharding  # noqa: E402
 from genrec.train.memory import train_step_memory  # noqa: E402
 from genrec.train.trainer import Trainer  # noqa: E402
 
-QUIET = ["trainer.progress=false", "trainer.eval_every=100000", "trainer.checkpoint_every=100000",
-         "trainer.log_every=100000"]
+QUIET = [
+  "trainer.progress=false",
+  "trainer.eval_every=100000",
+  "trainer.checkpoint_every=100000",
+  "trainer.log_every=100000",
+]
 MODELS = {
-    "sasrec tiny": ("sasrec:tiny", []),
-    "sasrec medium": ("sasrec:tiny", ["model.dim=128", "model.num_layers=2", "model.mlp_dim=512",
-                                      "data.max_len=50", "data.synthetic_items=2000", "data.synthetic_users=2048",
-                                      "data.synthetic_length=60", "trainer.batch_size=256"]),
-    "tiger tiny": ("tiger:tiny", []),
-    "tiger medium": ("tiger:tiny", ["model.dim=128", "model.enc_layers=2", "model.dec_layers=2",
-                                    "model.num_heads=4", "model.head_dim=32", "model.mlp_dim=512",
-                                    "data.max_len=20", "trainer.batch_size=256"]),
+  "sasrec tiny": ("sasrec:tiny", []),
+  "sasrec medium": (
+    "sasrec:tiny",
+    [
+      "model.dim=128",
+      "model.num_layers=2",
+      "model.mlp_dim=512",
+      "data.max_len=50",
+      "data.synthetic_items=2000",
+      "data.synthetic_users=2048",
+      "data.synthetic_length=60",
+      "trainer.batch_size=256",
+    ],
+  ),
+  "tiger tiny": ("tiger:tiny", []),
+  "tiger medium": (
+    "tiger:tiny",
+    [
+      "model.dim=128",
+      "model.enc_layers=2",
+      "model.dec_layers=2",
+      "model.num_heads=4",
+      "model.head_dim=32",
+      "model.mlp_dim=512",
+      "data.max_len=20",
+      "trainer.batch_size=256",
+    ],
+  ),
 }
-MB = 2 ** 20
+MB = 2**20
 
 
 def _cfg(spec, sets, n, axis):
@@ -56,7 +81,7 @@ def steps_per_second(cfg, n, steps=10) -> float:
   folder = tempfile.mkdtemp(prefix="genrec-scaling-")
   try:
     trainer = Trainer(cfg, folder, mesh=mesh, resume=False)
-    trainer.run(stop_at=2)                                   # compile and warm up
+    trainer.run(stop_at=2)  # compile and warm up
     jax.block_until_ready(trainer.state["params"])
     t = time.perf_counter()
     trainer.run(stop_at=2 + steps)
@@ -75,8 +100,10 @@ def mesh_table(counts) -> None:
         cfg = _cfg(spec, sets, n, axis)
         mem = train_step_memory(cfg, sharding.make_mesh(cfg.mesh, jax.devices()[:n]))
         sps = steps_per_second(cfg, n)
-        print(f"| {name} | {axis}={n} | {n} | {sps:.2f} | {mem['peak'] / MB:.1f} | {mem['arguments'] / MB:.1f} |",
-              flush=True)
+        print(
+          f"| {name} | {axis}={n} | {n} | {sps:.2f} | {mem['peak'] / MB:.1f} | {mem['arguments'] / MB:.1f} |",
+          flush=True,
+        )
 
 
 def memory_table(counts, items=10_000_000) -> None:
@@ -85,25 +112,52 @@ def memory_table(counts, items=10_000_000) -> None:
   print("|---|---|---|---|---|---|")
   base = None
   for n in counts:
-    cfg = config_lib.override(genrec.configs.get("sasrec:tiny"), [
-        f"model.num_items={items}", "model.dim=64", "data.max_len=8", "trainer.batch_size=32", "mesh.data=1",
-        f"mesh.tensor={n}"])
+    cfg = config_lib.override(
+      genrec.configs.get("sasrec:tiny"),
+      [
+        f"model.num_items={items}",
+        "model.dim=64",
+        "data.max_len=8",
+        "trainer.batch_size=32",
+        "mesh.data=1",
+        f"mesh.tensor={n}",
+      ],
+    )
     m = train_step_memory(cfg, sharding.make_mesh(cfg.mesh, jax.devices()[:n]))
     base = base or m["peak"]
-    print(f"| {n} | {m['parameters'] / MB:.0f} | {m['arguments'] / MB:.0f} | {m['temporaries'] / MB:.0f} | "
-          f"{m['peak'] / MB:.0f} | {m['peak'] / base:.3f} |", flush=True)
+    print(
+      f"| {n} | {m['parameters'] / MB:.0f} | {m['arguments'] / MB:.0f} | {m['temporaries'] / MB:.0f} | "
+      f"{m['peak'] / MB:.0f} | {m['peak'] / base:.3f} |",
+      flush=True,
+    )
 
 
 def resume_time(trials=3) -> None:
   """Seconds from relaunching a SIGKILLed `genrec train` to its first new training step."""
   print("\nkill -9, then the same command: seconds until the first new step (sasrec:tiny, 8 devices)")
-  sets = ["trainer.steps=400", "trainer.checkpoint_every=5", "trainer.log_every=1", "trainer.progress=false",
-          "trainer.eval_every=100000"]
+  sets = [
+    "trainer.steps=400",
+    "trainer.checkpoint_every=5",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.eval_every=100000",
+  ]
   env = {**os.environ, "TQDM_DISABLE": "1", "JAX_PLATFORMS": "cpu"}
   for trial in range(trials):
     work = Path(tempfile.mkdtemp(prefix="genrec-kill-"))
-    cmd = [sys.executable, "-m", "genrec.cli", "train", "sasrec:tiny", "--workdir", str(work), "--local-devices",
-           "8", "--set", *sets]
+    cmd = [
+      sys.executable,
+      "-m",
+      "genrec.cli",
+      "train",
+      "sasrec:tiny",
+      "--workdir",
+      str(work),
+      "--local-devices",
+      "8",
+      "--set",
+      *sets,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (work / "checkpoints" / "10").is_dir():
       time.sleep(0.01)
@@ -117,8 +171,11 @@ def resume_time(trials=3) -> None:
       rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
       new = [r for r in rows if r["split"] == "train" and r["time"] > t]
       if new:
-        print(f"trial {trial}: resumed from step {done}, first new step {new[0]['step']} after "
-              f"{new[0]['time'] - t:.1f} s (process start, import, compile, restore)", flush=True)
+        print(
+          f"trial {trial}: resumed from step {done}, first new step {new[0]['step']} after "
+          f"{new[0]['time'] - t:.1f} s (process start, import, compile, restore)",
+          flush=True,
+        )
         break
       time.sleep(0.05)
     proc.kill()

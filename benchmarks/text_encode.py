@@ -4,6 +4,7 @@ a cache hit. The steady time is the median of `--repeats` passes after the first
 
     python benchmarks/text_encode.py [--batch-sizes 32 128] [--repeats 1] [--no-unbucketed]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ def timed(fn):
 def measure(encoder: TextEncoder, texts, batch_size: int, repeats: int):
   """(first call seconds: compile + run, steady seconds per pass, embeddings)."""
   emb, first = timed(lambda: encoder.encode(texts, batch_size, progress=False))
-  steady = statistics.median(timed(lambda: encoder.encode(texts, batch_size, progress=False))[1]
-                             for _ in range(repeats))
+  steady = statistics.median(
+    timed(lambda: encoder.encode(texts, batch_size, progress=False))[1] for _ in range(repeats)
+  )
   return first, steady, emb
 
 
@@ -49,13 +51,12 @@ def main():
 
   variants = [("bucketed " + "/".join(map(str, encoder.buckets)), encoder)]
   if not args.no_unbucketed:
-    fixed = TextEncoder(encoder.model, encoder.tokenizer, max_length=128, buckets=(128,),
-                        identity=encoder.identity)
+    fixed = TextEncoder(encoder.model, encoder.tokenizer, max_length=128, buckets=(128,), identity=encoder.identity)
     variants.append(("one length, 128 (no text is longer)", fixed))
 
   rows, reference = [], None
   for name, enc in variants:
-    for bs in (args.batch_sizes if enc is encoder else args.batch_sizes[-1:]):
+    for bs in args.batch_sizes if enc is encoder else args.batch_sizes[-1:]:
       first, steady, emb = measure(enc, texts, bs, args.repeats)
       reference = emb if reference is None else reference
       diff = float(np.abs(emb - reference).max())
@@ -65,10 +66,14 @@ def main():
     EmbeddingCache(cache_dir).save(cache_key(encoder.identity, texts), reference)
     _, hit_s = timed(lambda: encoder.encode(texts, args.batch_sizes[0], progress=False, cache=cache_dir))
 
-  print(f"ml-100k item texts: {len(texts)}; tokens per text min/mean/max {lengths.min()}/{lengths.mean():.1f}/"
-        f"{lengths.max()}; per bucket {dict(zip(encoder.buckets, counts.tolist()))}")
-  print(f"all-MiniLM-L6-v2 load {load_s:.2f} s, tokenize {tok_s * 1e3:.0f} ms; devices {jax.devices()}; "
-        f"cache hit {hit_s * 1e3:.1f} ms\n")
+  print(
+    f"ml-100k item texts: {len(texts)}; tokens per text min/mean/max {lengths.min()}/{lengths.mean():.1f}/"
+    f"{lengths.max()}; per bucket {dict(zip(encoder.buckets, counts.tolist()))}"
+  )
+  print(
+    f"all-MiniLM-L6-v2 load {load_s:.2f} s, tokenize {tok_s * 1e3:.0f} ms; devices {jax.devices()}; "
+    f"cache hit {hit_s * 1e3:.1f} ms\n"
+  )
   print("| padding | batch | items/s | s / pass | compile s (first − steady) | max abs diff vs first row |")
   print("|---|---:|---:|---:|---:|---:|")
   for name, bs, ips, steady, compile_s, diff in rows:

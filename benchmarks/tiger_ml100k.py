@@ -8,6 +8,7 @@ cache; its training time is reported separately from TIGER's. --seeds trains eve
 trainer.seed (initialisation, dropout, batch order; the data split stays fixed) and adds a table of each
 metric's mean and sample standard deviation over the seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,8 @@ import json
 
 import numpy as np
 
-from common import print_table, train_presets
-
 import genrec
+from common import print_table, train_presets
 from genrec import pipeline
 from genrec.families.semantic_ids import read_semantic_ids
 
@@ -30,7 +30,7 @@ def main():
   ap.add_argument("--workdir", default="runs/bench-tiger-ml100k")
   ap.add_argument("--seeds", type=int, nargs="*", default=None, help="trainer.seed values (default: the preset's)")
   args = ap.parse_args()
-  runs = []                                  # (seed, rows, workdir)
+  runs = []  # (seed, rows, workdir)
   for seed in args.seeds or [None]:
     sets = args.set + ([f"trainer.seed={seed}"] if seed is not None else [])
     workdir = args.workdir if seed is None else f"{args.workdir}/seed{seed}"
@@ -48,12 +48,16 @@ def main():
     _, meta = read_semantic_ids(stage)
     tok = json.loads((stage / "results.json").read_text())
     st = meta["stats"]
-    print(f"\ntokenizer {cfg.model.tokenizer} ({stage.name}): {meta['items']} items x {meta['digits']} digits; "
-          f"collision rate before the extra digit {st['collision_rate']:.4f}, max items per tuple "
-          f"{st['max_items_per_tuple']}, codebook usage per level {[round(u, 3) for u in st['usage']]}, "
-          f"perplexity {[round(p, 1) for p in st['perplexity']]}; tokenizer train time {tok['train_seconds']} s")
-    print(f"TIGER invalid generations without constraints (top-20): "
-          f"{r['test'].get('invalid_unconstrained@20', float('nan')):.4f}")
+    print(
+      f"\ntokenizer {cfg.model.tokenizer} ({stage.name}): {meta['items']} items x {meta['digits']} digits; "
+      f"collision rate before the extra digit {st['collision_rate']:.4f}, max items per tuple "
+      f"{st['max_items_per_tuple']}, codebook usage per level {[round(u, 3) for u in st['usage']]}, "
+      f"perplexity {[round(p, 1) for p in st['perplexity']]}; tokenizer train time {tok['train_seconds']} s"
+    )
+    print(
+      f"TIGER invalid generations without constraints (top-20): "
+      f"{r['test'].get('invalid_unconstrained@20', float('nan')):.4f}"
+    )
 
 
 def seed_table(runs) -> None:
@@ -61,15 +65,21 @@ def seed_table(runs) -> None:
   metrics = ["recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5"]
   seeds = [seed for seed, _, _ in runs]
   print(f"\nOver trainer.seed in {seeds} (mean ± sample sd; test split):")
-  print("| model | " + " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG").replace("mrr", "MRR")
-                                  for m in metrics) + " | valid NDCG@10 | test NDCG@10 per seed |")
+  print(
+    "| model | "
+    + " | ".join(m.replace("recall", "Recall").replace("ndcg", "NDCG").replace("mrr", "MRR") for m in metrics)
+    + " | valid NDCG@10 | test NDCG@10 per seed |"
+  )
   print("|---|" + "---|" * (len(metrics) + 2))
   for i, (name, _) in enumerate(runs[0][1]):
     results = [rows[i][1] for _, rows, _ in runs]
     cell = lambda vals: f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
     per_seed = ", ".join(f"{r['test']['ndcg@10']:.4f}" for r in results)
-    print(f"| {name} | " + " | ".join(cell([r["test"][m] for r in results]) for m in metrics)
-          + f" | {cell([r['valid']['ndcg@10'] for r in results])} | {per_seed} |")
+    print(
+      f"| {name} | "
+      + " | ".join(cell([r["test"][m] for r in results]) for m in metrics)
+      + f" | {cell([r['valid']['ndcg@10'] for r in results])} | {per_seed} |"
+    )
 
 
 if __name__ == "__main__":

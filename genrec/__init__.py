@@ -6,6 +6,7 @@
 The package face is lazy: `import genrec.config` (or any light module) does not import jax; `genrec.load` and
 the other names below import what they need on first use.
 """
+
 from genrec.registry import list_models, register
 
 __all__ = ["Run", "load", "list_configs", "list_models", "register"]

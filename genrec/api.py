@@ -1,5 +1,6 @@
 """`genrec.load(dir)`: a trained model back from its run folder, with nothing else as input; and the other
 things a user does with a finished run (evaluate it, add items to it)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ from genrec.train.trainer import write_results
 class Run(Restored):
   """A loaded run: `model` (eval mode, parameters on `placed.mesh`), its `config`, checkpoint `meta`, and the
   items `genrec add-items` added (`added`: [{"item", "title", "text"}], ids num_items+1.. in order)."""
+
   added: list = dataclasses.field(default_factory=list)
 
   def dataset(self):
@@ -35,8 +37,10 @@ class Run(Restored):
     from genrec.data.pipeline import query_example
 
     if not protocols.provides(self.model, protocols.Recommender):
-      raise ValueError(f"{self.config.model_name} is a pointwise model: it predicts P(like) for a (user, item) "
-                       "pair and does not rank the catalogue; `genrec eval` reports its AUC/UAUC")
+      raise ValueError(
+        f"{self.config.model_name} is a pointwise model: it predicts P(like) for a (user, item) "
+        "pair and does not rank the catalogue; `genrec eval` reports its AUC/UAUC"
+      )
     data = self.dataset()
     u = data.user_index(str(user))
     seq = data.sequences[u]
@@ -47,8 +51,11 @@ class Run(Restored):
     ids, scores = _recommend(self.model, batch, k)
     raw = data.item_raw + [a["item"] for a in self.added]
     titles = data.item_titles + [a["title"] for a in self.added]
-    return [{"item": raw[i], "title": titles[i], "score": float(s)}
-            for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist()) if i > 0]
+    return [
+      {"item": raw[i], "title": titles[i], "score": float(s)}
+      for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist())
+      if i > 0
+    ]
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -57,8 +64,9 @@ def _recommend(model, batch, k: int):
   return model.recommend(batch, k)
 
 
-def load(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None,
-         added_items: bool = True) -> Run:
+def load(
+  workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None, added_items: bool = True
+) -> Run:
   """Loads a run folder written by `genrec train` (with the items `genrec add-items` added, unless
   added_items=False: then the catalogue it was trained on).
 
@@ -81,8 +89,10 @@ def stages_of(run: Run):
 def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
   if run.added:
-    raise ValueError(f"{run.workdir} is loaded with {len(run.added)} added items, which no test case can "
-                     "target; evaluate the trained catalogue: genrec.load(DIR, added_items=False)")
+    raise ValueError(
+      f"{run.workdir} is loaded with {len(run.added)} added items, which no test case can "
+      "target; evaluate the trained catalogue: genrec.load(DIR, added_items=False)"
+    )
 
   cfg = run.config if eval_cfg is None else dataclasses.replace(run.config, eval=eval_cfg)
   task = get_task(cfg, run.dataset(), stages_of(run))
@@ -97,9 +107,16 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
       previous = json.loads(path.read_text())
     except json.JSONDecodeError:
       previous = {}
-  results = {**previous, "model": cfg.model_name, "preset": cfg.preset,
-             "protocol": task.protocol(), "valid": valid, "test": test,
-             "groups": {"test": groups}, "evaluated_step": run.step}
+  results = {
+    **previous,
+    "model": cfg.model_name,
+    "preset": cfg.preset,
+    "protocol": task.protocol(),
+    "valid": valid,
+    "test": test,
+    "groups": {"test": groups},
+    "evaluated_step": run.step,
+  }
   results.setdefault("steps", run.step)
   results.setdefault("train_seconds", None)
   if write:

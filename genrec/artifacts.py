@@ -12,6 +12,7 @@ arrays of earlier writes: a reader sees one whole version, never a mix. `version
 the sha256 of the arrays' bytes (in key order); consumers pin it (a TIGER model pins its semantic-ID table's).
 A read checks every array against its sha256, shape and dtype, and refuses file names that leave the folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,8 +76,10 @@ def write(run_dir: str | Path, name: str, arrays: dict[str, np.ndarray], meta: d
       atomic_write(out / file, lambda f, a=array: np.save(f, a, allow_pickle=False))
     entries[key] = {"file": file, "shape": list(array.shape), "dtype": array.dtype.str, "sha256": digest}
   version = version_of(arrays)
-  atomic_write(out / f"{name}.json", json.dumps({"format": FORMAT, "name": name, "version": version,
-                                                 "arrays": entries, "meta": meta}, indent=1))
+  atomic_write(
+    out / f"{name}.json",
+    json.dumps({"format": FORMAT, "name": name, "version": version, "arrays": entries, "meta": meta}, indent=1),
+  )
   current = {e["file"] for e in entries.values()}
   for old in out.glob(f"{name}.*.npy"):
     if old.name not in current and old.name.split(".")[0] == name:
@@ -94,7 +97,9 @@ def read(run_dir: str | Path, name: str, *, what: str = "", hint: str = "") -> A
   except (OSError, ValueError) as e:
     raise ArtifactError(f"{run_dir} has no readable {what} ({e}){'; ' + hint if hint else ''}") from None
   if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("arrays"), dict):
-    raise ArtifactError(f"{path}: not a {FORMAT} file (format {record.get('format') if isinstance(record, dict) else None!r})")
+    raise ArtifactError(
+      f"{path}: not a {FORMAT} file (format {record.get('format') if isinstance(record, dict) else None!r})"
+    )
   arrays = {}
   for key, entry in record["arrays"].items():
     file = entry.get("file", "") if isinstance(entry, dict) else ""
@@ -104,12 +109,19 @@ def read(run_dir: str | Path, name: str, *, what: str = "", hint: str = "") -> A
       array = np.load(inside(run_dir, base / file, "artifact file"), allow_pickle=False)
     except (OSError, ValueError) as e:
       raise ArtifactError(f"{what} in {base}: cannot read {file} ({e})") from None
-    if list(array.shape) != entry.get("shape") or array.dtype.str != entry.get("dtype") or \
-        _digest(array) != entry.get("sha256"):
-      raise ArtifactError(f"{what} in {base} does not match its recorded version ({file}: {array.dtype} "
-                          f"{list(array.shape)}, sha256 {_digest(array)[:16]}): the files were changed or mixed up")
+    if (
+      list(array.shape) != entry.get("shape")
+      or array.dtype.str != entry.get("dtype")
+      or _digest(array) != entry.get("sha256")
+    ):
+      raise ArtifactError(
+        f"{what} in {base} does not match its recorded version ({file}: {array.dtype} "
+        f"{list(array.shape)}, sha256 {_digest(array)[:16]}): the files were changed or mixed up"
+      )
     arrays[key] = array
   if version_of(arrays) != record.get("version"):
-    raise ArtifactError(f"{what} in {base} does not match its recorded version ({version_of(arrays)} vs "
-                        f"{record.get('version')}): the files were changed or mixed up")
+    raise ArtifactError(
+      f"{what} in {base} does not match its recorded version ({version_of(arrays)} vs "
+      f"{record.get('version')}): the files were changed or mixed up"
+    )
   return Artifact(name, record["version"], arrays, record.get("meta") or {})

@@ -1,15 +1,17 @@
 """The `genrec` command. Thin: parse, call the library, print.
 
-  genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP] [--init-from RUN]
-               [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
-  genrec eval DIR [--set eval.candidates=all ...]
-  genrec recommend DIR --user ID [--k 10]
-  genrec export-ids DIR [--out FILE.csv|FILE.json]
-  genrec export-embeddings DIR [--out FILE.npy]
-  genrec add-items DIR ITEMS.csv [--json]
-  genrec datasets list | prepare NAME [--data-dir DIR] [--images]
-  genrec models
+genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP]
+             [--init-from RUN]
+             [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
+genrec eval DIR [--set eval.candidates=all ...]
+genrec recommend DIR --user ID [--k 10]
+genrec export-ids DIR [--out FILE.csv|FILE.json]
+genrec export-embeddings DIR [--out FILE.npy]
+genrec add-items DIR ITEMS.csv [--json]
+genrec datasets list | prepare NAME [--data-dir DIR] [--images]
+genrec models
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +23,14 @@ from pathlib import Path
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="genrec", description="Generative recommendation in JAX/Flax.")
-  p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                 help="import a module that registers models (repeatable)")
+  p.add_argument(
+    "--import",
+    dest="imports",
+    action="append",
+    default=[],
+    metavar="MODULE",
+    help="import a module that registers models (repeatable)",
+  )
   sub = p.add_subparsers(dest="command", required=True)
 
   t = sub.add_parser("train", help="train MODEL:PRESET into a run folder (resumes if one exists)")
@@ -30,11 +38,18 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--workdir", required=True)
   t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
   t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
-  t.add_argument("--init-from", metavar="RUN", help="start from RUN's parameters (fresh optimizer; the "
-                 "catalogue may grow: item rows are matched by item id)")
+  t.add_argument(
+    "--init-from",
+    metavar="RUN",
+    help="start from RUN's parameters (fresh optimizer; the catalogue may grow: item rows are matched by item id)",
+  )
   t.add_argument("--init-which", choices=("best", "latest"), default="best", help="which checkpoint of RUN")
-  t.add_argument("--stop-at", type=int, metavar="STEP",
-                 help="pause after STEP with a checkpoint (the same command without it resumes)")
+  t.add_argument(
+    "--stop-at",
+    type=int,
+    metavar="STEP",
+    help="pause after STEP with a checkpoint (the same command without it resumes)",
+  )
   t.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
   _launch_flags(t)
 
@@ -61,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
   xe.add_argument("--out", help="FILE.npy (default: DIR/item_embeddings.npy)")
   xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
-  a = sub.add_parser("add-items", help="add new items (CSV: item_id, title/text, genres, image) to a trained run "
-                     "without retraining it: an overlay in DIR/artifacts/added_items.json")
+  a = sub.add_parser(
+    "add-items",
+    help="add new items (CSV: item_id, title/text, genres, image) to a trained run "
+    "without retraining it: an overlay in DIR/artifacts/added_items.json",
+  )
   a.add_argument("workdir")
   a.add_argument("items_csv")
   a.add_argument("--json", action="store_true")
@@ -84,15 +102,25 @@ def _launch_flags(p: argparse.ArgumentParser) -> None:
   g.add_argument("--num-processes", type=int, help="processes in the job (env GENREC_NUM_PROCESSES)")
   g.add_argument("--process-id", type=int, help="this process, 0..N-1 (env GENREC_PROCESS_ID)")
   g.add_argument("--distributed", choices=("auto",), help="detect the cluster: SLURM, Open MPI, TPU pod")
-  g.add_argument("--local-devices", type=int, default=0, metavar="N",
-                 help="simulate N devices on a CPU host (testing meshes without accelerators)")
+  g.add_argument(
+    "--local-devices",
+    type=int,
+    default=0,
+    metavar="N",
+    help="simulate N devices on a CPU host (testing meshes without accelerators)",
+  )
 
 
 def _start_jax(args) -> None:
   from genrec.train import distributed
 
-  launch = distributed.from_args(args.coordinator, args.num_processes, args.process_id,
-                                 auto=args.distributed == "auto", local_devices=args.local_devices)
+  launch = distributed.from_args(
+    args.coordinator,
+    args.num_processes,
+    args.process_id,
+    auto=args.distributed == "auto",
+    local_devices=args.local_devices,
+  )
   distributed.initialize(launch)
 
 
@@ -118,7 +146,7 @@ def _train(args) -> int:
   results = trainer.run(stop_at=args.stop_at)
   import jax
 
-  if jax.process_index() != 0:           # one report per job
+  if jax.process_index() != 0:  # one report per job
     return 0
   if results is None:
     print(f"stopped before trainer.steps; run the same command to resume from {workdir}", file=sys.stderr)
@@ -185,10 +213,13 @@ def _add_items(args) -> int:
   for a in summary["added"]:
     codes = f"  codes={tuple(a['codes'])}" if "codes" in a else ""
     print(f"item {a['item']} -> id {a['id']}  {a['title']}{codes}")
-  skipped = f"; {summary['images_skipped']} image(s) did not decode and were skipped" if summary["images_skipped"] \
-      else ""
-  print(f"added {len(summary['added'])} items ({summary['total']} in all, overlay revision {summary['revision']}) to "
-        f"{args.workdir}{skipped}")
+  skipped = (
+    f"; {summary['images_skipped']} image(s) did not decode and were skipped" if summary["images_skipped"] else ""
+  )
+  print(
+    f"added {len(summary['added'])} items ({summary['total']} in all, overlay revision {summary['revision']}) to "
+    f"{args.workdir}{skipped}"
+  )
   return 0
 
 
@@ -202,8 +233,7 @@ def _datasets(args) -> int:
     for name in ("ml-100k", "ml-1m", "ml-20m"):
       print(f"{name:9s} TFDS builder (downloads from GroupLens): genrec datasets prepare {name}")
     for name in ("amazon-beauty", "amazon-sports", "amazon-toys"):
-      print(f"{name} TFDS builder (Amazon 2014 5-core + metadata from UCSD): genrec datasets prepare {name} "
-            "[--images]")
+      print(f"{name} TFDS builder (Amazon 2014 5-core + metadata from UCSD): genrec datasets prepare {name} [--images]")
     print("synthetic planted-structure generator (tests)")
     print("atomic:DIR/NAME  any RecBole atomic-file dataset")
     return 0
@@ -235,9 +265,16 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   from genrec import registry
 
-  handler = {"train": _train, "eval": _eval, "recommend": _recommend, "datasets": _datasets,
-             "models": _models, "export-ids": _export_ids, "export-embeddings": _export_embeddings,
-             "add-items": _add_items}[args.command]
+  handler = {
+    "train": _train,
+    "eval": _eval,
+    "recommend": _recommend,
+    "datasets": _datasets,
+    "models": _models,
+    "export-ids": _export_ids,
+    "export-embeddings": _export_embeddings,
+    "add-items": _add_items,
+  }[args.command]
   try:
     for module in args.imports + getattr(args, "imports_sub", []):
       registry.import_module(module)

@@ -4,6 +4,7 @@
 is polymorphic; its registry key travels beside it (`model_name`) so a JSON file rebuilds the right class.
 Every decoder validates keys and types at the boundary and names the valid keys when something is wrong.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,18 +29,19 @@ class DataConfig:
     valid and test interactions are kept as they are, so a valid/test target may be held out (such cases form
     the "cold" group of the evaluation, the others "warm") and a held-out valid item stays in the test history.
   """
+
   dataset: str = "ml-100k"
   data_dir: str = ""
-  min_rating: float = 0.0            # implicit feedback: keep interactions with rating >= min_rating
-  kcore: int = 0                     # iterative k-core on users and items (0 = off)
-  min_user_interactions: int = 3     # leave-one-out needs >= 3; shorter users are dropped with a count
-  max_len: int = 50                  # history length fed to sequence models
-  time_fraction: float = 1.0         # keep the earliest fraction of interactions by time (an older snapshot)
-  train_window: str = "last"         # last | random: which max_len+1 slice of a user's training items a batch row holds
-  item_embeddings: str = "text:minilm"   # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
+  min_rating: float = 0.0  # implicit feedback: keep interactions with rating >= min_rating
+  kcore: int = 0  # iterative k-core on users and items (0 = off)
+  min_user_interactions: int = 3  # leave-one-out needs >= 3; shorter users are dropped with a count
+  max_len: int = 50  # history length fed to sequence models
+  time_fraction: float = 1.0  # keep the earliest fraction of interactions by time (an older snapshot)
+  train_window: str = "last"  # last | random: which max_len+1 slice of a user's training items a batch row holds
+  item_embeddings: str = "text:minilm"  # text:minilm | text:HF_DIR | npy:FILE ([num_items, D]) | random:D (tests)
   #   | run:MODEL:PRESET (an item encoder stage, e.g. run:mmenc:ml100k, trained or reused) | run:DIR (its run folder)
-  empty_item_text: str = "error"     # error | placeholder ("item <id>") for catalogue items with no text
-  cold_items: float = 0.0            # fraction of the catalogue held out of training (cold start); 0 = off
+  empty_item_text: str = "error"  # error | placeholder ("item <id>") for catalogue items with no text
+  cold_items: float = 0.0  # fraction of the catalogue held out of training (cold start); 0 = off
   # synthetic generator (dataset="synthetic")
   synthetic_users: int = 256
   synthetic_items: int = 64
@@ -50,37 +52,37 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
   steps: int = 1000
-  batch_size: int = 128              # global batch, split over the data-parallel mesh axes
-  grad_accum: int = 1                # micro-batches per optimizer step (batch_size must divide evenly)
+  batch_size: int = 128  # global batch, split over the data-parallel mesh axes
+  grad_accum: int = 1  # micro-batches per optimizer step (batch_size must divide evenly)
   learning_rate: float = 1e-3
   warmup_steps: int = 100
-  schedule: str = "cosine"           # cosine | constant | inverse_sqrt
+  schedule: str = "cosine"  # cosine | constant | inverse_sqrt
   min_lr_ratio: float = 0.0
   weight_decay: float = 0.0
   b1: float = 0.9
   b2: float = 0.98
-  clip_norm: float = 1.0             # 0 = no clipping
-  compute_dtype: str = "float32"     # float32 | bfloat16 (parameters stay float32)
+  clip_norm: float = 1.0  # 0 = no clipping
+  compute_dtype: str = "float32"  # float32 | bfloat16 (parameters stay float32)
   eval_every: int = 200
   log_every: int = 50
   checkpoint_every: int = 500
   keep_checkpoints: int = 2
-  best_metric: str = "ndcg@10"       # validation metric that picks the kept model
-  best_mode: str = "max"             # max | min: whether a larger best_metric is better
-  patience: int = 0                  # stop after this many evals without improvement (0 = never)
+  best_metric: str = "ndcg@10"  # validation metric that picks the kept model
+  best_mode: str = "max"  # max | min: whether a larger best_metric is better
+  patience: int = 0  # stop after this many evals without improvement (0 = never)
   seed: int = 0
   progress: bool = True
 
 
 DEFAULT_RULES = (
-    ("batch", "data", "fsdp"),
-    ("item", "tensor"),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv",),
-    ("codebook",),
+  ("batch", "data", "fsdp"),
+  ("item", "tensor"),
+  ("vocab", "tensor"),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv",),
+  ("codebook",),
 )
 
 
@@ -91,6 +93,7 @@ class MeshConfig:
   rules: the logical-axis table, one row per logical name: (name, mesh axes...). A name with no mesh axes is
   replicated. A parameter dimension that the mesh axes do not divide stays replicated.
   """
+
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
@@ -106,6 +109,7 @@ class EvalConfig:
     only with "sampled:N" (HR@1 of the target among N + 1 candidates, genrec.families.llm_cf.pointwise).
   ranked_examples: pointwise ranking covers the first this many positive examples of a split (0 = all).
   """
+
   split: str = "leave_one_out"
   candidates: str = "all_minus_seen"
   ks: tuple[int, ...] = (5, 10, 20)
@@ -260,7 +264,7 @@ def _parse_text(text: str, typ, where: str):
   try:
     value = json.loads(text)
   except json.JSONDecodeError:
-    if typ is float:                             # Python spellings JSON lacks: ".5", "1.", "inf"
+    if typ is float:  # Python spellings JSON lacks: ".5", "1.", "inf"
       try:
         return float(text)
       except ValueError:

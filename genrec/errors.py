@@ -1,6 +1,7 @@
 """The error types every layer raises, defined once at the bottom so that any layer can raise or catch them
 without importing the layer that usually raises them. Each derives from a built-in class the command line
 catches (ValueError, KeyError, RuntimeError), so a user error prints one line, never a traceback."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """Small file helpers shared by every writer and reader of run folders: atomic writes, contained paths and the
 cache root."""
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "artifa
   root = Path(root)
   full = path if Path(path).is_absolute() else root / path
   if not Path(full).resolve().is_relative_to(root.resolve()):
-    raise PathEscapeError(f"{what} {full} resolves to {Path(full).resolve()}, outside the run folder {root}; "
-                          "refusing to read or write it")
+    raise PathEscapeError(
+      f"{what} {full} resolves to {Path(full).resolve()}, outside the run folder {root}; refusing to read or write it"
+    )
   return Path(full)

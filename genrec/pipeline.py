@@ -11,6 +11,7 @@ stages: the same config is trained once and reused; a changed preset (or a chang
   locate(cfg)              finds the stages without training any: what evaluation, loading and add-items use;
                            a stage that is not there is a MissingStageError when the task asks for it
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,7 @@ from genrec.files import cache_root
 from genrec.train.tasks import Missing, StageRef, Stages, checked_task_class, task_class
 from genrec.train.trainer import Trainer
 
-SEQUENCE_FIELDS = ("max_len", "train_window")     # how a run cuts sequences into rows: each stage's own
+SEQUENCE_FIELDS = ("max_len", "train_window")  # how a run cuts sequences into rows: each stage's own
 
 
 def stage_config(ref: StageRef, parent: ExperimentConfig) -> ExperimentConfig:
@@ -60,9 +61,11 @@ def stage_refs(cfg: ExperimentConfig, *, check: bool = True) -> dict[str, StageR
       stage = stage_config(ref, cfg)
       exports = task_class(stage).exports
       if ref.artifact not in exports:
-        raise ConfigError(f"{ref.setting}={ref.spec}: {stage.model_name} (task {stage.model.task!r}) leaves "
-                          f"{list(exports) or 'no artifact'}, not the {ref.artifact!r} this run's {role} stage "
-                          "must give; name a preset whose model does, or a finished run folder")
+        raise ConfigError(
+          f"{ref.setting}={ref.spec}: {stage.model_name} (task {stage.model.task!r}) leaves "
+          f"{list(exports) or 'no artifact'}, not the {ref.artifact!r} this run's {role} stage "
+          "must give; name a preset whose model does, or a finished run folder"
+        )
   return refs
 
 

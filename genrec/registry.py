@@ -5,6 +5,7 @@ of the built-in models: a name that is not registered yet is looked for as the m
 in every module of the `genrec.models` package; models outside genrec register from a module named by
 `--import`, or through the `genrec.models` entry-point group. This module imports neither jax nor any model.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,7 +20,7 @@ __all__ = ["UnknownModelError", "config_class", "import_module", "list_models", 
 BUILTIN = "genrec.models"
 
 _MODELS: dict[str, tuple[type, type]] = {}
-_SCANNED: set[str] = set()          # packages whose every module has been imported
+_SCANNED: set[str] = set()  # packages whose every module has been imported
 
 
 def register(name: str, config_cls: type):
@@ -66,15 +67,16 @@ def import_module(name: str):
 
 def _lookup(name: str) -> tuple[type, type]:
   if name not in _MODELS and name.isidentifier() and importlib.util.find_spec(f"{BUILTIN}.{name}") is not None:
-    importlib.import_module(f"{BUILTIN}.{name}")          # the usual case: genrec/models/NAME.py
+    importlib.import_module(f"{BUILTIN}.{name}")  # the usual case: genrec/models/NAME.py
   if name not in _MODELS:
-    import_all(BUILTIN)                                  # models in sub-packages or sharing a module
+    import_all(BUILTIN)  # models in sub-packages or sharing a module
   if name not in _MODELS:
     _load_entry_points()
   if name not in _MODELS:
     raise UnknownModelError(
-        f"unknown model {name!r}; registered models: {sorted(_MODELS)} "
-        "(a model defined outside genrec needs --import MODULE or a 'genrec.models' entry point)")
+      f"unknown model {name!r}; registered models: {sorted(_MODELS)} "
+      "(a model defined outside genrec needs --import MODULE or a 'genrec.models' entry point)"
+    )
   return _MODELS[name]
 
 

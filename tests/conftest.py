@@ -1,4 +1,5 @@
 """Test-wide JAX settings: 8 simulated CPU devices and strict numerics, set before any JAX op."""
+
 import os
 import sys
 

@@ -1,5 +1,6 @@
 """Amazon 2014 fixture helpers shared by tests/data/test_amazon.py and tests/train/test_mmenc_amazon.py: files in
 the UCSD formats and a local HTTP server for reviews and item images. Import the `server` fixture by name."""
+
 from __future__ import annotations
 
 import gzip
@@ -25,9 +26,22 @@ def write_gz(path, lines: list) -> str:
 
 def review_lines(reviews) -> list[str]:
   """JSON review lines from (reviewerID, asin, overall, unixReviewTime) tuples."""
-  return [json.dumps({"reviewerID": u, "asin": a, "reviewerName": "x", "helpful": [0, 0], "reviewText": "ok",
-                      "overall": r, "summary": "s", "unixReviewTime": t, "reviewTime": "01 1, 2014"})
-          for u, a, r, t in reviews]
+  return [
+    json.dumps(
+      {
+        "reviewerID": u,
+        "asin": a,
+        "reviewerName": "x",
+        "helpful": [0, 0],
+        "reviewText": "ok",
+        "overall": r,
+        "summary": "s",
+        "unixReviewTime": t,
+        "reviewTime": "01 1, 2014",
+      }
+    )
+    for u, a, r, t in reviews
+  ]
 
 
 def png(seed: int, shape=(6, 5, 3)) -> tuple[bytes, np.ndarray]:
@@ -69,5 +83,10 @@ def server(tmp_path_factory):
       super().do_HEAD()
 
   with serve(srv, Handler) as (port, _):
-    yield {"dir": srv, "port": port, "url": f"http://127.0.0.1:{port}", "hits": hits,
-           "images": {name: pixels for name, (_, pixels) in images.items()}}
+    yield {
+      "dir": srv,
+      "port": port,
+      "url": f"http://127.0.0.1:{port}",
+      "hits": hits,
+      "images": {name: pixels for name, (_, pixels) in images.items()},
+    }

@@ -1,4 +1,5 @@
 """A local HTTP server for download tests: serves a folder on 127.0.0.1 with proxies bypassed."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,6 +1,7 @@
 """Shared by the mmenc tuned-tower tests (tests/train/test_mmenc_lora.py, test_mmenc_image_lora.py): a frozen and a
 LoRA run of the same config, the trained run with its adapters switched off, a reference module loaded by path,
 and one batch's loss and gradients on an 8-device and a 1-device mesh."""
+
 import importlib.util
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import numpy as np
 from flax import nnx
 
 import genrec
+from genrec import pipeline
 from genrec.config import MeshConfig
 from genrec.families.content import contrastive
 from genrec.train import sharding
-from genrec import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,7 @@ def frozen_and_lora_runs(config, cache: Path, steps: int) -> dict:
 
 def without_adapters(state):
   """`state` with every adapter's B zeroed: the model over its base towers."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: x * 0 if "lora_b" in jax.tree_util.keystr(path) else x, state)
+  return jax.tree_util.tree_map_with_path(lambda path, x: x * 0 if "lora_b" in jax.tree_util.keystr(path) else x, state)
 
 
 def trained_and_untuned(run_dir):

@@ -1,5 +1,6 @@
 """One tiny SASRec run per test session, trained through the CLI and shared by test_cli.py and
 test_bad_input.py. Tests that change a run work on a `copy_run` of it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,7 @@ def sasrec_run(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("sasrec_tiny")
     code, out, err = genrec_cli("train", "sasrec:tiny", "--workdir", workdir, "--set", "trainer.progress=false")
     assert code == 0, err
-    _CACHE["run"] = {"dir": workdir, "stdout": out,
-                     "results": json.loads((workdir / "results.json").read_text())}
+    _CACHE["run"] = {"dir": workdir, "stdout": out, "results": json.loads((workdir / "results.json").read_text())}
   return _CACHE["run"]
 
 

@@ -1,4 +1,5 @@
 """Stage configs as a dependent run sees them, for tests of the pipeline's keys and reuse."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """The shape of the code: light modules import no jax, models and presets are found by name (no hand-kept lists)."""
+
 import json
 import os
 import subprocess
@@ -8,8 +9,11 @@ import genrec
 import genrec.configs
 from genrec import registry
 
-ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "JAX_PLATFORMS": "cpu",
-       "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+ENV = {
+  **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+  "JAX_PLATFORMS": "cpu",
+  "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+}
 
 
 def python(code: str) -> dict:
@@ -20,19 +24,23 @@ def python(code: str) -> dict:
 
 
 def test_config_and_the_registry_import_without_jax():
-  out = python("import json, sys\n"
-               "import genrec.config, genrec.registry, genrec.errors, genrec.files\n"
-               "cfg = genrec.config.from_dict(genrec.config.TrainerConfig, {'steps': 5})\n"
-               "print(json.dumps({'jax': 'jax' in sys.modules, 'steps': cfg.steps}))")
+  out = python(
+    "import json, sys\n"
+    "import genrec.config, genrec.registry, genrec.errors, genrec.files\n"
+    "cfg = genrec.config.from_dict(genrec.config.TrainerConfig, {'steps': 5})\n"
+    "print(json.dumps({'jax': 'jax' in sys.modules, 'steps': cfg.steps}))"
+  )
   assert out == {"jax": False, "steps": 5}
 
 
 def test_a_model_is_found_by_its_module_name():
   """`tiger` is genrec/models/tiger.py: asking for it imports that module, not the LLM family's."""
-  out = python("import json, sys\n"
-               "from genrec import registry\n"
-               "cls = registry.model_class('tiger')\n"
-               "print(json.dumps({'cls': cls.__module__, 'llm': 'genrec.models.llmrec' in sys.modules}))")
+  out = python(
+    "import json, sys\n"
+    "from genrec import registry\n"
+    "cls = registry.model_class('tiger')\n"
+    "print(json.dumps({'cls': cls.__module__, 'llm': 'genrec.models.llmrec' in sys.modules}))"
+  )
   assert out == {"cls": "genrec.models.tiger", "llm": False}
 
 
@@ -75,7 +83,7 @@ def imports_of(module: str) -> set[str]:
     elif isinstance(node, ast.ImportFrom):
       base = node.module or ""
       if node.level:
-        base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+        base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
       names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
     else:
       continue
@@ -89,7 +97,7 @@ GRAPH = {m: imports_of(m) for m in MODULES}
 def test_the_import_graph_has_no_circle():
   index, low, stack, on, circles = {}, {}, [], set(), []
 
-  def visit(v):                                   # Tarjan's strongly connected components
+  def visit(v):  # Tarjan's strongly connected components
     index[v] = low[v] = len(index)
     stack.append(v)
     on.add(v)
@@ -123,8 +131,17 @@ def layer(module: str) -> str:
   if module in ("genrec.errors", "genrec.files", "genrec.registry", "genrec.artifacts", "genrec"):
     return "ground"
   parts = module.split(".")
-  return {"config": "config", "data": "data", "models": "models", "configs": "configs", "train": "train",
-          "families": "families", "pipeline": "pipeline", "api": "api", "cli": "cli"}[parts[1]]
+  return {
+    "config": "config",
+    "data": "data",
+    "models": "models",
+    "configs": "configs",
+    "train": "train",
+    "families": "families",
+    "pipeline": "pipeline",
+    "api": "api",
+    "cli": "cli",
+  }[parts[1]]
 
 
 def test_arrows_only_point_down_the_layers():
@@ -132,9 +149,10 @@ def test_arrows_only_point_down_the_layers():
   imports cli. The package face (`genrec/__init__.py`) imports only the registry; its other names are lazy."""
   # the reader sees module-level and function-level imports (else an empty graph would pass)
   assert "genrec.train.trainer" in GRAPH["genrec.pipeline"] and "genrec.families.add_items" in GRAPH["genrec.api"]
-  assert "genrec.registry" in GRAPH["genrec.config"]                       # imported inside a function
-  up = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets
-              if LAYERS.index(layer(t)) > LAYERS.index(layer(m)))
+  assert "genrec.registry" in GRAPH["genrec.config"]  # imported inside a function
+  up = sorted(
+    f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets if LAYERS.index(layer(t)) > LAYERS.index(layer(m))
+  )
   assert up == []
   assert GRAPH["genrec"] == {"genrec.registry"}
 
@@ -142,6 +160,11 @@ def test_arrows_only_point_down_the_layers():
 def test_the_engine_names_no_model():
   """train/ reaches models only through the registry and the written contracts, never a model's module."""
   allowed = {"genrec.models.protocols", "genrec.models.common", "genrec.models"}
-  named = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if layer(m) == "train"
-                 for t in targets if layer(t) == "models" and t not in allowed)
+  named = sorted(
+    f"{m} -> {t}"
+    for m, targets in GRAPH.items()
+    if layer(m) == "train"
+    for t in targets
+    if layer(t) == "models" and t not in allowed
+  )
   assert named == []

@@ -1,4 +1,6 @@
-"""The one artifact format (genrec.artifacts): round trip, content version, atomic rewrites, tamper and escape checks."""
+"""The one artifact format (genrec.artifacts): round trip, content version, atomic rewrites, tamper and escape
+checks."""
+
 import hashlib
 import json
 import os
@@ -14,14 +16,13 @@ from genrec.files import PathEscapeError
 def test_round_trip_and_the_version_is_the_sha256_of_the_arrays(tmp_path):
   codes = np.arange(12, dtype=np.int32).reshape(4, 3)
   written = artifacts.write(tmp_path, "semantic_ids", {"codes": codes}, {"items": 3, "stats": {"usage": [1.0]}})
-  assert written == {"version": hashlib.sha256(codes.tobytes()).hexdigest()[:16], "items": 3,
-                     "stats": {"usage": [1.0]}}
+  assert written == {"version": hashlib.sha256(codes.tobytes()).hexdigest()[:16], "items": 3, "stats": {"usage": [1.0]}}
   found = artifacts.read(tmp_path, "semantic_ids")
   np.testing.assert_array_equal(found["codes"], codes)
   assert found["codes"].dtype == np.int32 and found.version == written["version"] and found.meta["items"] == 3
   two = {"users": np.ones((2, 4), np.float32), "items": np.zeros((3, 4), np.float32)}
   version = artifacts.write(tmp_path, "cf", two, {})["version"]
-  expected = hashlib.sha256(two["items"].tobytes() + two["users"].tobytes()).hexdigest()[:16]   # key order
+  expected = hashlib.sha256(two["items"].tobytes() + two["users"].tobytes()).hexdigest()[:16]  # key order
   assert version == expected and artifacts.exists(tmp_path, "cf") and not artifacts.exists(tmp_path, "other")
 
 
@@ -29,8 +30,10 @@ def test_a_rewrite_replaces_the_arrays_and_leaves_no_stale_file(tmp_path):
   artifacts.write(tmp_path, "added_items", {"codes": np.zeros((1, 2), np.int32)}, {"revision": 1})
   artifacts.write(tmp_path, "added_items", {"codes": np.ones((2, 2), np.int32)}, {"revision": 2})
   files = sorted(p.name for p in (tmp_path / "artifacts").iterdir())
-  assert len(files) == 2 and files[0] == "added_items.codes." + \
-      hashlib.sha256(np.ones((2, 2), np.int32).tobytes()).hexdigest()[:16] + ".npy"
+  assert (
+    len(files) == 2
+    and files[0] == "added_items.codes." + hashlib.sha256(np.ones((2, 2), np.int32).tobytes()).hexdigest()[:16] + ".npy"
+  )
   assert artifacts.read(tmp_path, "added_items").meta == {"revision": 2}
 
 

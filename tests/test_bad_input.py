@@ -1,17 +1,16 @@
 """Bad input at every boundary gives a clear error (exit code 2 from the CLI), never a traceback; damaged or
 half-written run folders are diagnosed, and an interrupted checkpoint never hides the previous one."""
+
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 import genrec
 from genrec.registry import UnknownModelError
-from genrec.train.checkpoint import CheckpointError, Checkpointer
-import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
-
+from genrec.train.checkpoint import Checkpointer, CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def train_args(workdir, *sets):
 def test_config_typo_lists_valid_keys(tmp_path):
   err = fails(*train_args(tmp_path / "w", "trainer.stepz=5"))
   assert "trainer.stepz" in err and "'steps'" in err and "'learning_rate'" in err
-  assert not (tmp_path / "w").exists()              # failed before any work
+  assert not (tmp_path / "w").exists()  # failed before any work
 
 
 def test_wrong_type(tmp_path):
@@ -87,7 +86,7 @@ def test_run_of_an_unregistered_model(run, tmp_path):
     meta = json.loads(path.read_text())
     meta["model_name"] = meta["config"]["model_name"] = "ghost_model"
     path.write_text(json.dumps(meta))
-    (path.parent.parent / "genrec-manifest.json").unlink()     # else the edit is reported as tampering
+    (path.parent.parent / "genrec-manifest.json").unlink()  # else the edit is reported as tampering
   err = fails("eval", workdir)
   assert "'ghost_model'" in err and "--import" in err and str(workdir) in err
   with pytest.raises(UnknownModelError, match="ghost_model"):
@@ -99,8 +98,7 @@ def test_run_of_an_unregistered_model(run, tmp_path):
 def test_truncated_checkpoint_names_the_step(run, tmp_path):
   workdir = runs.copy_run(run, tmp_path / "run")
   (step,) = Checkpointer(workdir / "best", read_only=True).steps()
-  data_files = [p for p in (workdir / "best" / str(step) / "state").rglob("*")
-                if p.is_file() and p.parent.name == "d"]
+  data_files = [p for p in (workdir / "best" / str(step) / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
   assert data_files
   # Orbax leaves some data files unreferenced (truncating those alone changes nothing): cut all of them.
   for path in data_files:
@@ -108,13 +106,13 @@ def test_truncated_checkpoint_names_the_step(run, tmp_path):
       f.truncate(path.stat().st_size // 2)
   with pytest.raises(CheckpointError, match=f"step {step}: file .*/best/{step}/state/d/.* is truncated"):
     genrec.load(workdir)
-  for path in (workdir / "best").rglob("genrec-manifest.json"):      # without the manifest, orbax's own check
+  for path in (workdir / "best").rglob("genrec-manifest.json"):  # without the manifest, orbax's own check
     path.unlink()
   with pytest.raises(CheckpointError, match=f"step {step} .*damaged or incomplete"):
     genrec.load(workdir)
   err = fails("eval", workdir)
   assert f"step {step}" in err
-  assert genrec.load(workdir, which="latest").step == 60      # the training checkpoints are intact
+  assert genrec.load(workdir, which="latest").step == 60  # the training checkpoints are intact
 
 
 def test_eval_takes_only_eval_overrides(run):
@@ -159,7 +157,7 @@ def test_partial_later_step_is_ignored_by_load_and_resume(run, tmp_path):
   log = (workdir / "metrics.jsonl").read_text()
   code, _, err = runs.genrec_cli(*train_args(workdir))
   assert code == 0, err
-  assert (workdir / "metrics.jsonl").read_text() == log     # resumed at 60: nothing left to train
+  assert (workdir / "metrics.jsonl").read_text() == log  # resumed at 60: nothing left to train
   assert Checkpointer(workdir / "checkpoints", read_only=True).steps() == [30, 60]
 
 
@@ -178,7 +176,7 @@ def test_resume_after_a_kill_while_saving_the_last_step(run, tmp_path):
     pytest.skip("needs best/ to hold the killed step")
   shutil.rmtree(workdir / "checkpoints" / "60")
   kill_while_saving(workdir, "checkpoints", 60, like=30)
-  code, _, err = runs.genrec_cli(*train_args(workdir))      # resumes at 30, trains 30 steps again
+  code, _, err = runs.genrec_cli(*train_args(workdir))  # resumes at 30, trains 30 steps again
   assert code == 0, err
   assert Checkpointer(workdir / "checkpoints", read_only=True).steps() == [30, 60]
   latest = genrec.load(workdir, which="latest")

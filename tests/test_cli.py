@@ -1,14 +1,14 @@
 """The `genrec` command end to end on one tiny SASRec run: train, eval, recommend, models, datasets, resume."""
+
 import json
-import sys
 import time
 
 import pytest
 
+import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 import genrec
 from genrec.data import load_dataset
 from genrec.train.checkpoint import Checkpointer
-import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 
 genrec_cli = runs.genrec_cli
 METRICS = ("recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5")
@@ -33,7 +33,7 @@ def test_train_prints_protocol_and_writes_results(run):
   assert results["protocol"]["candidates"] == "all_minus_seen"
   for split in ("valid", "test"):
     assert all(0.0 <= results[split][m] <= 1.0 for m in METRICS), results[split]
-  assert results["test"]["ndcg@10"] > 0.5          # planted successors; popularity gets ~0.15
+  assert results["test"]["ndcg@10"] > 0.5  # planted successors; popularity gets ~0.15
   assert results["train_seconds"] > 0
 
 
@@ -42,7 +42,7 @@ def test_eval_recomputes_the_test_metrics(run):
   assert code == 0, err
   assert "protocol:" in out and "candidates=all_minus_seen" in out
   again = json.loads((run["dir"] / "results.json").read_text())
-  assert "evaluated_step" in again                  # written by eval, not left over from training
+  assert "evaluated_step" in again  # written by eval, not left over from training
   for m in METRICS:
     assert again["test"][m] == pytest.approx(run["results"]["test"][m], abs=1e-6)
 
@@ -92,7 +92,7 @@ def test_train_again_resumes_without_training(run):
   before = train_lines(run["dir"])
   code, out, err = genrec_cli("train", "sasrec:tiny", "--workdir", run["dir"], "--set", "trainer.progress=false")
   assert code == 0, err
-  assert train_lines(run["dir"]) == before         # no step was trained again
+  assert train_lines(run["dir"]) == before  # no step was trained again
   assert json.loads((run["dir"] / "results.json").read_text())["steps"] == 60
   assert Checkpointer(run["dir"] / "checkpoints", read_only=True).latest_step() == 60
   assert "protocol:" in out
@@ -104,7 +104,7 @@ def test_train_with_a_different_config_refuses_then_fresh_starts_over(run, tmp_p
   code, _, err = genrec_cli(*base, "model.dim=16")
   assert code == 2
   assert "model.dim" in err and "--fresh" in err and "Traceback" not in err
-  assert genrec.load(workdir).config.model.dim == 32   # untouched
+  assert genrec.load(workdir).config.model.dim == 32  # untouched
 
   # data.seed changes the run but not the compiled step, so the fresh run reuses the compile cache
   started = time.time()
@@ -112,6 +112,6 @@ def test_train_with_a_different_config_refuses_then_fresh_starts_over(run, tmp_p
   assert code == 0, err
   assert genrec.load(workdir, which="latest").config.data.seed == 1
   lines = train_lines(workdir)
-  assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60]   # the old log went with the old run
+  assert [r["step"] for r in lines] == [10, 20, 30, 40, 50, 60]  # the old log went with the old run
   assert all(r["time"] >= started for r in lines)
   assert json.loads((workdir / "results.json").read_text())["steps"] == 60

@@ -6,19 +6,31 @@ import json
 import pytest
 
 import genrec.configs
-from genrec.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, MeshConfig, TrainerConfig,
-                           from_dict, from_json, override, to_json)
+from genrec.config import (
+  ConfigError,
+  DataConfig,
+  EvalConfig,
+  ExperimentConfig,
+  MeshConfig,
+  TrainerConfig,
+  from_dict,
+  from_json,
+  override,
+  to_json,
+)
 from genrec.models.sasrec import SASRecConfig
 
 
 def _cfg() -> ExperimentConfig:
   return ExperimentConfig(
-      model=SASRecConfig(num_items=7, max_len=12, dim=24, num_layers=3, dropout=0.25),
-      model_name="sasrec", preset="custom",
-      data=DataConfig(dataset="synthetic", max_len=12, min_rating=3.5, train_window="random"),
-      trainer=TrainerConfig(steps=17, learning_rate=3e-4, progress=False, schedule="inverse_sqrt"),
-      mesh=MeshConfig(data=2, fsdp=4, rules=(("batch", "data"), ("embed", "fsdp"), ("kv",))),
-      eval=EvalConfig(ks=(1, 7), group_by=("gender",), candidates="sampled:50"))
+    model=SASRecConfig(num_items=7, max_len=12, dim=24, num_layers=3, dropout=0.25),
+    model_name="sasrec",
+    preset="custom",
+    data=DataConfig(dataset="synthetic", max_len=12, min_rating=3.5, train_window="random"),
+    trainer=TrainerConfig(steps=17, learning_rate=3e-4, progress=False, schedule="inverse_sqrt"),
+    mesh=MeshConfig(data=2, fsdp=4, rules=(("batch", "data"), ("embed", "fsdp"), ("kv",))),
+    eval=EvalConfig(ks=(1, 7), group_by=("gender",), candidates="sampled:50"),
+  )
 
 
 def _json_dict(cfg) -> dict:
@@ -97,14 +109,21 @@ def test_json_model_section_must_be_an_object(model):
 
 def test_json_types_are_checked():
   d = _json_dict(_cfg())
-  d["trainer"]["learning_rate"] = 1                    # an int where a float goes: accepted, made a float
+  d["trainer"]["learning_rate"] = 1  # an int where a float goes: accepted, made a float
   d["data"]["min_rating"] = 4
   cfg = from_json(json.dumps(d))
   assert cfg.trainer.learning_rate == 1.0 and isinstance(cfg.trainer.learning_rate, float)
   assert isinstance(cfg.data.min_rating, float)
-  for section, key, bad in [("trainer", "steps", 2.0), ("trainer", "steps", True), ("trainer", "steps", "5"),
-                            ("trainer", "progress", 1), ("eval", "ks", 5), ("eval", "ks", [5, "x"]),
-                            ("data", "dataset", 3), ("model", "dim", 1.5)]:
+  for section, key, bad in [
+    ("trainer", "steps", 2.0),
+    ("trainer", "steps", True),
+    ("trainer", "steps", "5"),
+    ("trainer", "progress", 1),
+    ("eval", "ks", 5),
+    ("eval", "ks", [5, "x"]),
+    ("data", "dataset", 3),
+    ("model", "dim", 1.5),
+  ]:
     d = _json_dict(_cfg())
     d[section][key] = bad
     with pytest.raises(ConfigError, match=f"{section}.{key}"):
@@ -142,8 +161,17 @@ def test_fixed_length_tuple_fields_are_typed_per_position():
 
 def test_override_gives_typed_values():
   base = _cfg()
-  cfg = override(base, ["trainer.steps=5", "model.dim=16", "eval.ks=5,10", "data.dataset=synthetic",
-                        "trainer.progress=false", "trainer.learning_rate=1e-2"])
+  cfg = override(
+    base,
+    [
+      "trainer.steps=5",
+      "model.dim=16",
+      "eval.ks=5,10",
+      "data.dataset=synthetic",
+      "trainer.progress=false",
+      "trainer.learning_rate=1e-2",
+    ],
+  )
   assert cfg.trainer.steps == 5 and type(cfg.trainer.steps) is int
   assert cfg.model.dim == 16 and type(cfg.model.dim) is int and type(cfg.model) is SASRecConfig
   assert cfg.eval.ks == (5, 10)
@@ -173,9 +201,18 @@ def test_override_int_into_float_but_not_float_into_int():
     override(_cfg(), {"trainer.steps": 2.0})
 
 
-@pytest.mark.parametrize("assignment", ["trainer.steps=abc", "trainer.steps=1.5", "trainer.steps=true",
-                                        "trainer.progress=maybe", "model.dim=", "eval.ks=5,x",
-                                        "trainer.learning_rate=fast"])
+@pytest.mark.parametrize(
+  "assignment",
+  [
+    "trainer.steps=abc",
+    "trainer.steps=1.5",
+    "trainer.steps=true",
+    "trainer.progress=maybe",
+    "model.dim=",
+    "eval.ks=5,x",
+    "trainer.learning_rate=fast",
+  ],
+)
 def test_override_wrong_type_errors(assignment):
   with pytest.raises(ConfigError, match=assignment.split("=")[0]):
     override(_cfg(), [assignment])
@@ -187,8 +224,9 @@ def test_override_unknown_top_level_key_lists_valid_keys():
   assert "trainer" in str(e.value) and "model" in str(e.value)
 
 
-@pytest.mark.parametrize("key,valid", [("trainer.stepz", "steps"), ("model.dimm", "num_layers"),
-                                       ("data.datset", "dataset")])
+@pytest.mark.parametrize(
+  "key,valid", [("trainer.stepz", "steps"), ("model.dimm", "num_layers"), ("data.datset", "dataset")]
+)
 def test_override_unknown_nested_key_lists_valid_keys(key, valid):
   with pytest.raises(ConfigError, match=key.split(".")[1]) as e:
     override(_cfg(), [f"{key}=5"])

@@ -1,5 +1,6 @@
 """User-facing errors that no other test triggered, one test each (docs/errors.md lists them all). Each test
 makes the mistake a user would make and checks that the message names the key, file or value at fault."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import genrec
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
-from genrec.config import ConfigError, DataConfig, EvalConfig
+import genrec
 from genrec import registry
-from genrec.models import hf
+from genrec.config import ConfigError, DataConfig, EvalConfig
 from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact
-from genrec.train.checkpoint import CheckpointError, MANIFEST
+from genrec.models import hf
+from genrec.train.checkpoint import MANIFEST, CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -38,26 +39,33 @@ def cli_error(*argv) -> str:
 
 
 def train_error(tmp_path, *sets, flags=()) -> str:
-  return cli_error("train", "sasrec:tiny", "--workdir", tmp_path / "w", *flags,
-                   "--set", "trainer.progress=false", *sets)
+  return cli_error(
+    "train", "sasrec:tiny", "--workdir", tmp_path / "w", *flags, "--set", "trainer.progress=false", *sets
+  )
 
 
 # -- config checked by the trainer --------------------------------------------------------------------------
-@pytest.mark.parametrize("assignment, message", [
+@pytest.mark.parametrize(
+  "assignment, message",
+  [
     ("trainer.best_mode=up", "trainer.best_mode must be 'max' or 'min', got 'up'"),
     ("trainer.grad_accum=3", "trainer.batch_size=64 is not divisible by trainer.grad_accum=3"),
     ("trainer.schedule=linear", "trainer.schedule must be one of ['constant', 'cosine', 'inverse_sqrt'], got 'linear'"),
     ("data.synthetic_items=1", "data.synthetic_items must be >= 2 and data.synthetic_users >= 1, got 1 and"),
-])
+  ],
+)
 def test_trainer_rejects_a_bad_value_naming_the_key(tmp_path, assignment, message):
   assert message in train_error(tmp_path, assignment)
 
 
-@pytest.mark.parametrize("assignment, message", [
+@pytest.mark.parametrize(
+  "assignment, message",
+  [
     ("model.dim=0", "building sasrec from its config failed (ZeroDivisionError: "),
     ("model.num_heads=0", "settings that are 0: model.num_heads=0 (sizes such as dim, heads and layers must be > 0)"),
     ("model.dim=-4", "sasrec: integer model settings cannot be negative: model.dim=-4"),
-])
+  ],
+)
 def test_model_sizes_of_zero_or_below_are_config_errors(tmp_path, assignment, message):
   assert message in train_error(tmp_path, assignment)
 
@@ -65,8 +73,7 @@ def test_model_sizes_of_zero_or_below_are_config_errors(tmp_path, assignment, me
 def test_mesh_axes_must_fit_the_devices(tmp_path):
   assert "at most one axis may be -1, got data=-1 fsdp=-1" in train_error(tmp_path, "mesh.data=-1", "mesh.fsdp=-1")
   assert "data=16 x fsdp=1 x tensor=1 needs 16 devices; 8 available" in train_error(tmp_path, "mesh.data=16")
-  assert "mesh: 8 devices do not divide into axes of product 3" in train_error(tmp_path, "mesh.data=-1",
-                                                                                "mesh.fsdp=3")
+  assert "mesh: 8 devices do not divide into axes of product 3" in train_error(tmp_path, "mesh.data=-1", "mesh.fsdp=3")
 
 
 def test_mesh_rules_name_unknown_axes_and_missing_rows():
@@ -93,11 +100,17 @@ def test_candidates_other_than_all_minus_seen_need_a_score_method():
     step(types.SimpleNamespace(), {"target": np.zeros(2, np.int32)}, None)
 
 
-@pytest.mark.parametrize("cfg, message", [
+@pytest.mark.parametrize(
+  "cfg, message",
+  [
     (dict(attention="blocked", block_size=0), "model.block_size must be >= 1 for blocked attention, got 0"),
-    (dict(loss="sampled_softmax", num_negatives=0), r"model: sampled_softmax needs num_negatives >= 1 and "
-                                                    r"temperature > 0 \(got 0, 0.05\)"),
-])
+    (
+      dict(loss="sampled_softmax", num_negatives=0),
+      r"model: sampled_softmax needs num_negatives >= 1 and "
+      r"temperature > 0 \(got 0, 0.05\)",
+    ),
+  ],
+)
 def test_hstu_config_values(cfg, message):
   from genrec.models.hstu import HSTUConfig
 
@@ -119,7 +132,8 @@ def test_registering_a_taken_model_name():
 # -- command line and launch ---------------------------------------------------------------------------------
 def test_local_devices_must_not_be_negative(tmp_path):
   assert train_error(tmp_path, flags=("--local-devices", "-1")) == (
-      "--local-devices must be >= 0 (0 = the host's own devices), got -1")
+    "--local-devices must be >= 0 (0 = the host's own devices), got -1"
+  )
 
 
 def test_launch_env_var_must_be_an_integer(tmp_path, monkeypatch):
@@ -131,14 +145,17 @@ def test_datasets_prepare_needs_a_name():
   assert cli_error("datasets", "prepare") == "datasets prepare needs a NAME: one of ml-100k, ml-1m, ml-20m"
 
 
-@pytest.mark.parametrize("setting, message", [
+@pytest.mark.parametrize(
+  "setting, message",
+  [
     ("trainer.eval_every=0", "trainer.eval_every must be >= 1, got 0"),
     ("trainer.batch_size=0", "trainer.batch_size must be >= 1, got 0"),
     ("trainer.steps=-1", "trainer.steps must be >= 0, got -1"),
     ("data.max_len=0", "data.max_len must be >= 1, got 0"),
     ("eval.ks=0", "eval.ks must be cutoffs >= 1 (e.g. 5,10), got [0]"),
     ("trainer.schedule=linear", "trainer.schedule must be one of"),
-])
+  ],
+)
 def test_nonpositive_settings_fail_before_any_folder_is_made(tmp_path, setting, message):
   code, _, err = runs.genrec_cli("train", "sasrec:tiny", "--workdir", tmp_path / "run", "--set", setting)
   assert code == 2 and message in err, err
@@ -147,13 +164,17 @@ def test_nonpositive_settings_fail_before_any_folder_is_made(tmp_path, setting, 
 
 def test_export_ids_of_a_run_without_semantic_ids(run):
   err = cli_error("export-ids", run["dir"])
-  assert err == (f"{run['dir']} is a sasrec run: it has no semantic IDs (train a tokenizer such as rqvae or "
-                 "rqkmeans, or a generative retriever such as tiger)")
+  assert err == (
+    f"{run['dir']} is a sasrec run: it has no semantic IDs (train a tokenizer such as rqvae or "
+    "rqkmeans, or a generative retriever such as tiger)"
+  )
 
 
 def test_export_embeddings_of_a_run_without_them(run, tmp_path):
-  assert cli_error("export-embeddings", run["dir"], "--out", tmp_path / "e.txt") == \
-      f"--out must end in .npy, got {tmp_path / 'e.txt'}"
+  assert (
+    cli_error("export-embeddings", run["dir"], "--out", tmp_path / "e.txt")
+    == f"--out must end in .npy, got {tmp_path / 'e.txt'}"
+  )
   assert "is a sasrec run: it has no item embeddings to export" in cli_error("export-embeddings", run["dir"])
   assert not list(tmp_path.iterdir())
 
@@ -166,8 +187,10 @@ def test_export_ids_checks_the_table_and_the_file_type(run, tmp_path):
   semantic_ids.write_semantic_ids(workdir, np.zeros((11, 2), np.int32), {}, cfg)
   assert cli_error("export-ids", workdir) == "the semantic-ID table has 10 items but synthetic has 64"
   semantic_ids.write_semantic_ids(workdir, np.zeros((65, 2), np.int32), {}, cfg)
-  assert cli_error("export-ids", workdir, "--out", tmp_path / "ids.txt") == \
-      f"--out must end in .csv or .json, got {tmp_path / 'ids.txt'}"
+  assert (
+    cli_error("export-ids", workdir, "--out", tmp_path / "ids.txt")
+    == f"--out must end in .csv or .json, got {tmp_path / 'ids.txt'}"
+  )
 
 
 # -- checkpoints and runs ------------------------------------------------------------------------------------
@@ -189,22 +212,26 @@ def test_unreadable_manifest_and_missing_file(run, tmp_path):
   workdir, step_dir = _damaged_copy(run, tmp_path)
   step = step_dir.name
   (step_dir / MANIFEST).write_text("{")
-  with pytest.raises(CheckpointError, match=f"checkpoint step {step}: its manifest .*/best/{step}/{MANIFEST} "
-                                            "is unreadable"):
+  with pytest.raises(
+    CheckpointError, match=f"checkpoint step {step}: its manifest .*/best/{step}/{MANIFEST} is unreadable"
+  ):
     genrec.load(workdir)
   workdir, step_dir = _damaged_copy(run, tmp_path / "again")
   (step_dir / "meta" / "metadata").unlink()
   assert f"checkpoint step {step}: file {step_dir / 'meta' / 'metadata'} is missing" in cli_error("eval", workdir)
 
 
-@pytest.mark.parametrize("metadata, message", [
+@pytest.mark.parametrize(
+  "metadata, message",
+  [
     ("{not json", "cannot read .*/meta/metadata: Expecting property name"),
     (json.dumps({"step": 1}), "checkpoint metadata has no config; not written by genrec train"),
-])
+  ],
+)
 def test_checkpoint_metadata_that_is_not_genrec(run, tmp_path, metadata, message):
   workdir, step_dir = _damaged_copy(run, tmp_path)
   (step_dir / "meta" / "metadata").write_text(metadata)
-  (step_dir / MANIFEST).unlink()                     # else reported as a modified file
+  (step_dir / MANIFEST).unlink()  # else reported as a modified file
   with pytest.raises(CheckpointError, match=message):
     genrec.load(workdir)
 
@@ -228,8 +255,11 @@ def test_warm_start_parameters_that_do_not_fit(run):
   with pytest.raises(ConfigError, match="--init-from RUN: it has no parameter "):
     transfer({}, *args)
   emb = next(p for p in flat if "item_emb" in p)
-  with pytest.raises(ConfigError, match=r"parameter item_emb/embedding has shape \(128, 16\), this model needs "
-                                        r"\(128, 32\); only the item axis may differ"):
+  with pytest.raises(
+    ConfigError,
+    match=r"parameter item_emb/embedding has shape \(128, 16\), this model needs "
+    r"\(128, 32\); only the item axis may differ",
+  ):
     transfer({**flat, emb: nnx.Param(np.zeros((128, 16), np.float32))}, *args)
   other = next(p for p, v in flat.items() if v.get_value().ndim == 1)
   with pytest.raises(ConfigError, match=r"has shape \(3,\), this model needs \(32,\)$"):
@@ -250,8 +280,10 @@ def test_atomic_file_with_an_empty_header_or_bad_encoding(tmp_path):
 
 
 def test_atomic_dataset_spec_without_a_name(tmp_path):
-  assert train_error(tmp_path, "data.dataset=atomic:") == \
-      "data.dataset='atomic:': expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)"
+  assert (
+    train_error(tmp_path, "data.dataset=atomic:")
+    == "data.dataset='atomic:': expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)"
+  )
 
 
 def test_item_embedding_and_text_settings():
@@ -274,8 +306,11 @@ def test_hf_folder_config_and_weights_errors(tmp_path):
 
   with pytest.raises(hf.CheckpointError, match=f"model folder {tmp_path / 'no'} does not exist"):
     load_bert(tmp_path / "no" / "such")
-  with pytest.raises(hf.CheckpointError, match=f"no model.safetensors in {tmp_path} \\(the weights\\); the folder "
-                                               r"holds \[\]"):
+  with pytest.raises(
+    hf.CheckpointError,
+    match=f"no model.safetensors in {tmp_path} \\(the weights\\); the folder "
+    r"holds \[\]",
+  ):
     load_bert(tmp_path / "typo")
   (tmp_path / "config.json").write_text("{")
   with pytest.raises(hf.CheckpointError, match=r"config.json is not valid JSON: Expecting property name"):
@@ -288,12 +323,15 @@ def test_hf_folder_config_and_weights_errors(tmp_path):
 BERT = dict(model_type="bert", vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (dict(model_type="gpt2"), "config.json describes a 'gpt2' model; only BERT-architecture encoders"),
     (dict(model_type="roberta"), "model_type 'roberta': RoBERTa offsets positions by pad_token_id"),
     (dict(position_embedding_type="relative_key"), "position_embedding_type 'relative_key': only 'absolute'"),
     (dict(vocab_size=None), r"config.json lacks \['vocab_size'\]; these fix the encoder's shape"),
-])
+  ],
+)
 def test_bert_config_json_that_cannot_be_imported(tmp_path, change, message):
   from genrec.models.text.hf_import import load_config
 
@@ -303,15 +341,19 @@ def test_bert_config_json_that_cannot_be_imported(tmp_path, change, message):
     load_config(tmp_path)
 
 
-LLAMA = dict(model_type="llama", vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-             intermediate_size=16)
+LLAMA = dict(
+  model_type="llama", vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+)
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (dict(hidden_act="gelu"), "hidden_act 'gelu': only 'silu' \\(SwiGLU\\) is supported"),
     (dict(model_type="qwen2", use_sliding_window=True), "use_sliding_window=true: sliding-window attention"),
     (dict(intermediate_size=None), r"lacks \['intermediate_size'\]; these fix the llama model's shape"),
-])
+  ],
+)
 def test_llm_config_json_that_cannot_be_imported(tmp_path, change, message):
   from genrec.models.llm.hf_import import load_config
 

@@ -1,6 +1,7 @@
 """docs/errors.md cannot drift from the code: every row names a test that exists, an error class that imports
 (with the base class the page states), and a message whose fixed parts still appear, in order, in one string
 of genrec's source, raised as that class. Every exception class genrec defines must be on the page."""
+
 from __future__ import annotations
 
 import ast
@@ -14,9 +15,17 @@ import genrec
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "errors.md"
 PACKAGE = Path(genrec.__file__).parent
-HOLE = "\x00"            # an interpolated value in a source template; "…" on the page
-SECTIONS = ("Config", "Data", "Checkpoints and runs", "Command line and launch", "Hugging Face import",
-            "Semantic IDs and stages", "Artifacts", "Images")
+HOLE = "\x00"  # an interpolated value in a source template; "…" on the page
+SECTIONS = (
+  "Config",
+  "Data",
+  "Checkpoints and runs",
+  "Command line and launch",
+  "Hugging Face import",
+  "Semantic IDs and stages",
+  "Artifacts",
+  "Images",
+)
 
 
 def _cells(line: str) -> list[str]:
@@ -29,10 +38,14 @@ def tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
   for i, line in enumerate(lines):
     if line.startswith("## "):
       section = line[3:].strip()
-    if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---") and \
-        not lines[i - 1].startswith("|"):
+    if (
+      line.startswith("|")
+      and i + 1 < len(lines)
+      and lines[i + 1].startswith("|---")
+      and not lines[i - 1].startswith("|")
+    ):
       rows = []
-      for body in lines[i + 2:]:
+      for body in lines[i + 2 :]:
         if not body.startswith("|"):
           break
         rows.append(_cells(body))
@@ -52,8 +65,15 @@ def catalogue(text: str) -> list[dict]:
     if header[0] == "What you did":
       for cells in body:
         assert len(cells) == 5, cells
-        rows.append({"section": section, "did": cells[0], "error": _code(cells[1]), "message": _code(cells[2]),
-                     "test": _code(cells[4])})
+        rows.append(
+          {
+            "section": section,
+            "did": cells[0],
+            "error": _code(cells[1]),
+            "message": _code(cells[2]),
+            "test": _code(cells[4]),
+          }
+        )
   return rows
 
 
@@ -97,8 +117,11 @@ def class_problems(rows: list[dict], classes: dict[str, tuple[str, str]]) -> lis
     cls, base_cls = resolve(name, classes), resolve(base, classes)
     if cls is None or base_cls is None or not issubclass(cls, base_cls):
       problems.append(f"{name}: not importable from {module} as a subclass of {base}")
-  problems += [f"{row['error']} (row {row['did']!r}): not an exception class in the table or builtins"
-               for row in rows if resolve(row["error"], classes) is None]
+  problems += [
+    f"{row['error']} (row {row['did']!r}): not an exception class in the table or builtins"
+    for row in rows
+    if resolve(row["error"], classes) is None
+  ]
   return problems
 
 
@@ -153,11 +176,15 @@ def message_problems(rows: list[dict], classes: dict[str, tuple[str, str]]) -> l
     matches = [name for template, name in raised if _in_order(row["message"], template)]
     doc_cls = resolve(row["error"], classes)
     if matches:
-      bases = [c for name in matches for c in [resolve(name, classes)] + [
-          resolve(page, classes) for page in classes if page.rpartition(".")[2] == name] if c is not None]
+      bases = [
+        c
+        for name in matches
+        for c in [resolve(name, classes)]
+        + [resolve(page, classes) for page in classes if page.rpartition(".")[2] == name]
+        if c is not None
+      ]
       if doc_cls is not None and not any(issubclass(doc_cls, b) for b in bases):
-        problems.append(f"{row['did']!r}: {row['message']!r} is raised as {sorted(set(matches))}, "
-                        f"not {row['error']}")
+        problems.append(f"{row['did']!r}: {row['message']!r} is raised as {sorted(set(matches))}, not {row['error']}")
     elif not any(_in_order(row["message"], s) for s in strings):
       problems.append(f"{row['did']!r}: {row['message']!r} is not in genrec's source")
   return problems
@@ -203,11 +230,19 @@ def test_every_message_is_still_raised_as_documented():
 
 def test_the_checks_catch_a_stale_row():
   stale = [
-      {"did": "a", "error": "ConfigError", "message": "this message was never written", "test":
-       "tests/test_errors_doc.py::test_that_does_not_exist"},
-      {"did": "b", "error": "NoSuchError", "message": "…", "test": "tests/nowhere.py::test_x"},
-      {"did": "c", "error": "DataError", "message": "trainer.best_mode must be 'max' or 'min', got …",
-       "test": "tests/test_errors_doc.py::test_the_checks_catch_a_stale_row[x]"},
+    {
+      "did": "a",
+      "error": "ConfigError",
+      "message": "this message was never written",
+      "test": "tests/test_errors_doc.py::test_that_does_not_exist",
+    },
+    {"did": "b", "error": "NoSuchError", "message": "…", "test": "tests/nowhere.py::test_x"},
+    {
+      "did": "c",
+      "error": "DataError",
+      "message": "trainer.best_mode must be 'max' or 'min', got …",
+      "test": "tests/test_errors_doc.py::test_the_checks_catch_a_stale_row[x]",
+    },
   ]
   assert len(missing_tests(stale)) == 2
   assert class_problems(stale, CLASSES) == ["NoSuchError (row 'b'): not an exception class in the table or builtins"]

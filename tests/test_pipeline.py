@@ -1,5 +1,6 @@
 """Stages are resolved before a trainer starts: `genrec train` builds them, evaluation and loading only find them
 (a missing stage is one error naming what builds it)."""
+
 import dataclasses
 
 import pytest
@@ -17,8 +18,17 @@ from genrec.train.trainer import Trainer
 @pytest.fixture(scope="module")
 def tiger_run(tmp_path_factory, stage_cache):
   workdir = tmp_path_factory.mktemp("tiger")
-  code, _, err = genrec_cli("train", "tiger:tiny", "--workdir", workdir, "--set", "trainer.progress=false",
-                            "trainer.steps=20", "trainer.eval_every=20", "trainer.checkpoint_every=20")
+  code, _, err = genrec_cli(
+    "train",
+    "tiger:tiny",
+    "--workdir",
+    workdir,
+    "--set",
+    "trainer.progress=false",
+    "trainer.steps=20",
+    "trainer.eval_every=20",
+    "trainer.checkpoint_every=20",
+  )
   assert code == 0, err
   return workdir
 
@@ -28,9 +38,17 @@ def test_train_builds_the_stage_once_and_reuses_it(tiger_run, stage_cache, tmp_p
   cfg = genrec.load(tiger_run).config
   assert pipeline.locate(cfg).folder("tokenizer") == tokenizer
   stamp = (tokenizer / "results.json").stat().st_mtime_ns
-  code, _, err = genrec_cli("train", "tiger:tiny", "--workdir", tmp_path / "again", "--set", "trainer.progress=false",
-                            "trainer.steps=2", "trainer.eval_every=2")
-  assert code == 0 and "stage rqkmeans" not in err                   # reused: no "stage ... ->" line
+  code, _, err = genrec_cli(
+    "train",
+    "tiger:tiny",
+    "--workdir",
+    tmp_path / "again",
+    "--set",
+    "trainer.progress=false",
+    "trainer.steps=2",
+    "trainer.eval_every=2",
+  )
+  assert code == 0 and "stage rqkmeans" not in err  # reused: no "stage ... ->" line
   assert (tokenizer / "results.json").stat().st_mtime_ns == stamp
 
 
@@ -44,8 +62,11 @@ def test_evaluation_and_loading_never_train_a_stage(tiger_run, tmp_path, monkeyp
   assert "tiger:tiny" in out and not empty.exists()
   user = before.dataset().user_raw[0]
   assert len(before.recommend(user, k=3)) == 3 and not empty.exists()
-  with pytest.raises(MissingStageError, match=r"the tokenizer stage rqkmeans:tiny of .* is not in .*"
-                                              r"evaluation and loading never train a stage"):
+  with pytest.raises(
+    MissingStageError,
+    match=r"the tokenizer stage rqkmeans:tiny of .* is not in .*"
+    r"evaluation and loading never train a stage",
+  ):
     pipeline.locate(before.config).folder("tokenizer")
 
 

@@ -1,4 +1,5 @@
 """Every shipped preset builds: its model is constructed abstractly (no FLOPs) on an 8-device mesh."""
+
 import dataclasses
 import types
 

@@ -1,5 +1,6 @@
 """Guards: nothing on a load path unpickles; a checkpoint's config is validated against the dataclass schema
 before use; run-folder paths cannot escape the folder; writes are atomic."""
+
 import ast
 import json
 import re
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import genrec
 import fixtures_runs as runs
+import genrec
 from genrec.config import ConfigError
 from genrec.files import PathEscapeError, atomic_write, inside
 
@@ -20,10 +21,16 @@ def _sources():
 
 
 def test_no_pickle_on_any_load_path():
-  banned = re.compile(r"\b(import pickle|from pickle|cloudpickle|dill|joblib|torch\.load|pickle\.load|"
-                      r"allow_pickle\s*=\s*True|pd\.read_pickle)\b")
-  hits = [f"{p.relative_to(PACKAGE)}:{i}" for p in _sources()
-          for i, line in enumerate(p.read_text().splitlines(), 1) if banned.search(line.split("#")[0])]
+  banned = re.compile(
+    r"\b(import pickle|from pickle|cloudpickle|dill|joblib|torch\.load|pickle\.load|"
+    r"allow_pickle\s*=\s*True|pd\.read_pickle)\b"
+  )
+  hits = [
+    f"{p.relative_to(PACKAGE)}:{i}"
+    for p in _sources()
+    for i, line in enumerate(p.read_text().splitlines(), 1)
+    if banned.search(line.split("#")[0])
+  ]
   assert not hits, f"pickle-capable loads: {hits}"
   # Every np.load names allow_pickle=False explicitly (NumPy's default has changed before).
   for p in _sources():
@@ -33,11 +40,14 @@ def test_no_pickle_on_any_load_path():
         assert kw.get("allow_pickle") == "False", f"{p.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}"
 
 
-@pytest.mark.parametrize("edit, message", [
+@pytest.mark.parametrize(
+  "edit, message",
+  [
     (lambda c: c["trainer"].update(steps="many"), "trainer.steps"),
     (lambda c: c["trainer"].update(evil="rm -rf"), "evil"),
     (lambda c: c["model"].update(dim=[1, 2]), "dim"),
-])
+  ],
+)
 def test_checkpoint_config_is_validated_before_use(tmp_path_factory, tmp_path, edit, message):
   workdir = runs.copy_run(runs.sasrec_run(tmp_path_factory), tmp_path / "run")
   for meta_file in workdir.glob("*/*/meta/metadata"):
@@ -73,4 +83,4 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
   with pytest.raises(OSError, match="disk full"):
     atomic_write(target, fail)
   assert json.loads(target.read_text()) == {"ok": 1}
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]     # no temporary left behind
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left behind

@@ -5,6 +5,7 @@ dict {preset name: function returning an ExperimentConfig}. A model outside genr
 `register("mymodel", PRESETS)` in its own config module (the one named by `--import`), or keeps a `PRESETS` dict
 in its model module.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,12 +29,12 @@ def _presets(model: str) -> dict:
     return _REGISTERED[model]
   if model.isidentifier() and importlib.util.find_spec(f"{__name__}.{model}") is not None:
     return importlib.import_module(f"{__name__}.{model}").PRESETS
-  module = sys.modules.get(registry.model_class(model).__module__)    # may load entry points, which register
+  module = sys.modules.get(registry.model_class(model).__module__)  # may load entry points, which register
   return _REGISTERED.get(model) or getattr(module, "PRESETS", {})
 
 
 def get(spec: str) -> ExperimentConfig:
-  """"model:preset" (or just "model" for its "default" preset) → ExperimentConfig."""
+  """ "model:preset" (or just "model" for its "default" preset) → ExperimentConfig."""
   model, _, preset = spec.partition(":")
   presets = _presets(model)
   preset = preset or "default"

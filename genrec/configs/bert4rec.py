@@ -1,4 +1,5 @@
 """BERT4Rec presets."""
+
 from genrec.config import DataConfig, EvalConfig, ExperimentConfig, TrainerConfig
 from genrec.models.bert4rec import BERT4RecConfig
 
@@ -6,25 +7,36 @@ from genrec.models.bert4rec import BERT4RecConfig
 def tiny() -> ExperimentConfig:
   """Seconds on a CPU: the synthetic dataset with a planted successor rule."""
   return ExperimentConfig(
-      model=BERT4RecConfig(dim=32, num_layers=1, num_heads=2, mlp_dim=64, dropout=0.1, emb_dropout=0.1,
-                           mask_ratio=0.5),
-      model_name="bert4rec", preset="tiny",
-      data=DataConfig(dataset="synthetic", max_len=10),
-      trainer=TrainerConfig(steps=60, batch_size=64, learning_rate=1e-2, warmup_steps=10, eval_every=30,
-                            checkpoint_every=30, log_every=10),
-      eval=EvalConfig(batch_size=64))
+    model=BERT4RecConfig(dim=32, num_layers=1, num_heads=2, mlp_dim=64, dropout=0.1, emb_dropout=0.1, mask_ratio=0.5),
+    model_name="bert4rec",
+    preset="tiny",
+    data=DataConfig(dataset="synthetic", max_len=10),
+    trainer=TrainerConfig(
+      steps=60, batch_size=64, learning_rate=1e-2, warmup_steps=10, eval_every=30, checkpoint_every=30, log_every=10
+    ),
+    eval=EvalConfig(batch_size=64),
+  )
 
 
 def ml100k() -> ExperimentConfig:
   """MovieLens-100k, leave-one-out, full ranking; the same data and budget as sasrec:ml100k."""
   return ExperimentConfig(
-      model=BERT4RecConfig(dim=64, num_layers=2, num_heads=2, mlp_dim=256, dropout=0.2, emb_dropout=0.2,
-                           mask_ratio=0.2),
-      model_name="bert4rec", preset="ml100k",
-      data=DataConfig(dataset="ml-100k", max_len=50, train_window="random"),
-      trainer=TrainerConfig(steps=800, batch_size=128, learning_rate=1e-3, warmup_steps=100,
-                            weight_decay=0.0, eval_every=100, checkpoint_every=400, log_every=50),
-      eval=EvalConfig(batch_size=256))
+    model=BERT4RecConfig(dim=64, num_layers=2, num_heads=2, mlp_dim=256, dropout=0.2, emb_dropout=0.2, mask_ratio=0.2),
+    model_name="bert4rec",
+    preset="ml100k",
+    data=DataConfig(dataset="ml-100k", max_len=50, train_window="random"),
+    trainer=TrainerConfig(
+      steps=800,
+      batch_size=128,
+      learning_rate=1e-3,
+      warmup_steps=100,
+      weight_decay=0.0,
+      eval_every=100,
+      checkpoint_every=400,
+      log_every=50,
+    ),
+    eval=EvalConfig(batch_size=256),
+  )
 
 
 default = ml100k

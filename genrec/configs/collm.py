@@ -3,6 +3,7 @@
 Two-stage training as in the paper: `--set model.stage=text` (LoRA on text-only prompts), then
 `--set model.stage=cf --init-from STAGE1_RUN` (the projector, LoRA frozen); the default trains both at once.
 """
+
 import dataclasses
 
 from genrec.config import DataConfig, EvalConfig, ExperimentConfig
@@ -14,11 +15,13 @@ from genrec.models.llmrec import CoLLMConfig
 def tiny() -> ExperimentConfig:
   """Seconds on a CPU: planted clusters; the CF embeddings come from an mf:tiny stage trained first."""
   return ExperimentConfig(
-      model=CoLLMConfig(llm=LLMConfig.tiny(), lora=TINY_LORA, max_prompt_len=48, cf_stage="mf:tiny", cf_dim=16),
-      model_name="collm", preset="tiny",
-      data=DataConfig(dataset="synthetic", max_len=5),
-      trainer=trainer(steps=100, batch_size=64, learning_rate=5e-3, eval_every=50),
-      eval=EvalConfig(batch_size=512))
+    model=CoLLMConfig(llm=LLMConfig.tiny(), lora=TINY_LORA, max_prompt_len=48, cf_stage="mf:tiny", cf_dim=16),
+    model_name="collm",
+    preset="tiny",
+    data=DataConfig(dataset="synthetic", max_len=5),
+    trainer=trainer(steps=100, batch_size=64, learning_rate=5e-3, eval_every=50),
+    eval=EvalConfig(batch_size=512),
+  )
 
 
 def ml100k() -> ExperimentConfig:
@@ -26,12 +29,13 @@ def ml100k() -> ExperimentConfig:
   `--set model.llm_path=/path/to/qwen2-0.5b` for a real LLM, `model.cf_run=RUN` for a CF run of your own."""
   cfg = tiny()
   return dataclasses.replace(
-      cfg, preset="ml100k",
-      model=dataclasses.replace(cfg.model, max_prompt_len=112, max_title_tokens=12, cf_stage="mf:ml100k",
-                                cf_dim=64),
-      data=DataConfig(dataset="ml-100k", max_len=10),
-      trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
-      eval=EvalConfig(batch_size=512))
+    cfg,
+    preset="ml100k",
+    model=dataclasses.replace(cfg.model, max_prompt_len=112, max_title_tokens=12, cf_stage="mf:ml100k", cf_dim=64),
+    data=DataConfig(dataset="ml-100k", max_len=10),
+    trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
+    eval=EvalConfig(batch_size=512),
+  )
 
 
 default = ml100k

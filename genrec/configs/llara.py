@@ -6,10 +6,11 @@ on the first 200 positive examples of each split (`eval.candidates="sampled:19"`
 next to AUC/UAUC. The kept model is still picked by validation AUC: it averages over every validation example,
 while HR@1 on 200 examples moves by ~0.03 between equally good models (binomial noise).
 """
+
 import dataclasses
 
-from genrec.configs import collm
 from genrec.config import ExperimentConfig
+from genrec.configs import collm
 from genrec.models.llmrec import LLaRAConfig
 
 CANDIDATES, RANKED = "sampled:19", 200
@@ -17,9 +18,12 @@ CANDIDATES, RANKED = "sampled:19", 200
 
 def _llara(cfg: ExperimentConfig, curriculum_steps: int) -> ExperimentConfig:
   fields = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)}
-  return dataclasses.replace(cfg, model=LLaRAConfig(**{**fields, "curriculum_steps": curriculum_steps}),
-                             model_name="llara",
-                             eval=dataclasses.replace(cfg.eval, candidates=CANDIDATES, ranked_examples=RANKED))
+  return dataclasses.replace(
+    cfg,
+    model=LLaRAConfig(**{**fields, "curriculum_steps": curriculum_steps}),
+    model_name="llara",
+    eval=dataclasses.replace(cfg.eval, candidates=CANDIDATES, ranked_examples=RANKED),
+  )
 
 
 def tiny() -> ExperimentConfig:

@@ -1,4 +1,5 @@
 """RQ-KMeans semantic-ID tokenizer presets: residual k-means fitted once, no gradient steps."""
+
 import dataclasses
 
 from genrec.config import TrainerConfig
@@ -9,8 +10,11 @@ from genrec.models.semantic_ids import RQKMeansConfig
 def _from(rq_preset, levels, codebook_size):
   cfg = rq_preset()
   return dataclasses.replace(
-      cfg, model=RQKMeansConfig(levels=levels, codebook_size=codebook_size), model_name="rqkmeans",
-      trainer=TrainerConfig(steps=0, best_metric="recon", best_mode="min"))
+    cfg,
+    model=RQKMeansConfig(levels=levels, codebook_size=codebook_size),
+    model_name="rqkmeans",
+    trainer=TrainerConfig(steps=0, best_metric="recon", best_mode="min"),
+  )
 
 
 def tiny():

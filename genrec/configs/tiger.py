@@ -4,6 +4,7 @@
 first (or reuses an earlier run of the same config) and sizes code_levels / codebook_size from its table (the
 values below are placeholders used before the table is known, e.g. by `eval_shape` in the preset tests).
 """
+
 from genrec.config import DataConfig, EvalConfig, ExperimentConfig, TrainerConfig
 from genrec.models.tiger import TigerConfig
 
@@ -12,14 +13,28 @@ def tiny() -> ExperimentConfig:
   """Seconds on a CPU: the synthetic dataset (64 items), 2 levels x 8 codes + the collision digit. One target
   per row (the encoder sees the whole history), so more steps than sasrec:tiny and random windows."""
   return ExperimentConfig(
-      model=TigerConfig(code_levels=3, codebook_size=8, num_user_buckets=64, dim=32, enc_layers=1, dec_layers=1,
-                        num_heads=2, head_dim=16, mlp_dim=64, dropout=0.1, beam_size=20,
-                        tokenizer="rqkmeans:tiny"),
-      model_name="tiger", preset="tiny",
-      data=DataConfig(dataset="synthetic", max_len=10, train_window="random", item_embeddings="random:16"),
-      trainer=TrainerConfig(steps=300, batch_size=64, learning_rate=3e-3, warmup_steps=10, eval_every=100,
-                            checkpoint_every=100, log_every=20),
-      eval=EvalConfig(batch_size=64))
+    model=TigerConfig(
+      code_levels=3,
+      codebook_size=8,
+      num_user_buckets=64,
+      dim=32,
+      enc_layers=1,
+      dec_layers=1,
+      num_heads=2,
+      head_dim=16,
+      mlp_dim=64,
+      dropout=0.1,
+      beam_size=20,
+      tokenizer="rqkmeans:tiny",
+    ),
+    model_name="tiger",
+    preset="tiny",
+    data=DataConfig(dataset="synthetic", max_len=10, train_window="random", item_embeddings="random:16"),
+    trainer=TrainerConfig(
+      steps=300, batch_size=64, learning_rate=3e-3, warmup_steps=10, eval_every=100, checkpoint_every=100, log_every=20
+    ),
+    eval=EvalConfig(batch_size=64),
+  )
 
 
 def ml100k() -> ExperimentConfig:
@@ -37,15 +52,41 @@ def ml100k() -> ExperimentConfig:
   without it test NDCG@10 rose from 0.0744 to 0.0776 on the same table.
   """
   return ExperimentConfig(
-      model=TigerConfig(code_levels=4, codebook_size=64, num_user_buckets=1, dim=64, enc_layers=2,
-                        dec_layers=2, num_heads=2, head_dim=32, mlp_dim=256, dropout=0.2, beam_size=20,
-                        tokenizer="rqvae:ml100k"),
-      model_name="tiger", preset="ml100k",
-      data=DataConfig(dataset="ml-100k", max_len=20, train_window="random", empty_item_text="placeholder",
-                      item_embeddings="run:mmenc:ml100k"),
-      trainer=TrainerConfig(steps=1500, batch_size=128, learning_rate=1e-3, warmup_steps=100, weight_decay=0.0,
-                            eval_every=250, checkpoint_every=500, log_every=50),
-      eval=EvalConfig(batch_size=256))
+    model=TigerConfig(
+      code_levels=4,
+      codebook_size=64,
+      num_user_buckets=1,
+      dim=64,
+      enc_layers=2,
+      dec_layers=2,
+      num_heads=2,
+      head_dim=32,
+      mlp_dim=256,
+      dropout=0.2,
+      beam_size=20,
+      tokenizer="rqvae:ml100k",
+    ),
+    model_name="tiger",
+    preset="ml100k",
+    data=DataConfig(
+      dataset="ml-100k",
+      max_len=20,
+      train_window="random",
+      empty_item_text="placeholder",
+      item_embeddings="run:mmenc:ml100k",
+    ),
+    trainer=TrainerConfig(
+      steps=1500,
+      batch_size=128,
+      learning_rate=1e-3,
+      warmup_steps=100,
+      weight_decay=0.0,
+      eval_every=250,
+      checkpoint_every=500,
+      log_every=50,
+    ),
+    eval=EvalConfig(batch_size=256),
+  )
 
 
 default = ml100k

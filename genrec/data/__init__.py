@@ -6,6 +6,7 @@ and captions, `genrec.data.synthetic_mm`), "atomic:DIR/NAME" (RecBole atomic fil
 (GroupLens, via `genrec.data.movielens`), "amazon-beauty"/"amazon-sports"/"amazon-toys" (UCSD 2014 5-core, via
 `genrec.data.amazon`). Results are cached per process by the config fields that shape them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,16 @@ from genrec.data.preprocess import prepare
 from genrec.data.synthetic import make_synthetic
 from genrec.data.types import RawTables, SeqData
 
-__all__ = ["DataError", "SeqData", "RawTables", "load_dataset", "read_atomic", "prepare", "make_synthetic",
-           "find_recbole_dataset"]
+__all__ = [
+  "DataError",
+  "SeqData",
+  "RawTables",
+  "load_dataset",
+  "read_atomic",
+  "prepare",
+  "make_synthetic",
+  "find_recbole_dataset",
+]
 
 MOVIELENS = ("ml-100k", "ml-1m", "ml-20m")
 
@@ -46,14 +55,25 @@ def _cache_key(cfg: DataConfig) -> DataConfig:
   """`cfg` with the fields that cannot change the result reset to their defaults."""
   default = DataConfig()
   if cfg.dataset in ("synthetic", "synthetic_mm"):
-    return dataclasses.replace(default, dataset=cfg.dataset, synthetic_users=cfg.synthetic_users,
-                               synthetic_items=cfg.synthetic_items, synthetic_length=cfg.synthetic_length,
-                               seed=cfg.seed, min_user_interactions=cfg.min_user_interactions,
-                               time_fraction=cfg.time_fraction, cold_items=cfg.cold_items)
-  return dataclasses.replace(cfg, max_len=default.max_len, synthetic_users=default.synthetic_users,
-                             synthetic_items=default.synthetic_items,
-                             synthetic_length=default.synthetic_length,
-                             seed=cfg.seed if cfg.cold_items else default.seed)   # the seed draws cold items
+    return dataclasses.replace(
+      default,
+      dataset=cfg.dataset,
+      synthetic_users=cfg.synthetic_users,
+      synthetic_items=cfg.synthetic_items,
+      synthetic_length=cfg.synthetic_length,
+      seed=cfg.seed,
+      min_user_interactions=cfg.min_user_interactions,
+      time_fraction=cfg.time_fraction,
+      cold_items=cfg.cold_items,
+    )
+  return dataclasses.replace(
+    cfg,
+    max_len=default.max_len,
+    synthetic_users=default.synthetic_users,
+    synthetic_items=default.synthetic_items,
+    synthetic_length=default.synthetic_length,
+    seed=cfg.seed if cfg.cold_items else default.seed,
+  )  # the seed draws cold items
 
 
 def _snapshot(raw: RawTables, fraction: float) -> RawTables:
@@ -81,7 +101,7 @@ def _load(cfg: DataConfig) -> SeqData:
 
     return make_synthetic_mm(cfg)
   if name.startswith("atomic:"):
-    path = Path(name[len("atomic:"):]).expanduser()
+    path = Path(name[len("atomic:") :]).expanduser()
     if not path.name:
       raise DataError(f"data.dataset={name!r}: expected 'atomic:DIR/NAME' (files DIR/NAME.inter, .item, .user)")
     return prepare(_snapshot(read_atomic(path.parent, path.name), cfg.time_fraction), cfg)
@@ -92,8 +112,10 @@ def _load(cfg: DataConfig) -> SeqData:
 
     raw = amazon_tables(name, cfg.data_dir)
     return with_meta_stats(prepare(_snapshot(raw, cfg.time_fraction), cfg), raw)
-  raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'amazon-beauty', 'amazon-sports', "
-                  "'amazon-toys', 'synthetic', 'synthetic_mm' or 'atomic:DIR/NAME' (RecBole atomic files)")
+  raise DataError(
+    f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, 'amazon-beauty', 'amazon-sports', "
+    "'amazon-toys', 'synthetic', 'synthetic_mm' or 'atomic:DIR/NAME' (RecBole atomic files)"
+  )
 
 
 def _movielens(name: str, data_dir: str) -> RawTables:
@@ -107,8 +129,10 @@ def _movielens(name: str, data_dir: str) -> RawTables:
     if e.name != "genrec.data.movielens":
       raise
     movielens_tables = None
-  hint = (f"no copy of {name} found: install the offline copy with `pip install --no-deps recbole==1.2.1`, "
-          f"or download and prepare it with `genrec datasets prepare {name}` (needs internet)")
+  hint = (
+    f"no copy of {name} found: install the offline copy with `pip install --no-deps recbole==1.2.1`, "
+    f"or download and prepare it with `genrec datasets prepare {name}` (needs internet)"
+  )
   if movielens_tables is None:
     raise DataNotFoundError(hint)
   try:

@@ -19,6 +19,7 @@ and offline machines use) through TFDS' download manager, or from `<data_dir>/do
 preprocessing assembles into item_text; description, categories, image_url and has_meta ride along under names
 starting with "_", which preprocessing leaves out of item_text.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,7 +29,8 @@ import html
 import json
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,7 +47,7 @@ TABLES = ("interactions", "items")
 CHUNK_ROWS = 65536
 DESCRIPTION_CHARS = 500
 
-_ASIN_FIRST = re.compile(r"\{'asin': '([^'\\]*)'")   # how every line of the UCSD meta files starts
+_ASIN_FIRST = re.compile(r"\{'asin': '([^'\\]*)'")  # how every line of the UCSD meta files starts
 _REVIEW_KEYS = ("reviewerID", "asin", "overall", "unixReviewTime")
 _CHUNK_DTYPES = {"user_id": np.object_, "item_id": np.object_, "rating": np.float32, "timestamp": np.int64}
 
@@ -72,8 +74,9 @@ class GenrecAmazon(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   code_path = epath.Path(__file__)  # TFDS' own lookup fails for a namespace package without importlib_resources
   BUILDER_CONFIGS = [
-      AmazonConfig(name=f"{n}-{t}", dataset=n, table=t, description=f"Amazon 2014 {CATEGORIES[n]} 5-core, {t}")
-      for n in NAMES for t in TABLES
+    AmazonConfig(name=f"{n}-{t}", dataset=n, table=t, description=f"Amazon 2014 {CATEGORIES[n]} 5-core, {t}")
+    for n in NAMES
+    for t in TABLES
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -82,17 +85,28 @@ class GenrecAmazon(tfds.core.GeneratorBasedBuilder):
     if cfg.table == "interactions":
       features = {c: tfds.features.Tensor(shape=(None,), dtype=d) for c, d in _CHUNK_DTYPES.items()}
     else:
-      features = {"item_id": text, "title": text, "brand": text, "price": text, "description": text,
-                  "categories": texts, "leaf_categories": texts, "image_url": text, "has_meta": np.bool_}
+      features = {
+        "item_id": text,
+        "title": text,
+        "brand": text,
+        "price": text,
+        "description": text,
+        "categories": texts,
+        "leaf_categories": texts,
+        "image_url": text,
+        "has_meta": np.bool_,
+      }
     return LocalDatasetInfo(
-        builder=self,
-        description=f"Amazon 2014 {CATEGORIES[cfg.dataset]} 5-core ({cfg.table}) from UCSD, in source-file order.",
-        features=tfds.features.FeaturesDict(features),
-        homepage="https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html",
-        citation=("R. He and J. McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion trends with "
-                  "one-class collaborative filtering. WWW. J. McAuley et al. 2015. Image-based recommendations "
-                  "on styles and substitutes. SIGIR."),
-        disable_shuffling=True,
+      builder=self,
+      description=f"Amazon 2014 {CATEGORIES[cfg.dataset]} 5-core ({cfg.table}) from UCSD, in source-file order.",
+      features=tfds.features.FeaturesDict(features),
+      homepage="https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html",
+      citation=(
+        "R. He and J. McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion trends with "
+        "one-class collaborative filtering. WWW. J. McAuley et al. 2015. Image-based recommendations "
+        "on styles and substitutes. SIGIR."
+      ),
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -104,13 +118,15 @@ class GenrecAmazon(tfds.core.GeneratorBasedBuilder):
     reviews = read_reviews(files["reviews"])
     if self.builder_config.table == "interactions":
       for k, start in enumerate(range(0, len(reviews["user_id"]), CHUNK_ROWS)):
-        yield k, {c: v[start:start + CHUNK_ROWS] for c, v in reviews.items()}
+        yield k, {c: v[start : start + CHUNK_ROWS] for c, v in reviews.items()}
       return
     asins = list(dict.fromkeys(reviews["item_id"].tolist()))
     meta = read_meta(files["meta"], set(asins))
     if len(meta) < len(asins):
-      print(f"{len(asins) - len(meta)} of the {len(asins)} items in {os.fspath(files['reviews'])} have no line in "
-            f"{os.fspath(files['meta'])}: they keep empty text")
+      print(
+        f"{len(asins) - len(meta)} of the {len(asins)} items in {os.fspath(files['reviews'])} have no line in "
+        f"{os.fspath(files['meta'])}: they keep empty text"
+      )
     for k, asin in enumerate(asins):
       yield k, item_record(asin, meta.get(asin))
 
@@ -127,13 +143,14 @@ def _lines(path) -> Iterator[tuple[int, str]]:
     compressed = f.read(2) == b"\x1f\x8b"
   k = 0
   try:
-    with (gzip.open(path, "rt", encoding="utf-8") if compressed else open(path, encoding="utf-8")) as f:
+    with gzip.open(path, "rt", encoding="utf-8") if compressed else open(path, encoding="utf-8") as f:
       for k, line in enumerate(f, start=1):
         if line.strip():
           yield k, line
   except (OSError, EOFError, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
-    raise DataError(f"{path}:{k + 1}: cannot be read as {'gzip-compressed ' if compressed else ''}UTF-8 text "
-                    f"({e})") from None
+    raise DataError(
+      f"{path}:{k + 1}: cannot be read as {'gzip-compressed ' if compressed else ''}UTF-8 text ({e})"
+    ) from None
 
 
 def _clip(line: str, n: int = 120) -> str:
@@ -152,21 +169,25 @@ def read_reviews(path) -> dict[str, np.ndarray]:
       raise DataError(f"{where}: not a JSON object ({e.msg}): {_clip(line)}") from None
     missing = [key for key in _REVIEW_KEYS if key not in review] if isinstance(review, dict) else _REVIEW_KEYS
     if missing:
-      raise DataError(f"{where}: a review needs {', '.join(_REVIEW_KEYS)}; missing {', '.join(missing)}: "
-                      f"{_clip(line)}")
+      raise DataError(f"{where}: a review needs {', '.join(_REVIEW_KEYS)}; missing {', '.join(missing)}: {_clip(line)}")
     try:
       rating, time = float(review["overall"]), int(review["unixReviewTime"])
     except (TypeError, ValueError):
-      raise DataError(f"{where}: overall={review['overall']!r} and unixReviewTime={review['unixReviewTime']!r} "
-                      "must be numbers") from None
+      raise DataError(
+        f"{where}: overall={review['overall']!r} and unixReviewTime={review['unixReviewTime']!r} must be numbers"
+      ) from None
     users.append(str(review["reviewerID"]))
     items.append(str(review["asin"]))
     ratings.append(rating)
     times.append(time)
   if not users:
     raise DataError(f"{os.fspath(path)}: no reviews")
-  return {"user_id": np.asarray(users, dtype=object), "item_id": np.asarray(items, dtype=object),
-          "rating": np.asarray(ratings, np.float32), "timestamp": np.asarray(times, np.int64)}
+  return {
+    "user_id": np.asarray(users, dtype=object),
+    "item_id": np.asarray(items, dtype=object),
+    "rating": np.asarray(ratings, np.float32),
+    "timestamp": np.asarray(times, np.int64),
+  }
 
 
 def read_meta(path, wanted: set[str]) -> dict[str, dict]:
@@ -179,8 +200,10 @@ def read_meta(path, wanted: set[str]) -> dict[str, dict]:
     try:
       product = ast.literal_eval(line.strip())
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as e:
-      raise DataError(f"{os.fspath(path)}:{k}: not a Python dict literal ({type(e).__name__}: {e}); the meta file "
-                      f"holds one product dict per line: {_clip(line)}") from None
+      raise DataError(
+        f"{os.fspath(path)}:{k}: not a Python dict literal ({type(e).__name__}: {e}); the meta file "
+        f"holds one product dict per line: {_clip(line)}"
+      ) from None
     if not isinstance(product, dict) or not isinstance(product.get("asin"), str):
       raise DataError(f"{os.fspath(path)}:{k}: expected a product dict with an 'asin': {_clip(line)}")
     if product["asin"] in wanted and product["asin"] not in found:
@@ -196,7 +219,7 @@ def _truncate(text: str, n: int) -> str:
   """At most n characters, cut at a word boundary with "…" when it had to be cut."""
   if len(text) <= n:
     return text
-  cut = text[:n - 1]
+  cut = text[: n - 1]
   return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"
 
 
@@ -204,16 +227,23 @@ def item_record(asin: str, meta: dict | None) -> dict[str, Any]:
   """The items-table record of one asin from its meta dict (None: not in the meta file)."""
   meta = meta or {}
   paths = meta.get("categories")
-  paths = [[_clean(c) for c in p if _clean(c)] for p in paths if isinstance(p, (list, tuple))] \
-      if isinstance(paths, (list, tuple)) else []
+  paths = (
+    [[_clean(c) for c in p if _clean(c)] for p in paths if isinstance(p, (list, tuple))]
+    if isinstance(paths, (list, tuple))
+    else []
+  )
   paths = [p for p in paths if p]
   price = meta.get("price")
   return {
-      "item_id": asin, "title": _clean(meta.get("title")), "brand": _clean(meta.get("brand")),
-      "price": f"{price:.2f}" if isinstance(price, (int, float)) else _clean(price),
-      "description": _truncate(_clean(meta.get("description")), DESCRIPTION_CHARS),
-      "categories": [" > ".join(p) for p in paths], "leaf_categories": list(dict.fromkeys(p[-1] for p in paths)),
-      "image_url": _clean(meta.get("imUrl")), "has_meta": bool(meta),
+    "item_id": asin,
+    "title": _clean(meta.get("title")),
+    "brand": _clean(meta.get("brand")),
+    "price": f"{price:.2f}" if isinstance(price, (int, float)) else _clean(price),
+    "description": _truncate(_clean(meta.get("description")), DESCRIPTION_CHARS),
+    "categories": [" > ".join(p) for p in paths],
+    "leaf_categories": list(dict.fromkeys(p[-1] for p in paths)),
+    "image_url": _clean(meta.get("imUrl")),
+    "has_meta": bool(meta),
   }
 
 
@@ -249,34 +279,51 @@ def amazon_tables(name: str, data_dir: str = "", download: bool = True) -> RawTa
   if missing and not download:
     files = " and ".join(os.path.join(data_dir, "downloads", "manual", f) for f in file_names(name).values())
     raise DataNotFoundError(
-        f"Amazon {name} is not prepared in {data_dir} (missing: {', '.join(missing)}). Run `genrec datasets "
-        f"prepare {name}` (downloads from {BASE_URL}), or pass download=True; offline, put {files} there first.")
+      f"Amazon {name} is not prepared in {data_dir} (missing: {', '.join(missing)}). Run `genrec datasets "
+      f"prepare {name}` (downloads from {BASE_URL}), or pass download=True; offline, put {files} there first."
+    )
   if missing:
     prepare(name, data_dir)
-  return RawTables(name=name, inter=_read_table(name, "interactions", data_dir),
-                   items=_read_table(name, "items", data_dir), users=None,
-                   source=f"{URLS[name]['reviews']}, {URLS[name]['meta']} (prepared in "
-                          f"{os.path.join(data_dir, GenrecAmazon.name)})")
+  return RawTables(
+    name=name,
+    inter=_read_table(name, "interactions", data_dir),
+    items=_read_table(name, "items", data_dir),
+    users=None,
+    source=f"{URLS[name]['reviews']}, {URLS[name]['meta']} (prepared in {os.path.join(data_dir, GenrecAmazon.name)})",
+  )
 
 
 def _read_table(name: str, table: str, data_dir: str) -> dict[str, np.ndarray]:
   source = tfds.data_source(f"{GenrecAmazon.name}/{name}-{table}", split=SPLIT, data_dir=data_dir, download=False)
   records = _read_all(source)
   if table == "interactions":
+
     def ids(c):
       return np.char.decode(np.concatenate([r[c] for r in records]).astype(bytes), "utf-8")
-    return {"user_id": ids("user_id"), "item_id": ids("item_id"),
-            "timestamp": np.concatenate([r["timestamp"] for r in records]).astype(np.int64, copy=False),
-            "rating": np.concatenate([r["rating"] for r in records]).astype(np.float32, copy=False)}
+
+    return {
+      "user_id": ids("user_id"),
+      "item_id": ids("item_id"),
+      "timestamp": np.concatenate([r["timestamp"] for r in records]).astype(np.int64, copy=False),
+      "rating": np.concatenate([r["rating"] for r in records]).astype(np.float32, copy=False),
+    }
 
   def text(key):
     return np.asarray([_text(r[key]) for r in records], dtype=str)
+
   genres = np.empty(len(records), dtype=object)
   genres[:] = [[_text(g) for g in r["leaf_categories"]] for r in records]
-  return {"item_id": text("item_id"), "title": text("title"), "genres": genres, "brand": text("brand"),
-          "price": text("price"), "_description": text("description"),
-          "_categories": np.asarray(["; ".join(_text(c) for c in r["categories"]) for r in records], dtype=str),
-          "_image_url": text("image_url"), "_has_meta": np.asarray([bool(r["has_meta"]) for r in records])}
+  return {
+    "item_id": text("item_id"),
+    "title": text("title"),
+    "genres": genres,
+    "brand": text("brand"),
+    "price": text("price"),
+    "_description": text("description"),
+    "_categories": np.asarray(["; ".join(_text(c) for c in r["categories"]) for r in records], dtype=str),
+    "_image_url": text("image_url"),
+    "_has_meta": np.asarray([bool(r["has_meta"]) for r in records]),
+  }
 
 
 def with_meta_stats(data: SeqData, raw: RawTables) -> SeqData:

@@ -7,6 +7,7 @@ becomes a list of str per item, every other non-interaction column a str array. 
 "_line": the source line of each row, so later errors can point at it. Rows keep file order; blank lines are
 skipped.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,20 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
-from genrec.data.errors import (BadValueError, DataNotFoundError, FieldCountError, HeaderError,
-                                MissingColumnError)
+from genrec.data.errors import BadValueError, DataNotFoundError, FieldCountError, HeaderError, MissingColumnError
 from genrec.data.types import RawTables
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 _CANONICAL = {
-    "movie_title": "title", "title": "title",
-    "release_year": "year", "year": "year",
-    "class": "genres", "genre": "genres", "genres": "genres",
-    "zip_code": "zip",
+  "movie_title": "title",
+  "title": "title",
+  "release_year": "year",
+  "year": "year",
+  "class": "genres",
+  "genre": "genres",
+  "genres": "genres",
+  "zip_code": "zip",
 }
 _REQUIRED = {"inter": ("user_id", "item_id"), "item": ("item_id",), "user": ("user_id",)}
-HOW_TO_GET = ("RecBole atomic datasets: https://github.com/RUCAIBox/RecSysDatasets; the ml-100k copy ships "
-              "in `pip install --no-deps recbole==1.2.1`")
+HOW_TO_GET = (
+  "RecBole atomic datasets: https://github.com/RUCAIBox/RecSysDatasets; the ml-100k copy ships "
+  "in `pip install --no-deps recbole==1.2.1`"
+)
 
 
 def find_recbole_dataset(name: str) -> Path | None:
@@ -64,8 +70,9 @@ def read_atomic(directory: str | Path, name: str) -> RawTables:
     tables[kind] = _table(p, kind) if p.is_file() else None
     if p.is_file():
       read.append(p)
-  return RawTables(name=name, inter=inter, items=tables["item"], users=tables["user"],
-                   source=", ".join(str(p) for p in read))
+  return RawTables(
+    name=name, inter=inter, items=tables["item"], users=tables["user"], source=", ".join(str(p) for p in read)
+  )
 
 
 def _table(path: Path, kind: str) -> dict[str, np.ndarray]:
@@ -80,12 +87,16 @@ def _table(path: Path, kind: str) -> dict[str, np.ndarray]:
   for req in _REQUIRED[kind]:
     if req not in out:
       raise MissingColumnError(
-          f"{path} line 1: no '{req}' column (header fields: {', '.join(names)}); a .{kind} file needs "
-          f"{' and '.join(r + ':token' for r in _REQUIRED[kind])}")
+        f"{path} line 1: no '{req}' column (header fields: {', '.join(names)}); a .{kind} file needs "
+        f"{' and '.join(r + ':token' for r in _REQUIRED[kind])}"
+      )
   if kind == "inter":
     n = len(lines)
-    out["timestamp"] = (_required_number(path, "timestamp", out["timestamp"], lines).astype(np.int64)
-                        if "timestamp" in out else np.arange(n, dtype=np.int64))
+    out["timestamp"] = (
+      _required_number(path, "timestamp", out["timestamp"], lines).astype(np.int64)
+      if "timestamp" in out
+      else np.arange(n, dtype=np.int64)
+    )
     if "rating" in out:
       out["rating"] = _required_number(path, "rating", out["rating"], lines).astype(np.float32)
   return out
@@ -96,7 +107,7 @@ def _read_file(path: Path) -> tuple[list[tuple[str, str]], list[list[str]], np.n
   try:
     text = path.read_text(encoding="utf-8")
   except UnicodeDecodeError as e:
-    line = path.read_bytes()[:e.start].count(b"\n") + 1
+    line = path.read_bytes()[: e.start].count(b"\n") + 1
     raise BadValueError(f"{path} line {line}: not valid UTF-8 ({e.reason}); atomic files are UTF-8") from None
   if "\r" in text:
     text = text.replace("\r\n", "\n")
@@ -116,8 +127,9 @@ def _read_file(path: Path) -> tuple[list[tuple[str, str]], list[list[str]], np.n
   if bad.size:
     i = bad[0]
     raise FieldCountError(
-        f"{path} line {lines[i]}: expected {n} tab-separated fields ({', '.join(f for f, _ in fields)}), "
-        f"found {tabs[i] + 1}: {body[i][:80]!r}")
+      f"{path} line {lines[i]}: expected {n} tab-separated fields ({', '.join(f for f, _ in fields)}), "
+      f"found {tabs[i] + 1}: {body[i][:80]!r}"
+    )
   flat = "\t".join(body).split("\t") if body else []
   columns = [flat[j::n] for j in range(n)]
   return fields, columns, lines
@@ -125,17 +137,21 @@ def _read_file(path: Path) -> tuple[list[tuple[str, str]], list[list[str]], np.n
 
 def _parse_header(path: Path, header: str) -> list[tuple[str, str]]:
   if not header.strip():
-    raise HeaderError(f"{path} line 1: empty header; expected tab-separated name:type fields such as "
-                      "'user_id:token\\titem_id:token\\ttimestamp:float'")
+    raise HeaderError(
+      f"{path} line 1: empty header; expected tab-separated name:type fields such as "
+      "'user_id:token\\titem_id:token\\ttimestamp:float'"
+    )
   fields, seen = [], set()
   for i, f in enumerate(header.split("\t")):
     name, sep, typ = f.strip().rpartition(":")
     if not sep or not name:
-      raise HeaderError(f"{path} line 1: header field {i + 1} {f!r} is not of the form name:type "
-                        f"(types: {', '.join(TYPES)})")
+      raise HeaderError(
+        f"{path} line 1: header field {i + 1} {f!r} is not of the form name:type (types: {', '.join(TYPES)})"
+      )
     if typ not in TYPES:
-      raise HeaderError(f"{path} line 1: header field {f!r} has unknown type '{typ}'; atomic files use "
-                        f"{', '.join(TYPES)}")
+      raise HeaderError(
+        f"{path} line 1: header field {f!r} has unknown type '{typ}'; atomic files use {', '.join(TYPES)}"
+      )
     if name in seen:
       raise HeaderError(f"{path} line 1: column '{name}' appears twice in the header")
     seen.add(name)
@@ -143,8 +159,9 @@ def _parse_header(path: Path, header: str) -> list[tuple[str, str]]:
   return fields
 
 
-def _convert(path: Path, field: str, typ: str, col: list[str], lines: np.ndarray, is_genres: bool,
-             as_text: bool) -> np.ndarray:
+def _convert(
+  path: Path, field: str, typ: str, col: list[str], lines: np.ndarray, is_genres: bool, as_text: bool
+) -> np.ndarray:
   """Side-table columns stay text (validated); interaction float columns become float64."""
   if typ == "float":
     values = _floats(path, field, col, lines)
@@ -171,8 +188,10 @@ def _floats(path: Path, field: str, col: list[str], lines: np.ndarray) -> np.nda
     return np.asarray(col, dtype=np.float64) if col else np.zeros(0)
   except ValueError:
     pass
-  return np.asarray([math.nan if not v.strip() else _float_or_raise(path, field, v, lines[i])
-                     for i, v in enumerate(col)], dtype=np.float64)
+  return np.asarray(
+    [math.nan if not v.strip() else _float_or_raise(path, field, v, lines[i]) for i, v in enumerate(col)],
+    dtype=np.float64,
+  )
 
 
 def _float_or_raise(path: Path, field: str, v: str, line) -> float:
@@ -187,6 +206,7 @@ def _required_number(path: Path, field: str, values: np.ndarray, lines: np.ndarr
     values = _floats(path, field, values.tolist(), lines)
   bad = np.flatnonzero(~np.isfinite(values))
   if bad.size:
-    raise BadValueError(f"{path} line {lines[bad[0]]}: column '{field}' needs a number, found an empty or "
-                        f"non-finite value")
+    raise BadValueError(
+      f"{path} line {lines[bad[0]]}: column '{field}' needs a number, found an empty or non-finite value"
+    )
   return values

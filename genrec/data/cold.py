@@ -10,6 +10,7 @@ be one — the evaluator reports those cases as the "cold" group, the others as 
 stays in the test history. Item ids do not change (cold items stay in the catalogue, scorable by any model
 that can score an item it never trained on). A user whose training part empties keeps their valid/test cases.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,10 @@ import numpy as np
 from genrec.data.errors import DataError
 from genrec.data.types import SeqData
 
-RULE = ("interactions with cold items removed from every training position (all but each user's last two); "
-        "valid/test interactions kept, a test case whose target is cold is in the 'cold' group")
+RULE = (
+  "interactions with cold items removed from every training position (all but each user's last two); "
+  "valid/test interactions kept, a test case whose target is cold is in the 'cold' group"
+)
 
 
 def choose_cold_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
@@ -29,8 +32,10 @@ def choose_cold_items(num_items: int, fraction: float, seed: int) -> np.ndarray:
     raise DataError(f"data.cold_items must be a fraction of the catalogue in [0, 1), got {fraction}")
   count = int(round(fraction * num_items))
   if count < 1:
-    raise DataError(f"data.cold_items={fraction} holds out no item of a catalogue of {num_items} "
-                    f"(round({fraction} * {num_items}) = 0); use a larger fraction or 0 to turn it off")
+    raise DataError(
+      f"data.cold_items={fraction} holds out no item of a catalogue of {num_items} "
+      f"(round({fraction} * {num_items}) = 0); use a larger fraction or 0 to turn it off"
+    )
   rng = np.random.default_rng([seed, 0xC01D])
   return np.sort(rng.choice(np.arange(1, num_items + 1), size=count, replace=False)).astype(np.int32)
 
@@ -50,8 +55,14 @@ def hold_out(data: SeqData, cold_N: np.ndarray) -> SeqData:
     if data.ratings is not None:
       ratings.append(data.ratings[u][keep])
   stats = {**data.stats, "cold_items": int(len(cold_N)), "interactions_removed_cold": removed}
-  return dataclasses.replace(data, sequences=sequences, timestamps=timestamps, stats=stats, cold_items=cold_N,
-                             ratings=ratings if data.ratings is not None else None)
+  return dataclasses.replace(
+    data,
+    sequences=sequences,
+    timestamps=timestamps,
+    stats=stats,
+    cold_items=cold_N,
+    ratings=ratings if data.ratings is not None else None,
+  )
 
 
 def is_cold(data: SeqData, items) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Errors raised while reading or preparing data; each names the file, line or item at fault."""
+
 from __future__ import annotations
 
 from genrec.errors import DataError  # noqa: F401  (the base class, defined with the other error types)

@@ -14,6 +14,7 @@ Missing and broken answers are remembered (`<sha1>.missing` / `<sha1>.broken` ma
 no request for them either; delete the folder to ask again. `offline=True` makes no request at all. Nothing is
 downloaded unless this function is called.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,17 +41,16 @@ MAX_BYTES = 20 * 2**20
 
 @dataclasses.dataclass
 class CachedImages:
-  paths: list[str | None]    # per entry: the cached file, or None
-  counts: dict[str, int]     # per entry, one of COUNTS
-  errors: list[str]          # "URL: status (why)" per entry that is not ok, in input order
-  requests: int              # HTTP requests this call made
+  paths: list[str | None]  # per entry: the cached file, or None
+  counts: dict[str, int]  # per entry, one of COUNTS
+  errors: list[str]  # "URL: status (why)" per entry that is not ok, in input order
+  requests: int  # HTTP requests this call made
 
 
 def cache_folder(dataset: str, cache_dir: str | os.PathLike | None = None) -> Path:
   """`cache_dir`/`dataset` (default `$GENREC_CACHE/images`, `$GENREC_CACHE` defaulting to ~/.cache/genrec)."""
   if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", dataset):
-    raise DataError(f"image cache: dataset name {dataset!r} cannot name a folder (use letters, digits, '.', '_', "
-                    "'-')")
+    raise DataError(f"image cache: dataset name {dataset!r} cannot name a folder (use letters, digits, '.', '_', '-')")
   root = Path(cache_dir) if cache_dir else cache_root() / "images"
   return root.expanduser() / dataset
 
@@ -120,10 +120,19 @@ def _fetch(url: str, path: Path, *, timeout, retries: int, backoff: float, limit
   return "failed", why, retries + 1
 
 
-def cache_images(urls: Sequence[str | None], dataset: str, *, cache_dir: str | os.PathLike | None = None,
-                 offline: bool = False, workers: int = 4, timeout: tuple[float, float] = (10.0, 30.0),
-                 retries: int = 1, backoff: float = 2.0, max_bytes: int = MAX_BYTES,
-                 progress: bool = True) -> CachedImages:
+def cache_images(
+  urls: Sequence[str | None],
+  dataset: str,
+  *,
+  cache_dir: str | os.PathLike | None = None,
+  offline: bool = False,
+  workers: int = 4,
+  timeout: tuple[float, float] = (10.0, 30.0),
+  retries: int = 1,
+  backoff: float = 2.0,
+  max_bytes: int = MAX_BYTES,
+  progress: bool = True,
+) -> CachedImages:
   """The cached file of each URL (None where there is none), fetching what the cache lacks unless `offline`.
   Repeated URLs are fetched once. Never raises for an image or network problem (see the module docstring)."""
   folder = cache_folder(dataset, cache_dir)
@@ -145,8 +154,12 @@ def cache_images(urls: Sequence[str | None], dataset: str, *, cache_dir: str | o
     folder.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(todo), desc=f"images of {dataset}", unit="img", disable=not progress)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, 16)), thread_name_prefix="genrec-images") as pool:
-      jobs = {pool.submit(_fetch, url, cache_path(folder, url), timeout=timeout, retries=retries, backoff=backoff,
-                          limit=max_bytes): url for url in todo}
+      jobs = {
+        pool.submit(
+          _fetch, url, cache_path(folder, url), timeout=timeout, retries=retries, backoff=backoff, limit=max_bytes
+        ): url
+        for url in todo
+      }
       for job in as_completed(jobs):
         status, why, n = job.result()
         result[jobs[job]] = (status, why)

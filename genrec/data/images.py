@@ -10,6 +10,7 @@ channels last (HF gives [3, S, S]).
 Two entry points: `preprocess`/`preprocess_batch` raise an `ImageError` naming the item; `load_images` is what
 pipelines use: it never raises for a bad image, it skips it and counts why (a validity mask and counts).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,15 +49,17 @@ REASONS = {MissingImageError: "missing", CorruptImageError: "corrupt", BadArrayE
 @dataclasses.dataclass(frozen=True)
 class ImageConfig:
   """Defaults are CLIP's (openai/clip-vit-*: 224 px, its mean/std)."""
-  image_size: int = 224                 # the centre crop, square
-  resize_shortest: int | None = None    # None: image_size
+
+  image_size: int = 224  # the centre crop, square
+  resize_shortest: int | None = None  # None: image_size
   mean: tuple[float, float, float] = CLIP_MEAN
   std: tuple[float, float, float] = CLIP_STD
 
   def __post_init__(self):
     if self.image_size < 1 or self.shortest < self.image_size:
-      raise ValueError(f"ImageConfig: need 1 <= image_size <= resize_shortest, got {self.image_size} and "
-                       f"{self.shortest}")
+      raise ValueError(
+        f"ImageConfig: need 1 <= image_size <= resize_shortest, got {self.image_size} and {self.shortest}"
+      )
     if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
       raise ValueError(f"ImageConfig: mean and std need 3 values each, std > 0; got {self.mean}, {self.std}")
 
@@ -65,7 +68,7 @@ class ImageConfig:
     return self.resize_shortest or self.image_size
 
   @classmethod
-  def from_hf_preprocessor(cls, hf: dict) -> "ImageConfig":
+  def from_hf_preprocessor(cls, hf: dict) -> ImageConfig:
     """Reads a HF `preprocessor_config.json` (CLIPImageProcessor) as a dict."""
     size, crop = hf.get("size", 224), hf.get("crop_size", 224)
     shortest = size.get("shortest_edge") if isinstance(size, dict) else size
@@ -75,8 +78,12 @@ class ImageConfig:
       crop = crop["height"]
     if shortest is None or hf.get("resample", 3) != 3 or not hf.get("do_center_crop", True):
       raise ValueError(f"preprocessor config {hf} is not CLIP's (shortest_edge resize, bicubic, centre crop)")
-    return cls(image_size=int(crop), resize_shortest=int(shortest),
-               mean=tuple(hf.get("image_mean", CLIP_MEAN)), std=tuple(hf.get("image_std", CLIP_STD)))
+    return cls(
+      image_size=int(crop),
+      resize_shortest=int(shortest),
+      mean=tuple(hf.get("image_mean", CLIP_MEAN)),
+      std=tuple(hf.get("image_std", CLIP_STD)),
+    )
 
 
 def _source_name(source, name: str | None) -> str:
@@ -95,8 +102,10 @@ def decode(source, name: str | None = None) -> np.ndarray:
   if isinstance(source, np.ndarray):
     if source.ndim != 3 or source.shape[-1] != 3:
       channels = source.shape[-1] if source.ndim == 3 else "no channel axis"
-      raise BadArrayError(f"{what}: array of shape {source.shape} has {channels} channels; pass RGB [H, W, 3] "
-                          "uint8 arrays (give the file or bytes to have RGBA/L/P images converted)")
+      raise BadArrayError(
+        f"{what}: array of shape {source.shape} has {channels} channels; pass RGB [H, W, 3] "
+        "uint8 arrays (give the file or bytes to have RGBA/L/P images converted)"
+      )
     if source.dtype != np.uint8:
       raise BadArrayError(f"{what}: array dtype is {source.dtype}; pass uint8 values in [0, 255]")
     if min(source.shape[:2]) < 1:
@@ -113,11 +122,12 @@ def decode(source, name: str | None = None) -> np.ndarray:
     elif isinstance(source, (bytes, bytearray, memoryview)):
       data = bytes(source)
     else:
-      raise BadArrayError(f"{what}: {type(source).__name__} is not an image source (path, bytes, PIL image or "
-                          "uint8 array)")
+      raise BadArrayError(
+        f"{what}: {type(source).__name__} is not an image source (path, bytes, PIL image or uint8 array)"
+      )
     try:
       image = Image.open(io.BytesIO(data))
-      image.load()    # decode now: a truncated file fails here, not later
+      image.load()  # decode now: a truncated file fails here, not later
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
       raise CorruptImageError(f"{what}: not a readable image ({len(data)} bytes; {e})") from None
   return np.asarray(_to_rgb(image), np.uint8)
@@ -151,7 +161,7 @@ def center_crop(x_HxWxC: np.ndarray, size: int) -> np.ndarray:
   """The central size×size window, offsets rounded down (as HF); the image must be at least that large."""
   h, w = x_HxWxC.shape[:2]
   top, left = (h - size) // 2, (w - size) // 2
-  return x_HxWxC[top:top + size, left:left + size]
+  return x_HxWxC[top : top + size, left : left + size]
 
 
 def normalize(rgb_HxWx3: np.ndarray, cfg: ImageConfig) -> np.ndarray:
@@ -181,18 +191,22 @@ def _item_name(i: int, source) -> str:
 
 @dataclasses.dataclass
 class LoadedImages:
-  pixels_NxSxSx3: np.ndarray   # float32; zeros where not valid
-  valid_N: np.ndarray          # bool
-  counts: dict[str, int]       # "ok" and one entry per reason in REASONS
-  errors: list[str]            # one message per skipped image, in input order
+  pixels_NxSxSx3: np.ndarray  # float32; zeros where not valid
+  valid_N: np.ndarray  # bool
+  counts: dict[str, int]  # "ok" and one entry per reason in REASONS
+  errors: list[str]  # one message per skipped image, in input order
 
 
 def load_images(sources: Sequence, cfg: ImageConfig, *, start: int = 0) -> LoadedImages:
   """Every image that loads, preprocessed; the others skipped and counted by reason. Never raises for a bad
   image (other failures, e.g. out of memory, propagate). `start` offsets the `images[i]` names in messages."""
   n = len(sources)
-  loaded = LoadedImages(np.zeros((n, cfg.image_size, cfg.image_size, 3), np.float32), np.zeros(n, bool),
-                        {"ok": 0, **{reason: 0 for reason in REASONS.values()}}, [])
+  loaded = LoadedImages(
+    np.zeros((n, cfg.image_size, cfg.image_size, 3), np.float32),
+    np.zeros(n, bool),
+    {"ok": 0, **{reason: 0 for reason in REASONS.values()}},
+    [],
+  )
   for i, source in enumerate(sources):
     try:
       loaded.pixels_NxSxSx3[i] = preprocess(source, cfg, _item_name(start + i, source))

@@ -14,6 +14,7 @@ The zip is fetched by TFDS' download manager from `URLS[name]` (an http(s) URL o
 offline machines use), or taken from `<data_dir>/downloads/manual/<name>.zip` when that file exists. Files are
 parsed straight from the zip (TFDS' extractor needs TensorFlow).
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,8 @@ import os
 import re
 import warnings
 import zipfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import requests
@@ -33,22 +35,25 @@ from etils import epath
 from genrec.data.errors import DataError, DataNotFoundError
 from genrec.data.types import RawTables
 
-
 NAMES = ("ml-100k", "ml-1m", "ml-20m")
 URLS = {name: f"https://files.grouplens.org/datasets/movielens/{name}.zip" for name in NAMES}
-TABLES = {"ml-100k": ("interactions", "items", "users"), "ml-1m": ("interactions", "items", "users"),
-          "ml-20m": ("interactions", "items")}
+TABLES = {
+  "ml-100k": ("interactions", "items", "users"),
+  "ml-1m": ("interactions", "items", "users"),
+  "ml-20m": ("interactions", "items"),
+}
 CHUNK_ROWS = 65536
 DEFAULT_DATA_DIR = "~/.cache/genrec/tfds"
 SPLIT = "train"
 
 _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
-_RATING_DTYPE = np.dtype([("user_id", np.int64), ("item_id", np.int64), ("rating", np.float32),
-                          ("timestamp", np.int64)])
+_RATING_DTYPE = np.dtype(
+  [("user_id", np.int64), ("item_id", np.int64), ("rating", np.float32), ("timestamp", np.int64)]
+)
 
 
 def split_title(title: str) -> tuple[str, str]:
-  """"Toy Story (1995)" -> ("Toy Story", "1995"); a title without a trailing year keeps it whole."""
+  """ "Toy Story (1995)" -> ("Toy Story", "1995"); a title without a trailing year keeps it whole."""
   title = title.strip()
   m = _TITLE_YEAR.match(title)
   return (m.group(1), m.group(2)) if m else (title, "")
@@ -80,18 +85,25 @@ class GenrecMovielens(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   code_path = epath.Path(__file__)  # TFDS' own lookup fails for a namespace package without importlib_resources
   BUILDER_CONFIGS = [
-      MovielensConfig(name=_config_name(n, t), dataset=n, table=t, description=f"MovieLens {n}, {t}")
-      for n in NAMES for t in TABLES[n]
+    MovielensConfig(name=_config_name(n, t), dataset=n, table=t, description=f"MovieLens {n}, {t}")
+    for n in NAMES
+    for t in TABLES[n]
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg = self.builder_config
     text = tfds.features.Text
     if cfg.table == "interactions":
+
       def col(dtype):
         return tfds.features.Tensor(shape=(None,), dtype=dtype)
-      features = {"user_id": col(np.int64), "item_id": col(np.int64), "rating": col(np.float32),
-                  "timestamp": col(np.int64)}
+
+      features = {
+        "user_id": col(np.int64),
+        "item_id": col(np.int64),
+        "rating": col(np.float32),
+        "timestamp": col(np.int64),
+      }
     elif cfg.table == "items":
       features = {"item_id": np.int64, "title": text(), "year": text(), "genres": tfds.features.Sequence(text())}
       if cfg.dataset == "ml-100k":
@@ -99,13 +111,15 @@ class GenrecMovielens(tfds.core.GeneratorBasedBuilder):
     else:
       features = {"user_id": np.int64, "age": text(), "gender": text(), "occupation": text(), "zip": text()}
     return LocalDatasetInfo(
-        builder=self,
-        description=f"MovieLens {cfg.dataset} ({cfg.table}) from GroupLens, in source-file order.",
-        features=tfds.features.FeaturesDict(features),
-        homepage="https://grouplens.org/datasets/movielens/",
-        citation=("F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and Context. "
-                  "ACM TiiS 5, 4, Article 19."),
-        disable_shuffling=True,
+      builder=self,
+      description=f"MovieLens {cfg.dataset} ({cfg.table}) from GroupLens, in source-file order.",
+      features=tfds.features.FeaturesDict(features),
+      homepage="https://grouplens.org/datasets/movielens/",
+      citation=(
+        "F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and Context. "
+        "ACM TiiS 5, 4, Article 19."
+      ),
+      disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -117,7 +131,7 @@ class GenrecMovielens(tfds.core.GeneratorBasedBuilder):
       if cfg.table == "interactions":
         r = _read_ratings(cfg.dataset, zf)
         for k, start in enumerate(range(0, len(r), CHUNK_ROWS)):
-          chunk = r[start:start + CHUNK_ROWS]
+          chunk = r[start : start + CHUNK_ROWS]
           yield k, {c: np.ascontiguousarray(chunk[c]) for c in _RATING_DTYPE.names}
       else:
         read = _read_items if cfg.table == "items" else _read_users
@@ -129,8 +143,9 @@ def _fetch_archive(name: str, dl_manager: tfds.download.DownloadManager) -> epat
   return fetch_source(URLS[name], manual, f"MovieLens {name}", "genrec.data.movielens.URLS", dl_manager)
 
 
-def fetch_source(url: str, manual: epath.Path, what: str, setting: str,
-                 dl_manager: tfds.download.DownloadManager) -> epath.Path:
+def fetch_source(
+  url: str, manual: epath.Path, what: str, setting: str, dl_manager: tfds.download.DownloadManager
+) -> epath.Path:
   """`manual` when that file exists, else `url` (http(s) through the download manager, or a local path);
   `what` names the dataset and `setting` where `url` came from in error messages."""
   if manual.exists():
@@ -176,8 +191,14 @@ def _read_ratings(name: str, zf: zipfile.ZipFile) -> np.ndarray:
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
-        r = np.loadtxt(f, dtype=_RATING_DTYPE, delimiter="," if name == "ml-20m" else "\t",
-                       skiprows=1 if name == "ml-20m" else 0, ndmin=1, encoding="latin-1")
+        r = np.loadtxt(
+          f,
+          dtype=_RATING_DTYPE,
+          delimiter="," if name == "ml-20m" else "\t",
+          skiprows=1 if name == "ml-20m" else 0,
+          ndmin=1,
+          encoding="latin-1",
+        )
     except ValueError as e:
       raise DataError(f"{zf.filename}:{member}: expected user, item, rating, timestamp per line: {e}") from e
   if len(r) == 0:
@@ -193,8 +214,13 @@ def _read_items(name: str, zf: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
       if len(f) != 5 + len(genres):
         raise DataError(f"u.item: expected {5 + len(genres)} fields, got {len(f)}: {line!r}")
       title, year = split_title(f[1])
-      yield {"item_id": int(f[0]), "title": title, "year": year, "release_date": f[2],
-             "genres": [g for g, flag in zip(genres, f[5:]) if flag.strip() == "1"]}
+      yield {
+        "item_id": int(f[0]),
+        "title": title,
+        "year": year,
+        "release_date": f[2],
+        "genres": [g for g, flag in zip(genres, f[5:]) if flag.strip() == "1"],
+      }
   elif name == "ml-1m":
     for line in _lines(zf, "movies.dat", "latin-1"):
       f = line.split("::")
@@ -268,25 +294,35 @@ def movielens_tables(name: str, data_dir: str = "", download: bool = True) -> Ra
   missing = [t for t, b in builders.items() if not _is_prepared(b)]
   if missing and not download:
     raise DataNotFoundError(
-        f"MovieLens {name} is not prepared in {data_dir} (missing: {', '.join(missing)}). "
-        f"Run `genrec datasets prepare {name}` (downloads {URLS[name]}), or pass download=True; offline, put "
-        f"{name}.zip at {os.path.join(data_dir, 'downloads', 'manual', name + '.zip')} first.")
+      f"MovieLens {name} is not prepared in {data_dir} (missing: {', '.join(missing)}). "
+      f"Run `genrec datasets prepare {name}` (downloads {URLS[name]}), or pass download=True; offline, put "
+      f"{name}.zip at {os.path.join(data_dir, 'downloads', 'manual', name + '.zip')} first."
+    )
   if missing:
     prepare(name, data_dir)
   tables = {t: _read_table(name, t, data_dir) for t in TABLES[name]}
-  return RawTables(name=name, inter=tables["interactions"], items=tables["items"], users=tables.get("users"),
-                   source=f"{URLS[name]} (prepared in {os.path.join(data_dir, GenrecMovielens.name)})")
+  return RawTables(
+    name=name,
+    inter=tables["interactions"],
+    items=tables["items"],
+    users=tables.get("users"),
+    source=f"{URLS[name]} (prepared in {os.path.join(data_dir, GenrecMovielens.name)})",
+  )
 
 
 def _read_table(name: str, table: str, data_dir: str) -> dict[str, np.ndarray]:
-  source = tfds.data_source(f"{GenrecMovielens.name}/{_config_name(name, table)}", split=SPLIT,
-                            data_dir=data_dir, download=False)
+  source = tfds.data_source(
+    f"{GenrecMovielens.name}/{_config_name(name, table)}", split=SPLIT, data_dir=data_dir, download=False
+  )
   records = _read_all(source)
   if table == "interactions":
     cols = {c: np.concatenate([r[c] for r in records]) for c in _RATING_DTYPE.names}
-    return {"user_id": _id_strings(cols["user_id"]), "item_id": _id_strings(cols["item_id"]),
-            "timestamp": cols["timestamp"].astype(np.int64, copy=False),
-            "rating": cols["rating"].astype(np.float32, copy=False)}
+    return {
+      "user_id": _id_strings(cols["user_id"]),
+      "item_id": _id_strings(cols["item_id"]),
+      "timestamp": cols["timestamp"].astype(np.int64, copy=False),
+      "rating": cols["rating"].astype(np.float32, copy=False),
+    }
   first = ["item_id", "title", "year", "genres"] if table == "items" else ["user_id"]
   out: dict[str, np.ndarray] = {}
   for key in first + sorted(k for k in records[0] if k not in first):

@@ -4,6 +4,7 @@ Training order is a function of (seed, global position) only: the same global ba
 the number of processes, and each process materialises only its own rows of each global batch. The
 iterator state (grain's, JSON) goes into every checkpoint, so a resumed run continues the same stream.
 """
+
 from __future__ import annotations
 
 import grain
@@ -17,7 +18,7 @@ def left_pad(seq: np.ndarray, length: int) -> np.ndarray:
   out = np.zeros(length, np.int32)
   tail = seq[-length:] if length else seq[:0]
   if len(tail):
-    out[length - len(tail):] = tail
+    out[length - len(tail) :] = tail
   return out
 
 
@@ -35,10 +36,19 @@ class ProcessRows:
     return g, self.order[g]
 
 
-def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int, window: str = "last",
-                    process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+def next_item_train(
+  data: SeqData,
+  *,
+  max_len: int,
+  global_batch: int,
+  seed: int,
+  window: str = "last",
+  process_index: int = 0,
+  process_count: int = 1,
+) -> grain.MapDataset:
   """Batches {"inputs", "targets", "input_times", "target_times"} of int32 [B_local, max_len] and "user"
-  [B_local] (user index); `ds[step]` is the batch of that step. Times are seconds since the dataset's first interaction (`first_timestamp`).
+  [B_local] (user index); `ds[step]` is the batch of that step. Times are seconds since the dataset's first
+  interaction (`first_timestamp`).
 
   window="last": each user's most recent max_len+1 training items (SASRec's protocol);
   "random": a full-length window (max_len+1 items, or the whole sequence if shorter) at a uniformly drawn
@@ -53,7 +63,7 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
     raise ValueError(f"{data.name}: no user has 2 or more training interactions")
   sequences = [data.train_sequence(int(u)) for u in users]
   t0 = first_timestamp(data)
-  times = [(data.timestamps[int(u)][:len(seq)] - t0).astype(np.int32) for u, seq in zip(users, sequences)]
+  times = [(data.timestamps[int(u)][: len(seq)] - t0).astype(np.int32) for u, seq in zip(users, sequences)]
   order = grain.MapDataset.range(len(users)).seed(seed).shuffle().repeat(None)
   rows = grain.MapDataset.source(ProcessRows(order, global_batch, process_index, process_count))
 
@@ -65,9 +75,13 @@ def next_item_train(data: SeqData, *, max_len: int, global_batch: int, seed: int
       end = int(np.random.default_rng([seed, g]).integers(max_len + 1, end + 1))
     start = max(0, end - max_len - 1)
     seq, ts = seq[start:end], times[i][start:end]
-    return {"inputs": left_pad(seq[:-1], max_len), "targets": left_pad(seq[1:], max_len),
-            "input_times": left_pad(ts[:-1], max_len), "target_times": left_pad(ts[1:], max_len),
-            "user": np.int32(users[i])}
+    return {
+      "inputs": left_pad(seq[:-1], max_len),
+      "targets": left_pad(seq[1:], max_len),
+      "input_times": left_pad(ts[:-1], max_len),
+      "target_times": left_pad(ts[1:], max_len),
+      "user": np.int32(users[i]),
+    }
 
   return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
 
@@ -91,11 +105,17 @@ def eval_examples(data: SeqData, split: str, *, max_len: int, users: np.ndarray 
     hist, target[row] = data.eval_example(int(u), split)
     ts = data.timestamps[int(u)] - t0
     history[row] = left_pad(hist, max_len)
-    history_times[row] = left_pad(ts[:len(hist)], max_len)
+    history_times[row] = left_pad(ts[: len(hist)], max_len)
     target_time[row] = ts[len(hist)]
-    seen[row, :len(hist)] = hist
-  return {"history": history, "seen": seen, "target": target, "user": users.astype(np.int32),
-          "history_times": history_times, "target_time": target_time}
+    seen[row, : len(hist)] = hist
+  return {
+    "history": history,
+    "seen": seen,
+    "target": target,
+    "user": users.astype(np.int32),
+    "history_times": history_times,
+    "target_time": target_time,
+  }
 
 
 def batches(arrays: dict[str, np.ndarray], batch_size: int):
@@ -108,8 +128,9 @@ def batches(arrays: dict[str, np.ndarray], batch_size: int):
     yield {**{k: v[idx] for k, v in arrays.items()}, "valid": valid}
 
 
-def item_batches(embeddings: np.ndarray, *, global_batch: int, seed: int, process_index: int = 0,
-                 process_count: int = 1) -> grain.MapDataset:
+def item_batches(
+  embeddings: np.ndarray, *, global_batch: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
   """Shuffled catalogue items for content models: {"embedding": float32 [B, D], "item": int32 [B]} (items 1..N;
   row 0 of `embeddings` is padding and never drawn)."""
   if global_batch % process_count:
@@ -130,6 +151,10 @@ def query_example(data: SeqData, user: int, *, max_len: int) -> dict[str, np.nda
   the query time is that of the last interaction. Same fields as `eval_examples`, minus the target."""
   seq = data.sequences[user]
   ts = data.timestamps[user] - first_timestamp(data)
-  return {"history": left_pad(seq, max_len)[None], "seen": seq[None].astype(np.int32),
-          "user": np.array([user], np.int32), "history_times": left_pad(ts, max_len)[None].astype(np.int32),
-          "target_time": np.array([ts[-1]], np.int32)}
+  return {
+    "history": left_pad(seq, max_len)[None],
+    "seen": seq[None].astype(np.int32),
+    "user": np.array([user], np.int32),
+    "history_times": left_pad(ts, max_len)[None].astype(np.int32),
+    "target_time": np.array([ts[-1]], np.int32),
+  }

@@ -9,6 +9,7 @@ with ties in file order (stable sort). Full histories are kept; `max_len` trunca
 Stats satisfy `users_read == users_dropped_rating + users_dropped_kcore + users_dropped_short + users_kept`
 (and the same for items and interactions).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,10 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
 
   stats["interactions_kept"] = int(keep.sum())
   if not keep.any():
-    raise DataError(f"{raw.name}: no user has >= {cfg.min_user_interactions} interactions after filtering "
-                    f"(min_rating={cfg.min_rating}, kcore={cfg.kcore}); counts: {stats}")
+    raise DataError(
+      f"{raw.name}: no user has >= {cfg.min_user_interactions} interactions after filtering "
+      f"(min_rating={cfg.min_rating}, kcore={cfg.kcore}); counts: {stats}"
+    )
 
   item_codes, item_new, item_rows = _reindex(i_code[keep], item_keys, item_table, start=1)
   user_codes, user_new, user_rows = _reindex(u_code[keep], user_keys, user_table, start=0)
@@ -76,11 +79,20 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
 
   titles, text, genres, genre_names = _item_fields(raw.items, item_rows, len(item_codes))
   return SeqData(
-      name=raw.name, num_items=len(item_codes), sequences=sequences, timestamps=timestamps,
-      user_raw=user_keys[user_codes].tolist(), item_raw=["[PAD]"] + item_keys[item_codes].tolist(),
-      item_titles=titles, item_text=text,
-      item_genres=genres, genre_names=genre_names, user_features=_user_features(raw.users, user_rows),
-      stats=stats, ratings=ratings)
+    name=raw.name,
+    num_items=len(item_codes),
+    sequences=sequences,
+    timestamps=timestamps,
+    user_raw=user_keys[user_codes].tolist(),
+    item_raw=["[PAD]"] + item_keys[item_codes].tolist(),
+    item_titles=titles,
+    item_text=text,
+    item_genres=genres,
+    genre_names=genre_names,
+    user_features=_user_features(raw.users, user_rows),
+    stats=stats,
+    ratings=ratings,
+  )
 
 
 def _check_table(raw: RawTables, kind: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -101,8 +113,9 @@ def _check_table(raw: RawTables, kind: str, ids: np.ndarray) -> tuple[np.ndarray
   if missing.any():
     i = int(np.argmax(missing))
     where = _lines(raw.inter, [i])[0]
-    raise UnknownIdError(f"{kind} id '{ids[i]}' in {_file(raw, 'inter')} ({where}) is not in "
-                         f"{_file(raw, kind)} ({len(table_ids)} {kind}s)")
+    raise UnknownIdError(
+      f"{kind} id '{ids[i]}' in {_file(raw, 'inter')} ({where}) is not in {_file(raw, kind)} ({len(table_ids)} {kind}s)"
+    )
   return keys, rows
 
 
@@ -131,8 +144,9 @@ def _natural_order(ids: list[str]) -> np.ndarray:
   return np.argsort(np.asarray(ids, dtype=str), kind="stable")
 
 
-def _kcore(u_code: np.ndarray, i_code: np.ndarray, keep: np.ndarray, k: int,
-           num_users: int, num_items: int) -> tuple[np.ndarray, int]:
+def _kcore(
+  u_code: np.ndarray, i_code: np.ndarray, keep: np.ndarray, k: int, num_users: int, num_items: int
+) -> tuple[np.ndarray, int]:
   """Drops users and items with < k interactions until none is left (interactions counted with repeats)."""
   rounds = 0
   while True:
@@ -174,14 +188,16 @@ def _item_fields(items: dict[str, np.ndarray] | None, rows: np.ndarray | None, n
   """(titles, text, genres multi-hot or None, genre names) for item ids 0..n; rows index the item table."""
   if items is None or rows is None:
     return [""] * (n + 1), [""] * (n + 1), None, []
+
   def col(name: str, empty) -> list:
     return np.asarray(items[name])[rows].tolist() if name in items else [empty] * n
 
   titles = [""] + [_known(t) for t in col("title", "")]
   years = [_known(y) for y in col("year", "")]
   genre_lists = [[g for g in gs if _known(g)] for gs in col("genres", [])]
-  extras = [(k.replace("_", " ").capitalize(), col(k, "")) for k in items
-            if k not in _ITEM_TEXT_SKIP and not k.startswith("_")]
+  extras = [
+    (k.replace("_", " ").capitalize(), col(k, "")) for k in items if k not in _ITEM_TEXT_SKIP and not k.startswith("_")
+  ]
 
   text = [""]
   for j in range(n):
@@ -212,7 +228,7 @@ def _item_fields(items: dict[str, np.ndarray] | None, rows: np.ndarray | None, n
 
 
 def age_bucket(age: str) -> str:
-  """"24" -> "18-24"; ml-1m's codes (1, 18, 25, 35, 45, 50, 56) land in the matching buckets."""
+  """ "24" -> "18-24"; ml-1m's codes (1, 18, 25, 35, 45, 50, 56) land in the matching buckets."""
   try:
     a = float(age)
   except ValueError:

@@ -6,6 +6,7 @@ sequence model can learn the successor map; popularity cannot (every item is abo
 Everything is a function of `cfg.seed`. Genres are contiguous arcs of the cycle; users get a gender and an age
 bucket at random, so group metrics and diversity code run on it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,10 @@ def make_synthetic(cfg: DataConfig) -> SeqData:
   if n < 2 or num_users < 1:
     raise ConfigError(f"data.synthetic_items must be >= 2 and data.synthetic_users >= 1, got {n} and {num_users}")
   if length < max(cfg.min_user_interactions, 1):
-    raise ConfigError(f"data.synthetic_length={length} is shorter than data.min_user_interactions="
-                      f"{cfg.min_user_interactions}: every synthetic user would be dropped")
+    raise ConfigError(
+      f"data.synthetic_length={length} is shorter than data.min_user_interactions="
+      f"{cfg.min_user_interactions}: every synthetic user would be dropped"
+    )
   succ = planted_successor(cfg)
   rng = np.random.default_rng((cfg.seed, 1))
   follow_UxL = rng.random((num_users, length)) < SUCCESSOR_PROB
@@ -58,18 +61,29 @@ def make_synthetic(cfg: DataConfig) -> SeqData:
   genres[np.arange(1, n + 1), genre_of[1:]] = 1.0
 
   total = num_users * length
-  stats = {"interactions_read": total, "users_read": num_users, "items_read": n, "interactions_kept": total,
-           "users_kept": num_users, "items_kept": n, "kcore_rounds": 0}
+  stats = {
+    "interactions_read": total,
+    "users_read": num_users,
+    "items_read": n,
+    "interactions_kept": total,
+    "users_kept": num_users,
+    "items_kept": n,
+    "kcore_rounds": 0,
+  }
   for step in ("rating", "kcore", "short"):
     for what in ("interactions", "users", "items"):
       stats[f"{what}_dropped_{step}"] = 0
   return SeqData(
-      name="synthetic", num_items=n,
-      sequences=list(items_UxL), timestamps=list(times_UxL.astype(np.int64)),
-      user_raw=[f"u{u}" for u in range(num_users)], item_raw=["[PAD]"] + [f"i{i}" for i in range(1, n + 1)],
-      item_titles=[""] + [f"item {i}" for i in range(1, n + 1)],
-      item_text=[""] + [f"Item {i}. Genres: {genre_names[genre_of[i]]}." for i in range(1, n + 1)],
-      item_genres=genres, genre_names=genre_names,
-      user_features={"gender": rng.choice(["F", "M"], num_users).tolist(),
-                     "age": rng.choice(_AGES, num_users).tolist()},
-      stats=stats)
+    name="synthetic",
+    num_items=n,
+    sequences=list(items_UxL),
+    timestamps=list(times_UxL.astype(np.int64)),
+    user_raw=[f"u{u}" for u in range(num_users)],
+    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, n + 1)],
+    item_titles=[""] + [f"item {i}" for i in range(1, n + 1)],
+    item_text=[""] + [f"Item {i}. Genres: {genre_names[genre_of[i]]}." for i in range(1, n + 1)],
+    item_genres=genres,
+    genre_names=genre_names,
+    user_features={"gender": rng.choice(["F", "M"], num_users).tolist(), "age": rng.choice(_AGES, num_users).tolist()},
+    stats=stats,
+  )

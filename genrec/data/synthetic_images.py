@@ -5,6 +5,7 @@ and with at most 8 classes every class has its own colour, so the mean colour al
 is the pattern drawn in the class colour over a darker version of it, at a random phase, plus Gaussian noise;
 its caption names the colour and pattern in one of a few templates. Everything is a function of `seed`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,20 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-COLOURS = (("red", (220, 40, 40)), ("green", (40, 180, 60)), ("blue", (40, 70, 220)), ("yellow", (230, 210, 40)),
-           ("purple", (140, 50, 180)), ("cyan", (40, 200, 210)), ("orange", (240, 140, 30)),
-           ("grey", (128, 128, 128)))
+COLOURS = (
+  ("red", (220, 40, 40)),
+  ("green", (40, 180, 60)),
+  ("blue", (40, 70, 220)),
+  ("yellow", (230, 210, 40)),
+  ("purple", (140, 50, 180)),
+  ("cyan", (40, 200, 210)),
+  ("orange", (240, 140, 30)),
+  ("grey", (128, 128, 128)),
+)
 PATTERNS = ("horizontal stripes", "vertical stripes", "a checkerboard", "a plain fill")
 TEMPLATES = ("a {colour} picture with {pattern}", "{pattern} in {colour}", "an item in {colour}, {pattern}")
 MAX_CLASSES = len(COLOURS) * len(PATTERNS)
-BACKGROUND = 0.45     # background brightness relative to the class colour
+BACKGROUND = 0.45  # background brightness relative to the class colour
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticImages:
-  images_NxHxWx3: np.ndarray   # uint8
-  labels_N: np.ndarray         # int32 class ids
-  texts: tuple[str, ...]       # one caption per image
+  images_NxHxWx3: np.ndarray  # uint8
+  labels_N: np.ndarray  # int32 class ids
+  texts: tuple[str, ...]  # one caption per image
   class_names: tuple[str, ...]  # "red horizontal stripes", …
 
 
@@ -48,8 +56,9 @@ def _pattern_mask(pattern: str, size: int, period: int, phase_y: int, phase_x: i
   return np.ones((size, size), bool)
 
 
-def make_synthetic_images(num_images: int, *, num_classes: int = 4, size: int = 32, noise: float = 12.0,
-                          seed: int = 0) -> SyntheticImages:
+def make_synthetic_images(
+  num_images: int, *, num_classes: int = 4, size: int = 32, noise: float = 12.0, seed: int = 0
+) -> SyntheticImages:
   """`num_images` images of size×size, classes balanced (i % num_classes, shuffled)."""
   if not 1 <= num_classes <= MAX_CLASSES:
     raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}")

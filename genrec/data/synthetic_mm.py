@@ -6,6 +6,7 @@ Item classes are `NUM_CLASSES` contiguous arcs of the hidden cycle (each genre a
 items that co-occur in sequences (cycle neighbours) mostly share a class. Each item's image is a
 `synthetic_images` picture of its class (own phase and noise); its text names the colour, pattern and genre.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,7 @@ def _images(cfg: DataConfig) -> tuple[np.ndarray, tuple[str, ...]]:
   classes = item_classes(cfg)
   counts = np.bincount(classes[1:], minlength=NUM_CLASSES)
   # Balanced labels (i % C) with enough of each class; item i takes the next unused image of its class.
-  pool = make_synthetic_images(NUM_CLASSES * int(counts.max()), num_classes=NUM_CLASSES, size=IMAGE_SIZE,
-                               seed=cfg.seed)
+  pool = make_synthetic_images(NUM_CLASSES * int(counts.max()), num_classes=NUM_CLASSES, size=IMAGE_SIZE, seed=cfg.seed)
   by_class = [list(np.flatnonzero(pool.labels_N == k)) for k in range(NUM_CLASSES)]
   images = np.zeros((len(classes), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
   captions = [""]
@@ -61,8 +61,9 @@ def item_images(cfg: DataConfig) -> np.ndarray:
 def make_synthetic_mm(cfg: DataConfig) -> SeqData:
   base = make_synthetic(cfg)
   _, captions = _images(cfg)
-  text = [""] + [f"Item {i}: {captions[i]}. Genres: {base.genre_names[int(np.argmax(base.item_genres[i]))]}."
-                 for i in range(1, base.num_items + 1)]
-  titles = [""] + [f"item {i} ({' '.join(class_style(int(k))[::2])})"
-                   for i, k in enumerate(item_classes(cfg)[1:], 1)]
+  text = [""] + [
+    f"Item {i}: {captions[i]}. Genres: {base.genre_names[int(np.argmax(base.item_genres[i]))]}."
+    for i in range(1, base.num_items + 1)
+  ]
+  titles = [""] + [f"item {i} ({' '.join(class_style(int(k))[::2])})" for i, k in enumerate(item_classes(cfg)[1:], 1)]
   return dataclasses.replace(base, name=NAME, item_text=text, item_titles=titles)

@@ -4,6 +4,7 @@ Ids: items are 1..num_items (0 is padding); users are 0..num_users-1. `*_raw` li
 the source files ("42" in ml-100k.user). Sequences are chronological with a stable tie order (timestamp,
 then file order).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,16 +16,16 @@ import numpy as np
 class SeqData:
   name: str
   num_items: int
-  sequences: list[np.ndarray]          # per user: int32 item ids, chronological
-  timestamps: list[np.ndarray]         # per user: int64, aligned with sequences
-  user_raw: list[str]                  # user index -> id in the source files
-  item_raw: list[str]                  # item id -> id in the source files; item_raw[0] == "[PAD]"
-  item_titles: list[str]               # item id -> display title ("" where unknown); [0] == ""
-  item_text: list[str]                 # item id -> text assembled from item fields (for content encoders)
-  item_genres: np.ndarray | None       # [num_items+1, G] float32 multi-hot, or None
+  sequences: list[np.ndarray]  # per user: int32 item ids, chronological
+  timestamps: list[np.ndarray]  # per user: int64, aligned with sequences
+  user_raw: list[str]  # user index -> id in the source files
+  item_raw: list[str]  # item id -> id in the source files; item_raw[0] == "[PAD]"
+  item_titles: list[str]  # item id -> display title ("" where unknown); [0] == ""
+  item_text: list[str]  # item id -> text assembled from item fields (for content encoders)
+  item_genres: np.ndarray | None  # [num_items+1, G] float32 multi-hot, or None
   genre_names: list[str]
   user_features: dict[str, list[str]]  # e.g. {"gender": [...], "age": [...]} per user index (group metrics)
-  stats: dict[str, int]                # counts of what preprocessing dropped/kept
+  stats: dict[str, int]  # counts of what preprocessing dropped/kept
   ratings: list[np.ndarray] | None = None  # per user: float32 ratings aligned with sequences, when the source has them
   cold_items: np.ndarray | None = None  # int32 item ids held out of training (DataConfig.cold_items), sorted
 
@@ -76,6 +77,7 @@ class RawTables:
     users: "user_id" (str) and feature columns as str arrays (ml-100k: "age", "gender", "occupation", "zip").
   `source` names the files for error messages.
   """
+
   name: str
   inter: dict[str, np.ndarray]
   items: dict[str, np.ndarray] | None

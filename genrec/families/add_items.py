@@ -24,6 +24,7 @@ Images: a path that does not exist is an error naming the CSV line; an image fil
 counted skip (the item is encoded without its image; the summary counts it). Items with an image are only
 read when the content stage has an image tower.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,7 +49,7 @@ from genrec.train.restore import restore
 from genrec.train.state import place
 
 OVERLAY = "added_items"
-ADVICE = "add-items {} with it (set GENREC_CACHE to where the run was trained)"     # for a stage not found
+ADVICE = "add-items {} with it (set GENREC_CACHE to where the run was trained)"  # for a stage not found
 
 
 class AddItemsError(ValueError):
@@ -83,8 +84,10 @@ def read_items_csv(path: str | Path, taken: dict[str, str]) -> list[NewItem]:
   if "item_id" not in columns:
     raise AddItemsError(f"{path}: no 'item_id' column (columns: {columns})")
   if "title" not in columns and "text" not in columns:
-    raise AddItemsError(f"{path}: no 'title' or 'text' column (columns: {columns}); add-items embeds each new "
-                        "item's text, so give a title (with optional year, genres) or the text itself")
+    raise AddItemsError(
+      f"{path}: no 'title' or 'text' column (columns: {columns}); add-items embeds each new "
+      "item's text, so give a title (with optional year, genres) or the text itself"
+    )
   lines = {}
   out = []
   for i, row in enumerate(rows):
@@ -95,8 +98,7 @@ def read_items_csv(path: str | Path, taken: dict[str, str]) -> list[NewItem]:
     if item in lines:
       raise AddItemsError(f"item id {item!r} appears twice in {path} (lines {lines[item]} and {line})")
     if item in taken:
-      raise AddItemsError(f"item id {item!r} ({path} line {line}) is already in {taken[item]}; new items need "
-                          "new ids")
+      raise AddItemsError(f"item id {item!r} ({path} line {line}) is already in {taken[item]}; new items need new ids")
     lines[item] = line
     title = (row.get("title") or "").strip()
     genres = tuple(g.strip() for g in (row.get("genres") or "").split("|") if g.strip())
@@ -104,8 +106,12 @@ def read_items_csv(path: str | Path, taken: dict[str, str]) -> list[NewItem]:
     if not text:
       genre_lists = np.empty(1, dtype=object)
       genre_lists[0] = list(genres)
-      fields = {"item_id": np.array([item]), "title": np.array([title]), "year": np.array([row.get("year") or ""]),
-                "genres": genre_lists}
+      fields = {
+        "item_id": np.array([item]),
+        "title": np.array([title]),
+        "year": np.array([row.get("year") or ""]),
+        "genres": genre_lists,
+      }
       text = _item_fields(fields, np.zeros(1, np.int64), 1)[1][1]
     if not text:
       raise AddItemsError(f"{path} line {line}: item {item!r} has no title or text to embed")
@@ -114,8 +120,9 @@ def read_items_csv(path: str | Path, taken: dict[str, str]) -> list[NewItem]:
     if image:
       image_path = Path(image) if Path(image).is_absolute() else path.parent / image
       if not image_path.is_file():
-        raise AddItemsError(f"{path} line {line}: image {image!r} of item {item!r} does not exist "
-                            f"(looked for {image_path})")
+        raise AddItemsError(
+          f"{path} line {line}: image {image!r} of item {item!r} does not exist (looked for {image_path})"
+        )
     out.append(NewItem(item, title or text, text, genres, image_path, line))
   return out
 
@@ -131,8 +138,7 @@ def _text_encoder(source: str):
   return TextEncoder.minilm() if arg in ("", "minilm") else TextEncoder.from_pretrained(arg)
 
 
-def content_vectors(data_cfg, items: list[NewItem], stages=None, *, progress: bool = False
-                    ) -> tuple[np.ndarray, dict]:
+def content_vectors(data_cfg, items: list[NewItem], stages=None, *, progress: bool = False) -> tuple[np.ndarray, dict]:
   """float32 [M, D] for the new items from the stage `data_cfg.item_embeddings` names, and counts. `stages`
   (genrec.train.tasks.Stages) gives the encoder run of run: sources."""
   source = data_cfg.item_embeddings
@@ -141,9 +147,11 @@ def content_vectors(data_cfg, items: list[NewItem], stages=None, *, progress: bo
     return _text_encoder(source).encode([it.text for it in items], progress=progress), {}
   if kind == "run":
     return _fused(encoder_folder(data_cfg, stages, advice=ADVICE.format("encodes new items")), items, progress)
-  raise AddItemsError(f"this run's item content is data.item_embeddings={source!r}, a fixed table: nothing can "
-                      "encode new items into it; add-items needs a content encoder (text:minilm, text:HF_DIR, "
-                      "run:mmenc:PRESET)")
+  raise AddItemsError(
+    f"this run's item content is data.item_embeddings={source!r}, a fixed table: nothing can "
+    "encode new items into it; add-items needs a content encoder (text:minilm, text:HF_DIR, "
+    "run:mmenc:PRESET)"
+  )
 
 
 def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarray, dict]:
@@ -155,25 +163,30 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
   cfg, m = enc.config, len(items)
   batch, present, counts = {"item": np.zeros(m, np.int32)}, [], {}
   for modality in cfg.model.modalities:
-    if modality == "text" and "text" in cfg.model.lora_towers:      # the run's tuned tower, inside encode
+    if modality == "text" and "text" in cfg.model.lora_towers:  # the run's tuned tower, inside encode
       from genrec.models.text.encoder import folder_tokens
 
       folder = text_tower_folder(cfg.data.item_embeddings)
-      batch["text_ids"], batch["text_valid"] = folder_tokens(folder, [it.text for it in items],
-                                                             cfg.model.text_max_length)
+      batch["text_ids"], batch["text_valid"] = folder_tokens(
+        folder, [it.text for it in items], cfg.model.text_max_length
+      )
       present.append(np.ones(m, bool))
     elif modality == "text":
       if not cfg.data.item_embeddings.startswith("text"):
-        raise AddItemsError(f"the encoder run {folder} reads text features from {cfg.data.item_embeddings!r}, "
-                            "a fixed table: it cannot encode new items' text")
+        raise AddItemsError(
+          f"the encoder run {folder} reads text features from {cfg.data.item_embeddings!r}, "
+          "a fixed table: it cannot encode new items' text"
+        )
       batch["text"] = _text_encoder(cfg.data.item_embeddings).encode([it.text for it in items], progress=progress)
       present.append(np.ones(m, bool))
     elif modality == "genre":
       names = load_dataset(cfg.data).genre_names
       unknown = sorted({g for it in items for g in it.genres} - set(names))
       if unknown:
-        raise AddItemsError(f"genres {unknown} are not among the catalogue's genres {names}; the encoder run's "
-                            "genre tower only knows those")
+        raise AddItemsError(
+          f"genres {unknown} are not among the catalogue's genres {names}; the encoder run's "
+          "genre tower only knows those"
+        )
       hot = np.zeros((m, len(names)), np.float32)
       for row, it in enumerate(items):
         hot[row, [names.index(g) for g in it.genres]] = 1.0
@@ -194,7 +207,7 @@ def _fused(folder: Path, items: list[NewItem], progress: bool) -> tuple[np.ndarr
       present.append(ok)
     else:
       assert modality == ID
-      present.append(np.zeros(m, bool))      # a new item has no trained ID embedding
+      present.append(np.zeros(m, bool))  # a new item has no trained ID embedding
   batch["present"] = np.stack(present, axis=1)
   empty = [items[i].item for i in np.flatnonzero(~batch["present"].any(1))]
   if empty:
@@ -212,18 +225,23 @@ def assign_codes(run, content_MxD: np.ndarray, stages) -> np.ndarray:
   folder = stages.folder("tokenizer", advice=ADVICE.format("assigns semantic IDs"))
   _, meta = read_semantic_ids(folder)
   if meta["version"] != model_cfg.semantic_ids_version:
-    raise AddItemsError(f"the tokenizer stage in {folder} now gives semantic-ID table {meta['version']}, but "
-                        f"{run.workdir} was trained on table {model_cfg.semantic_ids_version}; its codes would "
-                        "not mean what the model learned")
+    raise AddItemsError(
+      f"the tokenizer stage in {folder} now gives semantic-ID table {meta['version']}, but "
+      f"{run.workdir} was trained on table {model_cfg.semantic_ids_version}; its codes would "
+      "not mean what the model learned"
+    )
   tokenizer = restore(folder)
   prefix = np.asarray(jax.jit(lambda m, x: m.encode({"embedding": x}))(tokenizer.model, content_MxD))
   existing = np.asarray(run.model.item_codes[...])[1:]
   if prefix.shape[1] != existing.shape[1] - 1:
-    raise AddItemsError(f"the tokenizer gives {prefix.shape[1]} digits; the model's codes have "
-                        f"{existing.shape[1]} (the collision digit included)")
+    raise AddItemsError(
+      f"the tokenizer gives {prefix.shape[1]} digits; the model's codes have "
+      f"{existing.shape[1]} (the collision digit included)"
+    )
   if (prefix >= K).any():
-    raise AddItemsError(f"a new item's code {int(prefix.max())} is outside the {K} codes per level this TIGER "
-                        "model was trained with")
+    raise AddItemsError(
+      f"a new item's code {int(prefix.max())} is outside the {K} codes per level this TIGER model was trained with"
+    )
   used: dict[tuple, set] = {}
   for row in existing.tolist():
     used.setdefault(tuple(row[:-1]), set()).add(row[-1])
@@ -232,8 +250,10 @@ def assign_codes(run, content_MxD: np.ndarray, stages) -> np.ndarray:
     taken = used.setdefault(tuple(p), set())
     free = next((d for d in range(K) if d not in taken), None)
     if free is None:
-      raise AddItemsError(f"the semantic-ID prefix {tuple(p)} already holds {K} items, every collision digit "
-                          f"this model can emit (codebook_size={K})")
+      raise AddItemsError(
+        f"the semantic-ID prefix {tuple(p)} already holds {K} items, every collision digit "
+        f"this model can emit (codebook_size={K})"
+      )
     taken.add(free)
     codes.append(p + [free])
   return np.asarray(codes, np.int32)
@@ -243,22 +263,28 @@ def assign_codes(run, content_MxD: np.ndarray, stages) -> np.ndarray:
 
 
 def _kind(run) -> str:
-  """"codes" (a retriever over a tokenizer stage's semantic IDs) or "content" (over item content vectors)."""
+  """ "codes" (a retriever over a tokenizer stage's semantic IDs) or "content" (over item content vectors)."""
   model = run.model
   if protocols.provides(model, protocols.SemanticIDRetriever) and run.config.model.tokenizer:
     return "codes"
   if protocols.provides(model, protocols.ContentRetriever):
     return "content"
-  raise AddItemsError(f"{run.workdir} is a {run.config.model_name} run, an ID-only model: it scores items "
-                      "through embeddings learned per item id, which a new item does not have; add-items needs a "
-                      "model that describes items by content (tiger on semantic IDs, contentrec)")
+  raise AddItemsError(
+    f"{run.workdir} is a {run.config.model_name} run, an ID-only model: it scores items "
+    "through embeddings learned per item id, which a new item does not have; add-items needs a "
+    "model that describes items by content (tiger on semantic IDs, contentrec)"
+  )
 
 
 def _base(run) -> dict:
   data = load_dataset(run.config.data)
-  return {"model": run.config.model_name, "num_items": data.num_items, "catalogue": catalogue_fingerprint(data),
-          "item_embeddings": run.config.data.item_embeddings,
-          "semantic_ids_version": run.config.model.semantic_ids_version if _kind(run) == "codes" else ""}
+  return {
+    "model": run.config.model_name,
+    "num_items": data.num_items,
+    "catalogue": catalogue_fingerprint(data),
+    "item_embeddings": run.config.data.item_embeddings,
+    "semantic_ids_version": run.config.model.semantic_ids_version if _kind(run) == "codes" else "",
+  }
 
 
 def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
@@ -270,8 +296,10 @@ def read_overlay(workdir: str | Path) -> tuple[dict, np.ndarray] | None:
     meta = found.meta
     return meta, found[meta["kind"]]
   except (ArtifactError, KeyError, TypeError) as e:
-    raise AddItemsError(f"the added-items overlay in {artifacts.folder(workdir)} is damaged ({e}); remove "
-                        f"{OVERLAY}.* there and run add-items again") from None
+    raise AddItemsError(
+      f"the added-items overlay in {artifacts.folder(workdir)} is damaged ({e}); remove "
+      f"{OVERLAY}.* there and run add-items again"
+    ) from None
 
 
 def add_items(run, csv_path: str | Path, stages, *, progress: bool = False) -> dict:
@@ -287,12 +315,18 @@ def add_items(run, csv_path: str | Path, stages, *, progress: bool = False) -> d
   new = assign_codes(run, content, stages) if kind == "codes" else np.asarray(content, np.float32)
   meta = write_overlay(run, new, [{"item": it.item, "title": it.title, "text": it.text} for it in items])
   first = data.num_items + len(run.added) + 1
-  added = [{"item": it.item, "id": first + i, "title": it.title,
-            **({"codes": new[i].tolist()} if kind == "codes" else {})} for i, it in enumerate(items)]
+  added = [
+    {"item": it.item, "id": first + i, "title": it.title, **({"codes": new[i].tolist()} if kind == "codes" else {})}
+    for i, it in enumerate(items)
+  ]
   if progress:
     print(f"added {len(items)} items to {run.workdir} (overlay revision {meta['revision']})", file=sys.stderr)
-  return {"revision": meta["revision"], "added": added, "total": len(meta["items"]),
-          "images_skipped": counts.get("images_skipped", 0)}
+  return {
+    "revision": meta["revision"],
+    "added": added,
+    "total": len(meta["items"]),
+    "images_skipped": counts.get("images_skipped", 0),
+  }
 
 
 def write_overlay(run, new: np.ndarray, entries: list[dict]) -> dict:
@@ -301,8 +335,12 @@ def write_overlay(run, new: np.ndarray, entries: list[dict]) -> dict:
   kind = _kind(run)
   previous = read_overlay(run.workdir)
   array = np.ascontiguousarray(np.concatenate([previous[1], new]) if previous else new)
-  meta = {"revision": previous[0]["revision"] + 1 if previous else 1, "kind": kind, "base": _base(run),
-          "items": (previous[0]["items"] if previous else []) + list(entries)}
+  meta = {
+    "revision": previous[0]["revision"] + 1 if previous else 1,
+    "kind": kind,
+    "base": _base(run),
+    "items": (previous[0]["items"] if previous else []) + list(entries),
+  }
   artifacts.write(run.workdir, OVERLAY, {kind: array}, meta)
   return meta
 
@@ -316,8 +354,10 @@ def apply_overlay(run) -> None:
   kind = _kind(run)
   base = _base(run)
   if meta.get("kind") != kind or meta.get("base") != base:
-    raise AddItemsError(f"the added-items overlay in {artifacts.folder(run.workdir)} was made for {meta.get('base')}, "
-                        f"not for this run ({base}); remove {OVERLAY}.* there and add the items again")
+    raise AddItemsError(
+      f"the added-items overlay in {artifacts.folder(run.workdir)} was made for {meta.get('base')}, "
+      f"not for this run ({base}); remove {OVERLAY}.* there and add the items again"
+    )
   cfg = run.config
   grown = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_items=cfg.model.num_items + len(array)))
   placed = place(grown, run.placed.mesh, init=False)

@@ -15,6 +15,7 @@ A new retriever over semantic IDs is a model providing `protocols.SemanticIDRetr
 `protocols.SemanticIDConfig` and says `task = "semantic_id_retrieval"`: the stage, the table and the search tables
 come with the task.
 """
+
 from __future__ import annotations
 
 import csv
@@ -46,8 +47,13 @@ SEMANTIC_IDS = "semantic_ids"
 
 def write_semantic_ids(workdir: Path, table: np.ndarray, stats: dict, cfg: ExperimentConfig) -> dict:
   """Saves the item -> semantic ID table [N+1, C] (row 0 padding) with its version and statistics."""
-  meta = {"items": int(table.shape[0] - 1), "digits": int(table.shape[1]), "tokenizer": cfg.model_name,
-          "preset": cfg.preset, "stats": stats}
+  meta = {
+    "items": int(table.shape[0] - 1),
+    "digits": int(table.shape[1]),
+    "tokenizer": cfg.model_name,
+    "preset": cfg.preset,
+    "stats": stats,
+  }
   return artifacts.write(workdir, SEMANTIC_IDS, {"codes": np.asarray(table, np.int32)}, meta)
 
 
@@ -63,6 +69,7 @@ def read_semantic_ids(workdir: str | Path) -> tuple[np.ndarray, dict]:
 @dataclasses.dataclass(frozen=True)
 class ItemTable:
   """What a tokenizer config's `resolve()` sees."""
+
   name: str
   num_items: int
   item_embeddings: np.ndarray
@@ -86,8 +93,13 @@ class TokenizerTask(Task):
     return ItemTable(self.data.name, self.data.num_items, self.embeddings)
 
   def train_dataset(self, *, process_index: int, process_count: int):
-    return item_batches(self.embeddings, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
-                        process_index=process_index, process_count=process_count)
+    return item_batches(
+      self.embeddings,
+      global_batch=self.cfg.trainer.batch_size,
+      seed=self.cfg.data.seed,
+      process_index=process_index,
+      process_count=process_count,
+    )
 
   def prepare(self, placed, key) -> None:
     """k-means initialisation of the codebooks on the whole catalogue (protocols.CodebookInit), unless the
@@ -103,20 +115,21 @@ class TokenizerTask(Task):
     encode = jax.jit(lambda m, x: m.encode({"embedding": x}))
     chunk = self.cfg.eval.batch_size
     x = self.embeddings[1:]
-    return np.concatenate([np.asarray(encode(model, x[i:i + chunk])) for i in range(0, len(x), chunk)])
+    return np.concatenate([np.asarray(encode(model, x[i : i + chunk])) for i in range(0, len(x), chunk)])
 
   def evaluator(self, placed):
     graphdef, cfg = placed.eval_graphdef, self.cfg
     rep = sharding.replicated(placed.mesh)
-    loss = jax.jit(lambda params, other, rngs, batch: nnx.merge(graphdef, params, rngs, other).loss(batch)[1],
-                   out_shardings=rep)
+    loss = jax.jit(
+      lambda params, other, rngs, batch: nnx.merge(graphdef, params, rngs, other).loss(batch)[1], out_shardings=rep
+    )
 
     def evaluate(params, other, split):
-      del split                                      # the catalogue is the same for valid and test
+      del split  # the catalogue is the same for valid and test
       n, chunk = self.data.num_items, cfg.eval.batch_size
       totals: dict[str, float] = {}
       for start in range(0, n, chunk):
-        items = 1 + (np.arange(start, start + chunk) % n)   # the last chunk wraps around: fixed shapes
+        items = 1 + (np.arange(start, start + chunk) % n)  # the last chunk wraps around: fixed shapes
         weight = min(chunk, n - start) / n
         batch = {"embedding": self.embeddings[items], "item": items.astype(np.int32)}
         for k, v in jax.device_get(loss(params, other, placed.rngs, batch)).items():
@@ -142,9 +155,16 @@ class TokenizerTask(Task):
     return {}
 
   def protocol(self) -> dict:
-    return {"dataset": self.data.name, "items": self.data.num_items, "split": "catalogue",
-            "embeddings": self.cfg.data.item_embeddings, "candidates": "-", "ks": [],
-            "users": self.data.num_users, "ties": "-"}
+    return {
+      "dataset": self.data.name,
+      "items": self.data.num_items,
+      "split": "catalogue",
+      "embeddings": self.cfg.data.item_embeddings,
+      "candidates": "-",
+      "ks": [],
+      "users": self.data.num_users,
+      "ties": "-",
+    }
 
 
 # ---- retrievers -----------------------------------------------------------------------------------------------
@@ -160,8 +180,11 @@ class SemanticIDRetrievalTask(NextItemTask):
     model = cfg.model
     if not model.tokenizer:
       return {}
-    return {"tokenizer": StageRef(model.tokenizer, tuple(model.tokenizer_overrides), artifact=SEMANTIC_IDS,
-                                  setting="model.tokenizer")}
+    return {
+      "tokenizer": StageRef(
+        model.tokenizer, tuple(model.tokenizer_overrides), artifact=SEMANTIC_IDS, setting="model.tokenizer"
+      )
+    }
 
   @functools.cached_property
   def item_codes(self) -> tuple[np.ndarray, dict]:
@@ -169,13 +192,17 @@ class SemanticIDRetrievalTask(NextItemTask):
     model = self.cfg.model
     table, meta = read_semantic_ids(self.stages.folder("tokenizer"))
     if len(table) != self.data.num_items + 1:
-      raise ConfigError(f"the semantic-ID table of {model.tokenizer} covers {len(table) - 1} items; "
-                        f"{self.data.name} has {self.data.num_items}")
+      raise ConfigError(
+        f"the semantic-ID table of {model.tokenizer} covers {len(table) - 1} items; "
+        f"{self.data.name} has {self.data.num_items}"
+      )
     pinned = model.semantic_ids_version
     if pinned and pinned != meta["version"]:
-      raise ConfigError(f"{self.cfg.model_name} was configured for semantic-ID table {pinned}, but its "
-                        f"tokenizer stage {model.tokenizer} gives table {meta['version']}; retrain the "
-                        "retriever (a fresh --workdir) or restore the tokenizer run it was trained on")
+      raise ConfigError(
+        f"{self.cfg.model_name} was configured for semantic-ID table {pinned}, but its "
+        f"tokenizer stage {model.tokenizer} gives table {meta['version']}; retrain the "
+        "retriever (a fresh --workdir) or restore the tokenizer run it was trained on"
+      )
     return table, meta
 
   def configure(self) -> ExperimentConfig:
@@ -198,14 +225,20 @@ def semantic_id_table(workdir: str | Path) -> tuple[np.ndarray, dict]:
   workdir = Path(workdir)
   if artifacts.exists(workdir, SEMANTIC_IDS):
     return read_semantic_ids(workdir)
-  run = restore(workdir)             # the table it was trained on (added items are the run's overlay)
+  run = restore(workdir)  # the table it was trained on (added items are the run's overlay)
   if not protocols.provides(run.model, protocols.SemanticIDRetriever):
-    raise ValueError(f"{workdir} is a {run.config.model_name} run: it has no semantic IDs (train a tokenizer "
-                     "such as rqvae or rqkmeans, or a generative retriever such as tiger)")
+    raise ValueError(
+      f"{workdir} is a {run.config.model_name} run: it has no semantic IDs (train a tokenizer "
+      "such as rqvae or rqkmeans, or a generative retriever such as tiger)"
+    )
   table = np.asarray(run.model.item_codes[...])
   stats = code_stats(table[1:, :-1], int(table[1:, :-1].max()) + 1)
-  return table, {"version": run.config.model.semantic_ids_version, "stats": stats,
-                 "items": int(table.shape[0] - 1), "digits": int(table.shape[1])}
+  return table, {
+    "version": run.config.model.semantic_ids_version,
+    "stats": stats,
+    "items": int(table.shape[0] - 1),
+    "digits": int(table.shape[1]),
+  }
 
 
 def export_semantic_ids(workdir: str | Path, out: str | Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 Importing this package imports no model; `genrec.registry` finds a model by its name when it is asked for.
 """
+
 from genrec.registry import list_models, register
 
 __all__ = ["list_models", "register"]

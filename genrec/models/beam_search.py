@@ -15,6 +15,7 @@ Already-seen items are removed inside the search, not after it: a candidate pref
 under it is unseen (its item count minus the row's seen items under it, counted by binary search in the row's
 sorted seen prefixes), so no beam is spent on a prefix whose items the user has all seen.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,27 +27,27 @@ import numpy as np
 
 from genrec.models.semantic_ids.collisions import group_rows
 
-_NONE = np.iinfo(np.int32).max       # sorts after every prefix id; matches none
+_NONE = np.iinfo(np.int32).max  # sorts after every prefix id; matches none
 
 
 class PrefixTables(NamedTuple):
-  next_prefix: tuple        # C x [P_l, K]
-  prefix_count: tuple       # C x [P_{l+1}]
-  item_prefix: tuple        # C x [N+1]
+  next_prefix: tuple  # C x [P_l, K]
+  prefix_count: tuple  # C x [P_{l+1}]
+  item_prefix: tuple  # C x [N+1]
 
 
 class BeamResult(NamedTuple):
-  items: jax.Array          # int32 [B, k]; -1 where fewer than k valid items exist (or, unconstrained, for a
-                            # generated tuple that is no item)
-  scores: jax.Array         # float32 [B, k], total log-probability; -inf where items is -1 for lack of items
-  codes: jax.Array          # int32 [B, k, C], the generated tuples
-  prefixes: jax.Array       # int32 [B, W], the beam before the last level: ids of prefixes of C-1 codes (-1: dead)
+  items: jax.Array  # int32 [B, k]; -1 where fewer than k valid items exist (or, unconstrained, for a
+  # generated tuple that is no item)
+  scores: jax.Array  # float32 [B, k], total log-probability; -inf where items is -1 for lack of items
+  codes: jax.Array  # int32 [B, k, C], the generated tuples
+  prefixes: jax.Array  # int32 [B, W], the beam before the last level: ids of prefixes of C-1 codes (-1: dead)
   prefix_scores: jax.Array  # float32 [B, W], their log-probabilities (-inf: dead)
 
 
 def prefix_capacity(num_items: int, code_levels: int, codebook_size: int) -> list[int]:
   """Rows P_l of next_prefix[l] for l = 0..C: min(N, K^l) (P_0 = 1), and P_C = N + 1 (item ids)."""
-  caps = [min(num_items, codebook_size ** level) for level in range(code_levels)]
+  caps = [min(num_items, codebook_size**level) for level in range(code_levels)]
   return [1, *caps[1:], num_items + 1]
 
 
@@ -54,9 +55,10 @@ def empty_tables(num_items: int, code_levels: int, codebook_size: int) -> Prefix
   """Tables with no valid prefix (every search returns -1), shaped like those of a real catalogue."""
   caps = prefix_capacity(num_items, code_levels, codebook_size)
   return PrefixTables(
-      tuple(np.full((caps[l], codebook_size), -1, np.int32) for l in range(code_levels)),
-      tuple(np.zeros(caps[l + 1], np.int32) for l in range(code_levels)),
-      tuple(np.full(num_items + 1, -1, np.int32) for _ in range(code_levels)))
+    tuple(np.full((caps[l], codebook_size), -1, np.int32) for l in range(code_levels)),
+    tuple(np.zeros(caps[l + 1], np.int32) for l in range(code_levels)),
+    tuple(np.full(num_items + 1, -1, np.int32) for _ in range(code_levels)),
+  )
 
 
 def build_tables(codes_NxC: np.ndarray, codebook_size: int) -> PrefixTables:
@@ -65,12 +67,12 @@ def build_tables(codes_NxC: np.ndarray, codebook_size: int) -> PrefixTables:
   codes = np.asarray(codes_NxC, np.int64)
   num_items, levels = codes.shape[0] - 1, codes.shape[1]
   tables = empty_tables(num_items, levels, codebook_size)
-  parent = np.zeros(num_items, np.int64)            # every item starts at the empty prefix 0
+  parent = np.zeros(num_items, np.int64)  # every item starts at the empty prefix 0
   for level in range(levels):
     if level == levels - 1:
       child = np.arange(1, num_items + 1)
     else:
-      child, _ = group_rows(codes[1:, :level + 1])
+      child, _ = group_rows(codes[1:, : level + 1])
     tables.next_prefix[level][parent, codes[1:, level]] = child
     tables.prefix_count[level][:] = np.bincount(child, minlength=len(tables.prefix_count[level]))
     tables.item_prefix[level][1:] = child
@@ -99,9 +101,18 @@ def _count_sorted(sorted_BxS, query_BxM):
 StepFn = Callable[[int, jax.Array, object], tuple[jax.Array, object]]
 
 
-def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int, beam_size: int, k: int,
-                seen_BxS: jax.Array | None = None, constrained: bool = True,
-                item_ok: jax.Array | None = None) -> BeamResult:
+def beam_search(
+  step_fn: StepFn,
+  cache,
+  tables: PrefixTables,
+  *,
+  batch_size: int,
+  beam_size: int,
+  k: int,
+  seen_BxS: jax.Array | None = None,
+  constrained: bool = True,
+  item_ok: jax.Array | None = None,
+) -> BeamResult:
   """Top-k code tuples by total log-probability, C steps of beam search.
 
   step_fn(level, prev_code_BxW, cache) -> (log_probs_BxWxK, cache): the model's distribution over level
@@ -120,20 +131,20 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
   width = max(beam_size, k)
   levels, num_codes = len(tables.next_prefix), tables.next_prefix[0].shape[1]
   seen = seen_prefixes(tables, seen_BxS) if (constrained and seen_BxS is not None) else None
-  scores = jnp.full((batch_size, width), -jnp.inf, jnp.float32).at[:, 0].set(0.0)   # one live beam at start
+  scores = jnp.full((batch_size, width), -jnp.inf, jnp.float32).at[:, 0].set(0.0)  # one live beam at start
   prefix = jnp.zeros((batch_size, width), jnp.int32)
   prev_code = jnp.full((batch_size, width), -1, jnp.int32)
   codes = jnp.zeros((batch_size, width, 0), jnp.int32)
   penultimate = (jnp.zeros((batch_size, width), jnp.int32), scores)
   for level in range(levels):
-    if level == 0:            # one live beam per row: decode it alone, the top-k below fans it out to W
+    if level == 0:  # one live beam per row: decode it alone, the top-k below fans it out to W
       scores, prefix, prev_code, codes = scores[:, :1], prefix[:, :1], prev_code[:, :1], codes[:, :1]
       cache = jax.tree.map(lambda x: x[:, :1], cache)
     beams = scores.shape[1]
     log_probs, cache = step_fn(level, prev_code, cache)
     table = tables.next_prefix[level]
     live = jnp.isfinite(scores)[..., None]
-    child = jnp.take(table, jnp.clip(prefix, 0, table.shape[0] - 1), axis=0)            # [B, W, K]
+    child = jnp.take(table, jnp.clip(prefix, 0, table.shape[0] - 1), axis=0)  # [B, W, K]
     child = jnp.where(live & (prefix >= 0)[..., None], child, -1)
     ok = jnp.broadcast_to(live, child.shape)
     if constrained:
@@ -149,7 +160,7 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
     # sort of all B x W*K candidates: 10x the cost of the TopK it emits for the other levels).
     keep = k if level == levels - 1 else width
     scores, idx = jax.lax.top_k(cand.reshape(batch_size, beams * num_codes), min(keep, beams * num_codes))
-    if scores.shape[1] < keep:            # fewer candidates than beams (level 0 with K < W): dead beams
+    if scores.shape[1] < keep:  # fewer candidates than beams (level 0 with K < W): dead beams
       pad = keep - scores.shape[1]
       scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
       idx = jnp.pad(idx, ((0, 0), (0, pad)))
@@ -157,8 +168,9 @@ def beam_search(step_fn: StepFn, cache, tables: PrefixTables, *, batch_size: int
     prefix = jnp.take_along_axis(child.reshape(batch_size, -1), idx, axis=1)
     prefix = jnp.where(jnp.isfinite(scores), prefix, -1)
     codes = jnp.concatenate([jnp.take_along_axis(codes, parent[..., None], axis=1), code[..., None]], axis=2)
-    cache = jax.tree.map(lambda x: jnp.take_along_axis(x, parent.reshape(parent.shape + (1,) * (x.ndim - 2)),
-                                                       axis=1), cache)
+    cache = jax.tree.map(
+      lambda x: jnp.take_along_axis(x, parent.reshape(parent.shape + (1,) * (x.ndim - 2)), axis=1), cache
+    )
     prev_code = code
     if level == levels - 2:
       penultimate = (prefix, scores)
@@ -173,13 +185,20 @@ def new_item_table(item_prefix_N: np.ndarray, trained_N: np.ndarray, num_prefixe
   new = np.flatnonzero(~np.asarray(trained_N, bool)[1:]) + 1
   order = new[np.lexsort((new, prefix[new]))]
   items = np.zeros(len(prefix), np.int32)
-  items[:len(order)] = order
+  items[: len(order)] = order
   offsets = np.concatenate([[0], np.cumsum(np.bincount(prefix[new], minlength=num_prefixes))]).astype(np.int32)
   return items, offsets
 
 
-def mix_new_items(result: BeamResult, new_items: jax.Array, new_offsets: jax.Array, *, k: int, slots: int,
-                  seen_BxS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def mix_new_items(
+  result: BeamResult,
+  new_items: jax.Array,
+  new_offsets: jax.Array,
+  *,
+  k: int,
+  slots: int,
+  seen_BxS: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """TIGER's cold-start rule: the top k of the search's items plus at most `slots` new (never trained) items,
   each scored by its prefix of C-1 codes — the search's beam before the last level — since its last code was
   never trained. Under one prefix new items are taken in id order, up to `slots` of them (seen ones skipped).
@@ -191,7 +210,7 @@ def mix_new_items(result: BeamResult, new_items: jax.Array, new_offsets: jax.Arr
   start = jnp.take(new_offsets, prefix, axis=0)
   count = jnp.take(new_offsets, prefix + 1, axis=0) - start
   j = jnp.arange(slots, dtype=jnp.int32)
-  ok = live[..., None] & (j[None, None, :] < count[..., None])                          # [B, W, slots]
+  ok = live[..., None] & (j[None, None, :] < count[..., None])  # [B, W, slots]
   items = jnp.take(new_items, jnp.clip(start[..., None] + j[None, None, :], 0, new_items.shape[0] - 1), axis=0)
   items = jnp.where(ok, items, 0).reshape(B, W * slots)
   ok = ok.reshape(B, W * slots)

@@ -5,6 +5,7 @@ by the mask token (id num_items+1) with probability mask_ratio, drawn from an RN
 every step; full-softmax cross-entropy over the catalogue at masked positions only. Padding is never masked.
 Scoring: the mask token is appended after the history and its position scores the next item.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,14 +17,14 @@ from flax import nnx
 from genrec.config import ConfigError
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
-from genrec.registry import register
 from genrec.models.sequential import ItemSequenceModel, softmax_cross_entropy
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)
 class BERT4RecConfig(SequenceSizes):
-  num_items: int = 0          # 0: taken from the dataset when training starts
-  max_len: int = 0            # 0: taken from data.max_len (the model sees max_len + 1 positions)
+  num_items: int = 0  # 0: taken from the dataset when training starts
+  max_len: int = 0  # 0: taken from data.max_len (the model sees max_len + 1 positions)
   dim: int = 64
   num_layers: int = 2
   num_heads: int = 2
@@ -39,7 +40,6 @@ class BERT4RecConfig(SequenceSizes):
       raise ConfigError(f"model.mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
 
-
 @register("bert4rec", BERT4RecConfig)
 class BERT4Rec(ItemSequenceModel):
   def __init__(self, cfg: BERT4RecConfig, *, rngs: nnx.Rngs):
@@ -49,9 +49,12 @@ class BERT4Rec(ItemSequenceModel):
     self.init_items(cfg.num_items, cfg.dim, extra_tokens=1, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len + 1, cfg.dim, (None, "embed"), rngs=rngs)
     self.emb_dropout = nnx.Dropout(cfg.emb_dropout, rngs=rngs)
-    self.blocks = nnx.List([
+    self.blocks = nnx.List(
+      [
         layers.TransformerBlock(cfg.dim, cfg.num_heads, cfg.mlp_dim, dropout=cfg.dropout, rngs=rngs)
-        for _ in range(cfg.num_layers)])
+        for _ in range(cfg.num_layers)
+      ]
+    )
     self.final_norm = layers.LayerNorm(cfg.dim, rngs=rngs)
     self.mask_rng = rngs.dropout.fork()
 
@@ -59,7 +62,7 @@ class BERT4Rec(ItemSequenceModel):
     """Hidden state at every position, [B, L, D]; every real position sees every other (padding mask only)."""
     length = ids_BxL.shape[1]
     valid_BxL = ids_BxL > 0
-    x = self.item_emb(ids_BxL) * (self.cfg.dim ** 0.5) + self.pos_emb(jnp.arange(length))[None]
+    x = self.item_emb(ids_BxL) * (self.cfg.dim**0.5) + self.pos_emb(jnp.arange(length))[None]
     x = self.emb_dropout(x) * valid_BxL[..., None]
     mask = layers.padding_mask(valid_BxL)
     for block in self.blocks:

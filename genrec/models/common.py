@@ -1,4 +1,5 @@
 """Inference helpers shared by models that score the whole catalogue."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +26,13 @@ class SequenceSizes:
   """Mixin for next-item model configs with `num_items` and `max_len` fields: 0 means "from the dataset"."""
 
   def resolve(self, data, data_cfg):
-    return dataclasses.replace(self, num_items=self.num_items or data.num_items,
-                               max_len=self.max_len or data_cfg.max_len)
+    return dataclasses.replace(
+      self, num_items=self.num_items or data.num_items, max_len=self.max_len or data_cfg.max_len
+    )
 
   def check_sizes(self) -> None:
     if self.num_items <= 0 or self.max_len <= 0:
-      raise ValueError(f"{type(self).__name__} needs num_items and max_len > 0 (got {self.num_items}, "
-                       f"{self.max_len}); call cfg.resolve(data, data_cfg) or set them")
+      raise ValueError(
+        f"{type(self).__name__} needs num_items and max_len > 0 (got {self.num_items}, "
+        f"{self.max_len}); call cfg.resolve(data, data_cfg) or set them"
+      )

@@ -14,6 +14,7 @@ training are neither positives nor negatives). Both are loaded by the next-item 
   train: {"inputs": int32[B, L], "targets": int32[B, L]}    targets[t] = the item after inputs[t]
   eval:  {"history": int32[B, L], "seen": int32[B, S]}       score the item after history[-1]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,27 +27,27 @@ from flax import nnx
 from genrec.models import layers
 from genrec.models.common import SequenceSizes, top_k_unseen
 from genrec.models.fusion import MoEAdaptor
-from genrec.registry import register
 from genrec.models.sequential import causal_stack, softmax_cross_entropy
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)
 class ContentRecConfig(SequenceSizes):
-  num_items: int = 0           # 0: taken from the dataset
-  max_len: int = 0             # 0: taken from data.max_len
-  content_dim: int = 0         # width of the frozen content vectors; 0: from data.item_embeddings at training
+  num_items: int = 0  # 0: taken from the dataset
+  max_len: int = 0  # 0: taken from data.max_len
+  content_dim: int = 0  # width of the frozen content vectors; 0: from data.item_embeddings at training
   dim: int = 64
   num_layers: int = 2
   num_heads: int = 2
   mlp_dim: int = 256
   dropout: float = 0.2
   emb_dropout: float = 0.2
-  num_experts: int = 8         # MoE adaptor experts (UniSRec: 8)
+  num_experts: int = 8  # MoE adaptor experts (UniSRec: 8)
   temperature: float = 0.07
 
-  task: str = "content_retrieval"   # genrec.families.content.retrieval: loads data.item_embeddings (set_item_content)
+  task: str = "content_retrieval"  # genrec.families.content.retrieval: loads data.item_embeddings (set_item_content)
 
-  def with_item_content(self, table_NxD) -> "ContentRecConfig":
+  def with_item_content(self, table_NxD) -> ContentRecConfig:
     """Sizes content_dim from the content table (rows = items 0..N, row 0 padding)."""
     return dataclasses.replace(self, content_dim=int(np.shape(table_NxD)[1]))
 
@@ -60,19 +61,25 @@ class ContentRec(nnx.Module):
   def __init__(self, cfg: ContentRecConfig, *, rngs: nnx.Rngs):
     cfg.check_sizes()
     if cfg.content_dim < 1 or cfg.temperature <= 0:
-      raise ValueError(f"ContentRecConfig needs content_dim >= 1 and temperature > 0 (got {cfg.content_dim}, "
-                       f"{cfg.temperature}); content_dim is the width of data.item_embeddings")
+      raise ValueError(
+        f"ContentRecConfig needs content_dim >= 1 and temperature > 0 (got {cfg.content_dim}, "
+        f"{cfg.temperature}); content_dim is the width of data.item_embeddings"
+      )
     self.cfg = cfg
     n = cfg.num_items
-    self.content = nnx.Variable(jnp.zeros((n + 1, cfg.content_dim), jnp.float32), out_sharding=("item", None),
-                                eager_sharding=False)         # split over the mesh's item axis, like CF tables
+    self.content = nnx.Variable(
+      jnp.zeros((n + 1, cfg.content_dim), jnp.float32), out_sharding=("item", None), eager_sharding=False
+    )  # split over the mesh's item axis, like CF tables
     self.trained = nnx.Variable(jnp.ones((n + 1,), bool).at[0].set(False))
     self.adaptor = MoEAdaptor(cfg.content_dim, cfg.dim, cfg.num_experts, dropout=cfg.emb_dropout, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
     self.emb_dropout = nnx.Dropout(cfg.emb_dropout, rngs=rngs)
-    self.blocks = nnx.List([
+    self.blocks = nnx.List(
+      [
         layers.TransformerBlock(cfg.dim, cfg.num_heads, cfg.mlp_dim, dropout=cfg.dropout, rngs=rngs)
-        for _ in range(cfg.num_layers)])
+        for _ in range(cfg.num_layers)
+      ]
+    )
     self.final_norm = layers.LayerNorm(cfg.dim, rngs=rngs)
 
   def set_item_content(self, table, trained=None) -> None:
@@ -80,8 +87,10 @@ class ContentRec(nnx.Module):
     n, d = self.cfg.num_items, self.cfg.content_dim
     table = np.asarray(table, np.float32)
     if table.shape != (n + 1, d):
-      raise ItemContentError(f"the item content table has shape {table.shape}; this model expects [{n + 1}, {d}] "
-                             f"(items 0..{n}, row 0 = padding; content_dim={d})")
+      raise ItemContentError(
+        f"the item content table has shape {table.shape}; this model expects [{n + 1}, {d}] "
+        f"(items 0..{n}, row 0 = padding; content_dim={d})"
+      )
     bad = np.flatnonzero(~np.isfinite(table[1:]).all(1))
     if len(bad):
       raise ItemContentError(f"the content vectors of items {(bad[:5] + 1).tolist()} are not finite")

@@ -16,6 +16,7 @@ Variants (`FusionConfig.variant`):
   moe     UniSRec's mixture-of-experts adaptor per modality (K parametric whitenings (x - b_k) W_k mixed by a
           softmax gate on x), averaged over the present modalities. Meant for frozen tower outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,10 @@ NEG_INF = -1e9
 @dataclasses.dataclass(frozen=True)
 class FusionConfig:
   variant: str = "gated"
-  dim: int = 64               # D: the fused item vector
-  hidden_dim: int = 128       # concat / xattn MLP width
-  num_heads: int = 2          # xattn
-  num_experts: int = 4        # moe: K whitening experts per modality
+  dim: int = 64  # D: the fused item vector
+  hidden_dim: int = 128  # concat / xattn MLP width
+  num_heads: int = 2  # xattn
+  num_experts: int = 4  # moe: K whitening experts per modality
   dropout: float = 0.0
 
   def validate(self) -> None:
@@ -56,19 +57,23 @@ def check_inputs(dims: Mapping[str, int], inputs: Mapping[str, jax.Array], prese
   names = list(dims)
   missing = [m for m in names if m not in inputs]
   if missing:
-    raise ValueError(f"fusion: no input for modality {missing[0]!r} (the fuser was built for {names}; "
-                     f"got {sorted(inputs)})")
+    raise ValueError(
+      f"fusion: no input for modality {missing[0]!r} (the fuser was built for {names}; got {sorted(inputs)})"
+    )
   batch = present_BxM.shape[0]
   for m, d in dims.items():
     x = inputs[m]
     if x.ndim != 2 or x.shape[-1] != d:
-      raise ValueError(f"fusion: modality {m!r} has input width {x.shape[-1] if x.ndim else '?'} "
-                       f"(shape {tuple(x.shape)}), but the fuser expects width {d}")
+      raise ValueError(
+        f"fusion: modality {m!r} has input width {x.shape[-1] if x.ndim else '?'} "
+        f"(shape {tuple(x.shape)}), but the fuser expects width {d}"
+      )
     if x.shape[0] != batch:
       raise ValueError(f"fusion: modality {m!r} has {x.shape[0]} rows, the presence mask {batch}")
   if present_BxM.ndim != 2 or present_BxM.shape[1] != len(names):
-    raise ValueError(f"fusion: presence mask of shape {tuple(present_BxM.shape)}; expected [B, {len(names)}] "
-                     f"for modalities {names}")
+    raise ValueError(
+      f"fusion: presence mask of shape {tuple(present_BxM.shape)}; expected [B, {len(names)}] for modalities {names}"
+    )
 
 
 class MoEAdaptor(nnx.Module):
@@ -78,8 +83,9 @@ class MoEAdaptor(nnx.Module):
     init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=-2, out_axis=-1, batch_axis=(0,))
     self.w_KxIxO = layers.param(init(rngs.params(), (num_experts, d_in, d_out)), (None, None, "embed"))
     self.b_KxI = layers.param(jnp.zeros((num_experts, d_in)), (None, None))
-    self.gate = layers.dense(d_in, num_experts, (None, None), use_bias=False, rngs=rngs,
-                             kernel_init=nnx.initializers.zeros_init())
+    self.gate = layers.dense(
+      d_in, num_experts, (None, None), use_bias=False, rngs=rngs, kernel_init=nnx.initializers.zeros_init()
+    )
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x_BxI):
@@ -116,8 +122,9 @@ class Fusion(nnx.Module):
         self.mlp_norm = layers.LayerNorm(D, rngs=rngs)
         self.mlp = layers.MLP(D, cfg.hidden_dim, dropout=cfg.dropout, rngs=rngs)
     else:
-      self.experts = nnx.Dict({m: MoEAdaptor(d, D, cfg.num_experts, dropout=cfg.dropout, rngs=rngs)
-                               for m, d in dims.items()})
+      self.experts = nnx.Dict(
+        {m: MoEAdaptor(d, D, cfg.num_experts, dropout=cfg.dropout, rngs=rngs) for m, d in dims.items()}
+      )
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
 
   @property
@@ -127,8 +134,7 @@ class Fusion(nnx.Module):
   def __call__(self, inputs: Mapping[str, jax.Array], present_BxM: jax.Array) -> jax.Array:
     check_inputs(self.dims, inputs, present_BxM)
     present_BxM = present_BxM.astype(bool)
-    xs = {m: jnp.where(present_BxM[:, i:i + 1], inputs[m].astype(jnp.float32), 0.0)
-          for i, m in enumerate(self.dims)}
+    xs = {m: jnp.where(present_BxM[:, i : i + 1], inputs[m].astype(jnp.float32), 0.0) for i, m in enumerate(self.dims)}
     return getattr(self, f"_{self.cfg.variant}")(xs, present_BxM)
 
   def _concat(self, xs, present_BxM):

@@ -6,6 +6,7 @@ fills every parameter from its tensor after converting PyTorch layout to NNX lay
 `Linear.weight` [out, in] → kernel [in, out]; `Conv2d.weight` [out, in, kh, kw] → kernel [kh, kw, in, out];
 anything else as is. A shape mismatch names the tensor and both shapes in HF layout.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,19 +93,29 @@ def hf_shape(path: tuple, nnx_shape: tuple) -> tuple:
   return tuple(nnx_shape)
 
 
-def check_names(tensors: Iterable[str], table: dict[str, tuple], *, source: str, what: str,
-                ignored: Iterable[str] = ()):
+def check_names(
+  tensors: Iterable[str], table: dict[str, tuple], *, source: str, what: str, ignored: Iterable[str] = ()
+):
   """Raises listing every tensor `table` needs that is absent and every present one it does not know."""
   names = set(tensors)
   missing = sorted(set(table) - names)
   unexpected = sorted(names - set(table) - set(ignored))
   if missing or unexpected:
-    raise CheckpointError(f"{source} does not match {what}: missing tensors {missing or 'none'}; "
-                          f"unexpected tensors {unexpected or 'none'}")
+    raise CheckpointError(
+      f"{source} does not match {what}: missing tensors {missing or 'none'}; unexpected tensors {unexpected or 'none'}"
+    )
 
 
-def module_from_tensors(build: Callable[[], nnx.Module], tensors: dict[str, np.ndarray], table: dict[str, tuple],
-                        *, source: str, what: str, ignored: Iterable[str] = (), dtype=jnp.float32):
+def module_from_tensors(
+  build: Callable[[], nnx.Module],
+  tensors: dict[str, np.ndarray],
+  table: dict[str, tuple],
+  *,
+  source: str,
+  what: str,
+  ignored: Iterable[str] = (),
+  dtype=jnp.float32,
+):
   """`build()`'s module holding exactly `tensors` (HF names and layout), placed by `table` (HF name → NNX path).
   Every parameter of the module must appear in `table`."""
   check_names(tensors, table, source=source, what=what, ignored=ignored)
@@ -117,10 +128,11 @@ def module_from_tensors(build: Callable[[], nnx.Module], tensors: dict[str, np.n
       value = to_nnx_layout(path, tensors[name])
       if value.shape != var.shape:
         raise CheckpointError(
-            f"{source}: tensor {name} has shape {tensors[name].shape} but the config implies "
-            f"{hf_shape(path, var.shape)} (HF layout); is config.json the one these weights were saved with?")
+          f"{source}: tensor {name} has shape {tensors[name].shape} but the config implies "
+          f"{hf_shape(path, var.shape)} (HF layout); is config.json the one these weights were saved with?"
+        )
       var = var.replace(jnp.asarray(value, dtype))
-    else:   # dropout's RNG state: a fresh key and counter (dropout is off for an imported encoder)
+    else:  # dropout's RNG state: a fresh key and counter (dropout is off for an imported encoder)
       is_key = jax.dtypes.issubdtype(var.get_value().dtype, jax.dtypes.prng_key)
       var = var.replace(jax.random.key(0) if is_key else jnp.zeros(var.shape, var.get_value().dtype))
     leaves.append((path, var))

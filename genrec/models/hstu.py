@@ -10,6 +10,7 @@ Item embeddings, the tied output head and the losses (full softmax, or sampled s
 embeddings and a temperature) come from genrec.models.sequential. `attention="blocked"` computes the same
 attention chunked over keys with lax.scan (memory O(L·block) per layer instead of O(L²)).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,29 +22,29 @@ from flax import nnx
 from genrec.config import ConfigError
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
-from genrec.registry import register
 from genrec.models.sequential import ItemSequenceModel, check_loss_config
+from genrec.registry import register
 
 ATTENTIONS = ("plain", "blocked")
 
 
 @dataclasses.dataclass(frozen=True)
 class HSTUConfig(SequenceSizes):
-  num_items: int = 0          # 0: taken from the dataset when training starts
-  max_len: int = 0            # 0: taken from data.max_len
+  num_items: int = 0  # 0: taken from the dataset when training starts
+  max_len: int = 0  # 0: taken from data.max_len
   dim: int = 64
   num_layers: int = 2
   num_heads: int = 1
-  qk_dim: int = 64            # per head (the reference's dqk)
-  v_dim: int = 64             # per head (dv, the "linear" dim)
-  dropout: float = 0.2        # on U ⊙ Norm(AV), before the output projection
+  qk_dim: int = 64  # per head (the reference's dqk)
+  v_dim: int = 64  # per head (dv, the "linear" dim)
+  dropout: float = 0.2  # on U ⊙ Norm(AV), before the output projection
   emb_dropout: float = 0.2
-  num_buckets: int = 128      # time-gap buckets: floor(ln(max(|dt|, 1)) / 0.301), clamped to [0, num_buckets]
+  num_buckets: int = 128  # time-gap buckets: floor(ln(max(|dt|, 1)) / 0.301), clamped to [0, num_buckets]
   time_bias: bool = True
-  attention: str = "plain"    # plain | blocked
-  block_size: int = 64        # keys per chunk for attention="blocked" (must divide max_len)
-  loss: str = "softmax"       # softmax (full catalogue) | sampled_softmax
-  num_negatives: int = 128    # sampled_softmax: uniform negatives per position (or per batch, shared_negatives)
+  attention: str = "plain"  # plain | blocked
+  block_size: int = 64  # keys per chunk for attention="blocked" (must divide max_len)
+  loss: str = "softmax"  # softmax (full catalogue) | sampled_softmax
+  num_negatives: int = 128  # sampled_softmax: uniform negatives per position (or per batch, shared_negatives)
   temperature: float = 0.05
   shared_negatives: bool = False
 
@@ -58,7 +59,6 @@ class HSTUConfig(SequenceSizes):
       check_loss_config(self, "model")
     except ValueError as e:
       raise ConfigError(str(e)) from None
-
 
 
 def time_bucket(dt, num_buckets: int):
@@ -156,8 +156,14 @@ class HSTULayer(nnx.Module):
     u, v, q, k = jnp.split(jax.nn.silu(h), [hv, 2 * hv, 2 * hv + hk], axis=-1)
     heads = lambda t, d: t.reshape(B, L, cfg.num_heads, d)
     block = cfg.block_size if cfg.attention == "blocked" else 0
-    attn = hstu_attention(heads(q, cfg.qk_dim), heads(k, cfg.qk_dim), heads(v, cfg.v_dim), valid_BxL,
-                          self.rel_bias.bias_fn(query_times_BxL, key_times_BxL), block_size=block)
+    attn = hstu_attention(
+      heads(q, cfg.qk_dim),
+      heads(k, cfg.qk_dim),
+      heads(v, cfg.v_dim),
+      valid_BxL,
+      self.rel_bias.bias_fn(query_times_BxL, key_times_BxL),
+      block_size=block,
+    )
     y = u * _norm(attn.reshape(B, L, hv))
     return x_BxLxD + self.o(self.dropout(y))
 
@@ -175,13 +181,13 @@ class HSTU(ItemSequenceModel):
     self.layers = nnx.List([HSTULayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
     self.final_norm = layers.LayerNorm(cfg.dim, rngs=rngs)
     if self.sampled:
-      self.negatives_rng = rngs.dropout.fork()       # reseeded every step by the trainer, like dropout
+      self.negatives_rng = rngs.dropout.fork()  # reseeded every step by the trainer, like dropout
 
   def encode(self, ids_BxL, query_times_BxL, key_times_BxL) -> jax.Array:
     """Hidden state at every position, [B, L, D]; position t sees items <= t (and the time of item t+1)."""
     length = ids_BxL.shape[1]
     valid_BxL = ids_BxL > 0
-    x = self.item_emb(ids_BxL) * (self.cfg.dim ** 0.5) + self.pos_emb(jnp.arange(length))[None]
+    x = self.item_emb(ids_BxL) * (self.cfg.dim**0.5) + self.pos_emb(jnp.arange(length))[None]
     return self.final_norm(self.stack(self.emb_dropout(x), valid_BxL, query_times_BxL, key_times_BxL))
 
   def stack(self, x_BxLxD, valid_BxL, query_times_BxL, key_times_BxL) -> jax.Array:

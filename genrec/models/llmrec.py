@@ -21,6 +21,7 @@ The LLM's own weights are never trained: random (`llm_path=""`) or a Hugging Fac
 Batches: {"prompt": int32 [B, L], "prompt_valid": bool [B, L], "cf_slot", "cf_index": int32 [B, L] (slot
 templates), "label": float32 [B] (training), "user", "item", "history" (unused here)}.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,29 +43,31 @@ STAGES = ("joint", "text", "cf")
 
 @dataclasses.dataclass(frozen=True)
 class TALLRecConfig:
-  llm: LLMConfig = LLMConfig()       # with llm_path: its config.json; else vocab_size = the prompt tokenizer's
-  llm_path: str = ""                 # "" = random init; else a HF Llama/Qwen2 folder (config.json, *.safetensors,
+  llm: LLMConfig = LLMConfig()  # with llm_path: its config.json; else vocab_size = the prompt tokenizer's
+  llm_path: str = ""  # "" = random init; else a HF Llama/Qwen2 folder (config.json, *.safetensors,
   #                                    tokenizer.json), streamed in by the task, frozen
   lora: LoRAConfig = LoRAConfig()
-  max_prompt_len: int = 128          # the context window a prompt must fit (oldest history items dropped first)
-  max_title_tokens: int = 16         # each title is cut to this many tokens (every item alike)
-  answer_words: tuple[str, ...] = ("Yes", "No")     # the positive and the negative answer
-  pad_token: str = PAD               # must be in the tokenizer (Llama 3: <|end_of_text|>)
-  bos_token: str = ""                # prepended when set (Llama: <s> / <|begin_of_text|>)
-  answer_ids: tuple[int, ...] = (-1, -1)   # vocabulary ids of " Yes", " No": set from the tokenizer
-  num_users: int = 0                 # 0: from the dataset
+  max_prompt_len: int = 128  # the context window a prompt must fit (oldest history items dropped first)
+  max_title_tokens: int = 16  # each title is cut to this many tokens (every item alike)
+  answer_words: tuple[str, ...] = ("Yes", "No")  # the positive and the negative answer
+  pad_token: str = PAD  # must be in the tokenizer (Llama 3: <|end_of_text|>)
+  bos_token: str = ""  # prepended when set (Llama: <s> / <|begin_of_text|>)
+  answer_ids: tuple[int, ...] = (-1, -1)  # vocabulary ids of " Yes", " No": set from the tokenizer
+  num_users: int = 0  # 0: from the dataset
   num_items: int = 0
 
-  curriculum_steps: int = 0          # P(hybrid item tokens) = min(1, step / curriculum_steps); 0: always hybrid
+  curriculum_steps: int = 0  # P(hybrid item tokens) = min(1, step / curriculum_steps); 0: always hybrid
   #                                    (templates with hybrid tokens: llara)
-  task: str = "prompted"             # genrec.families.llm_cf.prompted
+  task: str = "prompted"  # genrec.families.llm_cf.prompted
 
-  prompt = "tallrec"                 # the template the pointwise task builds (genrec.models.llm.prompts)
+  prompt = "tallrec"  # the template the pointwise task builds (genrec.models.llm.prompts)
 
   def __post_init__(self):
     if len(self.answer_words) != 2 or len(self.answer_ids) != 2:
-      raise ConfigError(f"model.answer_words {self.answer_words} / answer_ids {self.answer_ids}: need exactly "
-                        "two (the positive answer, then the negative)")
+      raise ConfigError(
+        f"model.answer_words {self.answer_words} / answer_ids {self.answer_ids}: need exactly "
+        "two (the positive answer, then the negative)"
+      )
 
   @property
   def uses_cf(self) -> bool:
@@ -82,10 +85,16 @@ class TALLRecConfig:
     if not self.llm_path and getattr(view, "vocab_size", 0):
       llm = dataclasses.replace(llm, vocab_size=view.vocab_size)
     if self.max_prompt_len > llm.max_position:
-      raise ConfigError(f"model.max_prompt_len={self.max_prompt_len} exceeds the LLM's context of "
-                        f"{llm.max_position} positions (llm.max_position)")
-    fields = dict(llm=llm, num_users=view.num_users, num_items=view.num_items,
-                  answer_ids=tuple(getattr(view, "answer_ids", self.answer_ids)))
+      raise ConfigError(
+        f"model.max_prompt_len={self.max_prompt_len} exceeds the LLM's context of "
+        f"{llm.max_position} positions (llm.max_position)"
+      )
+    fields = dict(
+      llm=llm,
+      num_users=view.num_users,
+      num_items=view.num_items,
+      answer_ids=tuple(getattr(view, "answer_ids", self.answer_ids)),
+    )
     if self.uses_cf and getattr(view, "cf_dim", 0):
       fields["cf_dim"] = view.cf_dim
     return dataclasses.replace(self, **fields)
@@ -93,12 +102,12 @@ class TALLRecConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CoLLMConfig(TALLRecConfig):
-  cf_run: str = ""                   # a run folder with a CF artifact (RUN/cf/); "" = train/reuse cf_stage first
-  cf_stage: str = "mf:ml100k"        # the CF model preset run on this config's data when cf_run is ""
+  cf_run: str = ""  # a run folder with a CF artifact (RUN/cf/); "" = train/reuse cf_stage first
+  cf_stage: str = "mf:ml100k"  # the CF model preset run on this config's data when cf_run is ""
   cf_stage_overrides: tuple[str, ...] = ()
-  cf_dim: int = 64                   # set from the CF artifact
-  projector_hidden: int = 0          # the CF → LLM MLP's hidden width; 0: the LLM's hidden size
-  stage: str = "joint"               # joint | text (stage 1: LoRA, text-only prompts) | cf (stage 2: projector)
+  cf_dim: int = 64  # set from the CF artifact
+  projector_hidden: int = 0  # the CF → LLM MLP's hidden width; 0: the LLM's hidden size
+  stage: str = "joint"  # joint | text (stage 1: LoRA, text-only prompts) | cf (stage 2: projector)
 
   prompt = "collm"
   # Stage 2 warm-starts from a stage-1 run (--init-from); the CF tables always follow this run's CF source.
@@ -130,8 +139,10 @@ class CFTable(nnx.Variable):
 class LLMRec(nnx.Module):
   def __init__(self, cfg: TALLRecConfig, *, rngs: nnx.Rngs):
     if cfg.num_users <= 0 or cfg.num_items <= 0:
-      raise ValueError(f"{type(cfg).__name__} needs num_users and num_items > 0 (got {cfg.num_users}, "
-                       f"{cfg.num_items}); call cfg.resolve(view, data_cfg) or set them")
+      raise ValueError(
+        f"{type(cfg).__name__} needs num_users and num_items > 0 (got {cfg.num_users}, "
+        f"{cfg.num_items}); call cfg.resolve(view, data_cfg) or set them"
+      )
     self.cfg = cfg
     self.lm = DecoderLM(cfg.llm, rngs=rngs)
     apply_lora(self.lm, cfg.lora, rngs=rngs)
@@ -140,10 +151,14 @@ class LLMRec(nnx.Module):
       return
     d, width = cfg.llm.hidden, cfg.projector_hidden or cfg.llm.hidden
     self.cf_users = CFTable(jnp.zeros((cfg.num_users, cfg.cf_dim)), out_sharding=(None, None), eager_sharding=False)
-    self.cf_items = CFTable(jnp.zeros((cfg.num_items + 1, cfg.cf_dim)), out_sharding=("item", None),
-                            eager_sharding=False)
-    self.projector = nnx.Sequential(layers.dense(cfg.cf_dim, width, (None, "mlp"), rngs=rngs), jax.nn.gelu,
-                                    layers.dense(width, d, ("mlp", "embed"), rngs=rngs))
+    self.cf_items = CFTable(
+      jnp.zeros((cfg.num_items + 1, cfg.cf_dim)), out_sharding=("item", None), eager_sharding=False
+    )
+    self.projector = nnx.Sequential(
+      layers.dense(cfg.cf_dim, width, (None, "mlp"), rngs=rngs),
+      jax.nn.gelu,
+      layers.dense(width, d, ("mlp", "embed"), rngs=rngs),
+    )
 
   @staticmethod
   def trainable(cfg: TALLRecConfig):

@@ -5,6 +5,7 @@ run exports them (`user_embeddings`/`item_embeddings`, written by the pointwise 
 genrec.families.llm_cf.cf). Batches (task "pointwise", genrec.data.pointwise):
   {"user": int32[B], "item": int32[B], "label": float32[B] (training only), "history": int32[B, H] (unused)}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,10 @@ from genrec.registry import register
 
 @dataclasses.dataclass(frozen=True)
 class MFConfig:
-  num_users: int = 0          # 0: taken from the dataset when training starts
-  num_items: int = 0          # 0: taken from the dataset
+  num_users: int = 0  # 0: taken from the dataset when training starts
+  num_items: int = 0  # 0: taken from the dataset
   dim: int = 64
-  l2: float = 0.0             # weight of the batch mean of ||p_u||^2 + ||q_i||^2 added to the loss
+  l2: float = 0.0  # weight of the batch mean of ||p_u||^2 + ||q_i||^2 added to the loss
   init_std: float = 0.1
 
   task: str = "pointwise"
@@ -47,8 +48,10 @@ def binary_cross_entropy(logits_B: jax.Array, labels_B: jax.Array) -> jax.Array:
 class MF(nnx.Module):
   def __init__(self, cfg: MFConfig, *, rngs: nnx.Rngs):
     if cfg.num_users <= 0 or cfg.num_items <= 0:
-      raise ValueError(f"MFConfig needs num_users and num_items > 0 (got {cfg.num_users}, {cfg.num_items}); "
-                       "call cfg.resolve(data, data_cfg) or set them")
+      raise ValueError(
+        f"MFConfig needs num_users and num_items > 0 (got {cfg.num_users}, {cfg.num_items}); "
+        "call cfg.resolve(data, data_cfg) or set them"
+      )
     self.cfg = cfg
     self.user_emb = layers.Embed(cfg.num_users, cfg.dim, (None, "embed"), rngs=rngs, stddev=cfg.init_std)
     self.item_emb = layers.Embed(cfg.num_items + 1, cfg.dim, ("item", "embed"), rngs=rngs, stddev=cfg.init_std)
@@ -72,8 +75,9 @@ class MF(nnx.Module):
     metrics = {"bce": bce, "accuracy": jnp.mean(((logits_B > 0) == (labels_B > 0.5)).astype(jnp.float32))}
     if not self.cfg.l2:
       return bce, metrics
-    norms_B = (jnp.sum(jnp.square(self.user_emb(batch["user"])), -1)
-               + jnp.sum(jnp.square(self.item_emb(batch["item"])), -1))
+    norms_B = jnp.sum(jnp.square(self.user_emb(batch["user"])), -1) + jnp.sum(
+      jnp.square(self.item_emb(batch["item"])), -1
+    )
     return bce + self.cfg.l2 * norms_B.mean(), metrics
 
   # The pointwise task exports what these return to RUN/cf/ when training finishes.

@@ -21,6 +21,7 @@ With towers="lora" the "text" vector is replaced by "text_ids": int32 [B, L] and
 are zeros, masked by "present"). M follows `modalities`; "id" takes no input vector (its presence bit says whether
 the item has a trained ID).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,27 +34,27 @@ from genrec.data.images import ImageConfig
 from genrec.models import layers
 from genrec.models.fusion import VARIANTS, Fusion, FusionConfig
 from genrec.models.layers.lora import LoRAConfig, LoRAParam, apply_lora
-from genrec.registry import register
 from genrec.models.text.bert import Bert, BertConfig
 from genrec.models.vision.clip import ClipVision, ClipVisionConfig
+from genrec.registry import register
 
 ID = "id"
 MODALITIES = ("text", "image", "genre", ID)
 TOWERS = ("frozen", "lora")
-TOWER_TARGETS = ("q", "k", "v", "o", "up", "down")     # the BERT layer's linear layers (attention, MLP)
+TOWER_TARGETS = ("q", "k", "v", "o", "up", "down")  # the BERT layer's linear layers (attention, MLP)
 TUNABLE = ("text", "image")
-CLIP_NAMES = {"up": "fc1", "down": "fc2"}                # the same MLP layers in the CLIP layer
+CLIP_NAMES = {"up": "fc1", "down": "fc2"}  # the same MLP layers in the CLIP layer
 
 
 @dataclasses.dataclass(frozen=True)
 class MMEncConfig:
   modalities: tuple[str, ...] = ("text", "genre")
-  input_dims: tuple[int, ...] = ()    # width of each non-id modality's frozen tower output; () → from the data
-  num_items: int = 0                  # 0: from the dataset (the "id" modality's table)
+  input_dims: tuple[int, ...] = ()  # width of each non-id modality's frozen tower output; () → from the data
+  num_items: int = 0  # 0: from the dataset (the "id" modality's table)
   id_dim: int = 32
-  id_dropout: float = 0.0             # training: drop an item's "id" modality with this probability (when it has
-                                      # another), so items without a trained ID (cold, added) map near their peers
-  fusion: str = "gated"               # concat | gated | xattn | moe
+  id_dropout: float = 0.0  # training: drop an item's "id" modality with this probability (when it has
+  # another), so items without a trained ID (cold, added) map near their peers
+  fusion: str = "gated"  # concat | gated | xattn | moe
   dim: int = 64
   hidden_dim: int = 128
   num_heads: int = 2
@@ -61,17 +62,17 @@ class MMEncConfig:
   dropout: float = 0.1
   temperature: float = 0.07
   normalize: bool = True
-  window: int = 3                     # training pairs: items at most `window` apart in a training sequence
+  window: int = 3  # training pairs: items at most `window` apart in a training sequence
   image_encoder: str = "random:tiny"  # random:tiny | random:vit-b-32 (seeded, untrained) | a HF CLIP folder
-  towers: str = "frozen"              # frozen | lora (towers tuned inside the forward pass)
-  tower_lora_towers: tuple[str, ...] = ("text",)   # towers=lora: which towers get adapters (of TUNABLE)
+  towers: str = "frozen"  # frozen | lora (towers tuned inside the forward pass)
+  tower_lora_towers: tuple[str, ...] = ("text",)  # towers=lora: which towers get adapters (of TUNABLE)
   tower_lora_rank: int = 8
   tower_lora_alpha: float = 16.0
-  tower_lora_targets: tuple[str, ...] = ("q", "k", "v", "o")   # of TOWER_TARGETS
-  text_max_length: int = 64           # towers=lora: tokens kept per item text
-  text_tower: BertConfig = BertConfig()   # towers=lora: set from the text tower's config.json by the task
-  image_tower: ClipVisionConfig = ClipVisionConfig()   # lora on "image": set from image_encoder by the task
-  image_preprocessing: ImageConfig = ImageConfig()     # lora on "image": its pixel normalisation, ditto
+  tower_lora_targets: tuple[str, ...] = ("q", "k", "v", "o")  # of TOWER_TARGETS
+  text_max_length: int = 64  # towers=lora: tokens kept per item text
+  text_tower: BertConfig = BertConfig()  # towers=lora: set from the text tower's config.json by the task
+  image_tower: ClipVisionConfig = ClipVisionConfig()  # lora on "image": set from image_encoder by the task
+  image_preprocessing: ImageConfig = ImageConfig()  # lora on "image": its pixel normalisation, ditto
 
   task: str = "item_contrastive"
 
@@ -85,7 +86,7 @@ class MMEncConfig:
     """The towers tuned inside the forward pass (none when towers=frozen)."""
     return self.tower_lora_towers if self.towers == "lora" else ()
 
-  def resolve(self, data, data_cfg) -> "MMEncConfig":
+  def resolve(self, data, data_cfg) -> MMEncConfig:
     """Sizes the ID table and the input widths from the task's feature table; a width that disagrees with
     the configured one is an error naming the modality."""
     del data_cfg
@@ -101,9 +102,11 @@ class MMEncConfig:
     cfg.validate()
     for m, d in zip(cfg.inputs, cfg.input_dims):
       if widths[m] != d:
-        raise ValueError(f"modality {m!r}: the tower outputs of {data.name} have width {widths[m]}, but "
-                         f"model.input_dims gives {d}; set model.input_dims to the towers' widths (or () to "
-                         "take them from the data)")
+        raise ValueError(
+          f"modality {m!r}: the tower outputs of {data.name} have width {widths[m]}, but "
+          f"model.input_dims gives {d}; set model.input_dims to the towers' widths (or () to "
+          "take them from the data)"
+        )
     return cfg
 
   def validate(self) -> None:
@@ -111,8 +114,10 @@ class MMEncConfig:
     if unknown or not self.modalities or len(set(self.modalities)) != len(self.modalities):
       raise ValueError(f"model.modalities={self.modalities}: need distinct names from {MODALITIES}")
     if len(self.input_dims) != len(self.inputs):
-      raise ValueError(f"model.input_dims={self.input_dims} gives {len(self.input_dims)} widths for the "
-                       f"{len(self.inputs)} input modalities {self.inputs}")
+      raise ValueError(
+        f"model.input_dims={self.input_dims} gives {len(self.input_dims)} widths for the "
+        f"{len(self.inputs)} input modalities {self.inputs}"
+      )
     if self.fusion not in VARIANTS:
       raise ValueError(f"model.fusion={self.fusion!r} is not one of {VARIANTS}")
     if ID in self.modalities and (self.num_items < 1 or self.id_dim < 1):
@@ -120,8 +125,7 @@ class MMEncConfig:
     if not 0.0 <= self.id_dropout < 1.0 or (self.id_dropout and ID not in self.modalities):
       raise ValueError(f"model.id_dropout={self.id_dropout}: needs a value in [0, 1) and the 'id' modality")
     if self.temperature <= 0 or self.window < 1:
-      raise ValueError(f"model.temperature must be > 0 and model.window >= 1, got {self.temperature}, "
-                       f"{self.window}")
+      raise ValueError(f"model.temperature must be > 0 and model.window >= 1, got {self.temperature}, {self.window}")
     if self.towers not in TOWERS:
       raise ValueError(f"model.towers={self.towers!r} is not one of {TOWERS}")
     if self.towers == "lora":
@@ -134,30 +138,47 @@ class MMEncConfig:
       raise ValueError(f"model.tower_lora_towers={towers}: need distinct tower names from {TUNABLE}")
     for tower in towers:
       if tower not in self.modalities:
-        raise ValueError(f"model.towers='lora' tunes the {tower} tower, but model.modalities={self.modalities} has "
-                         f"no {tower!r}; add it, drop it from model.tower_lora_towers or set model.towers=frozen")
+        raise ValueError(
+          f"model.towers='lora' tunes the {tower} tower, but model.modalities={self.modalities} has "
+          f"no {tower!r}; add it, drop it from model.tower_lora_towers or set model.towers=frozen"
+        )
     if self.tower_lora_rank < 1 or self.tower_lora_alpha <= 0:
-      raise ValueError(f"model.tower_lora_rank must be >= 1 and model.tower_lora_alpha > 0, got "
-                       f"{self.tower_lora_rank}, {self.tower_lora_alpha}")
+      raise ValueError(
+        f"model.tower_lora_rank must be >= 1 and model.tower_lora_alpha > 0, got "
+        f"{self.tower_lora_rank}, {self.tower_lora_alpha}"
+      )
     unknown = [t for t in self.tower_lora_targets if t not in TOWER_TARGETS]
     owner = " and ".join(towers) + (" towers'" if len(towers) > 1 else " tower's")
     if unknown or not self.tower_lora_targets:
-      raise ValueError(f"model.tower_lora_targets={self.tower_lora_targets}: {unknown or 'none'} not among the "
-                       f"{owner} linear layers {TOWER_TARGETS} (attention q, k, v, o; MLP up, down)")
+      raise ValueError(
+        f"model.tower_lora_targets={self.tower_lora_targets}: {unknown or 'none'} not among the "
+        f"{owner} linear layers {TOWER_TARGETS} (attention q, k, v, o; MLP up, down)"
+      )
     if "text" in towers and not 0 < self.text_max_length <= self.text_tower.max_position:
-      raise ValueError(f"model.text_max_length={self.text_max_length} must be in [1, {self.text_tower.max_position}]"
-                       " (the text tower's max_position)")
+      raise ValueError(
+        f"model.text_max_length={self.text_max_length} must be in [1, {self.text_tower.max_position}]"
+        " (the text tower's max_position)"
+      )
 
   def tower_lora(self, tower: str = "text") -> LoRAConfig:
     """The adapters of `tower`: tower_lora_targets in its own layer names."""
     names = CLIP_NAMES if tower == "image" else {}
-    return LoRAConfig(rank=self.tower_lora_rank, alpha=self.tower_lora_alpha,
-                      targets=tuple(names.get(t, t) for t in self.tower_lora_targets))
+    return LoRAConfig(
+      rank=self.tower_lora_rank,
+      alpha=self.tower_lora_alpha,
+      targets=tuple(names.get(t, t) for t in self.tower_lora_targets),
+    )
 
   @property
   def fusion_config(self) -> FusionConfig:
-    return FusionConfig(variant=self.fusion, dim=self.dim, hidden_dim=self.hidden_dim, num_heads=self.num_heads,
-                        num_experts=self.num_experts, dropout=self.dropout)
+    return FusionConfig(
+      variant=self.fusion,
+      dim=self.dim,
+      hidden_dim=self.hidden_dim,
+      num_heads=self.num_heads,
+      num_experts=self.num_experts,
+      dropout=self.dropout,
+    )
 
 
 @register("mmenc", MMEncConfig)

@@ -6,6 +6,7 @@ them before building anything, so a missing method is one error naming it, not a
 Optional capabilities (`Scorer` for exact ranks, `GenerativeRetriever` for the invalid-item rate) are asked for
 with `provides`. Batches are dicts of arrays; their keys are each task's (see the task modules).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -161,6 +162,7 @@ def require(obj, protos, what: str) -> None:
   gaps = [(p, names) for p, names in gaps if names]
   if gaps:
     name = obj.__name__ if isinstance(obj, type) else type(obj).__name__
-    detail = "; ".join(f"{p.__name__} ({(p.__doc__ or '').split('.')[0].strip()}): {', '.join(names)}"
-                       for p, names in gaps)
+    detail = "; ".join(
+      f"{p.__name__} ({(p.__doc__ or '').split('.')[0].strip()}): {', '.join(names)}" for p, names in gaps
+    )
     raise ConfigError(f"{what}: {name} does not provide what it needs — {detail}")

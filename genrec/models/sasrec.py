@@ -5,6 +5,7 @@ input and output share the item embedding table (genrec.models.sequential). Batc
   train: {"inputs": int32[B, L], "targets": int32[B, L]}    targets[t] = the item after inputs[t]
   eval:  {"history": int32[B, L], "seen": int32[B, S], ...}  score the item after history[-1]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,21 +16,20 @@ from flax import nnx
 
 from genrec.models import layers
 from genrec.models.common import SequenceSizes
-from genrec.registry import register
 from genrec.models.sequential import ItemSequenceModel, causal_stack
+from genrec.registry import register
 
 
 @dataclasses.dataclass(frozen=True)
 class SASRecConfig(SequenceSizes):
-  num_items: int = 0          # 0: taken from the dataset when training starts
-  max_len: int = 0            # 0: taken from data.max_len
+  num_items: int = 0  # 0: taken from the dataset when training starts
+  max_len: int = 0  # 0: taken from data.max_len
   dim: int = 64
   num_layers: int = 2
   num_heads: int = 2
   mlp_dim: int = 256
   dropout: float = 0.2
   emb_dropout: float = 0.2
-
 
   task: str = "next_item"
 
@@ -42,15 +42,18 @@ class SASRec(ItemSequenceModel):
     self.init_items(cfg.num_items, cfg.dim, rngs=rngs)
     self.pos_emb = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
     self.emb_dropout = nnx.Dropout(cfg.emb_dropout, rngs=rngs)
-    self.blocks = nnx.List([
+    self.blocks = nnx.List(
+      [
         layers.TransformerBlock(cfg.dim, cfg.num_heads, cfg.mlp_dim, dropout=cfg.dropout, rngs=rngs)
-        for _ in range(cfg.num_layers)])
+        for _ in range(cfg.num_layers)
+      ]
+    )
     self.final_norm = layers.LayerNorm(cfg.dim, rngs=rngs)
 
   def encode(self, ids_BxL: jax.Array) -> jax.Array:
     """Hidden state at every position, [B, L, D]; position t sees items <= t."""
     length = ids_BxL.shape[1]
-    x = self.item_emb(ids_BxL) * (self.cfg.dim ** 0.5) + self.pos_emb(jnp.arange(length))[None]
+    x = self.item_emb(ids_BxL) * (self.cfg.dim**0.5) + self.pos_emb(jnp.arange(length))[None]
     return causal_stack(x, ids_BxL > 0, self.emb_dropout, self.blocks, self.final_norm)
 
   def loss(self, batch):

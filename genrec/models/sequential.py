@@ -7,6 +7,7 @@ cover columns 0..num_items, column 0 (padding) being -inf. The table's rows are 
 the training loss runs over the padded logits with the padding columns at -inf, so the sharded logits are
 never sliced or gathered.
 """
+
 from __future__ import annotations
 
 import jax
@@ -100,10 +101,11 @@ class ItemSequenceModel(nnx.Module):
       n = self.cfg.num_negatives
       shape = (n,) if self.cfg.shared_negatives else (*targets_BxL.shape, n)
       neg_ids = jax.random.randint(rng, shape, 1, self.num_items + 1, dtype=jnp.int32)
-      neg_E = l2_normalize(self.item_emb(neg_ids)).astype(h_BxLxD.dtype)   # only the sampled rows
+      neg_E = l2_normalize(self.item_emb(neg_ids)).astype(h_BxLxD.dtype)  # only the sampled rows
       pos_E = l2_normalize(self.item_emb(targets_BxL)).astype(h_BxLxD.dtype)
-      loss, count = sampled_softmax_cross_entropy(l2_normalize(h_BxLxD), pos_E, targets_BxL, neg_ids, neg_E,
-                                                  weights_BxL, self.cfg.temperature)
+      loss, count = sampled_softmax_cross_entropy(
+        l2_normalize(h_BxLxD), pos_E, targets_BxL, neg_ids, neg_E, weights_BxL, self.cfg.temperature
+      )
     return loss, {"loss": loss, "tokens": count}
 
   def query(self, batch) -> jax.Array:
@@ -123,5 +125,7 @@ def check_loss_config(cfg, name: str) -> None:
   if loss not in LOSSES:
     raise ValueError(f"{name}.loss must be one of {LOSSES}, got {loss!r}")
   if loss == "sampled_softmax" and (cfg.num_negatives < 1 or cfg.temperature <= 0):
-    raise ValueError(f"{name}: sampled_softmax needs num_negatives >= 1 and temperature > 0 "
-                     f"(got {cfg.num_negatives}, {cfg.temperature})")
+    raise ValueError(
+      f"{name}: sampled_softmax needs num_negatives >= 1 and temperature > 0 "
+      f"(got {cfg.num_negatives}, {cfg.temperature})"
+    )

@@ -16,10 +16,12 @@ New items (cold-start items with no training interaction, items `genrec add-item
 prefix but a last code (the collision digit) the decoder never saw in a target, so their full-tuple score is
 meaningless. `recommend` follows TIGER's cold-start rule (Rajput et al., 2023, sec. 4.3): the search ranks trained
 items; new items whose first C-1 codes match a prefix in the search's beam before the last level are scored by
-that prefix's log-probability, and at most floor(new_item_fraction * k) of them enter the top k. Batches (left-padded, 0 = padding):
+that prefix's log-probability, and at most floor(new_item_fraction * k) of them enter the top k. Batches
+(left-padded, 0 = padding):
   train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   one target per row: targets[:, -1]
   eval:  {"history": int32[B, L], "seen": int32[B, S], "user": int32[B]}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,19 +34,19 @@ from flax import nnx
 
 from genrec.models import beam_search as bs
 from genrec.models import layers
-from genrec.models.layers import t5
 from genrec.models.common import SequenceSizes
-from genrec.registry import register
+from genrec.models.layers import t5
 from genrec.models.semantic_ids.collisions import group_rows
+from genrec.registry import register
 
-NUM_BUCKETS, MAX_DISTANCE = 32, 128      # T5's relative position buckets
+NUM_BUCKETS, MAX_DISTANCE = 32, 128  # T5's relative position buckets
 
 
 @dataclasses.dataclass(frozen=True)
 class TigerConfig(SequenceSizes):
-  num_items: int = 0           # 0: taken from the dataset
-  code_levels: int = 0         # C: semantic-ID digits per item, the collision digit included
-  codebook_size: int = 0       # K: codes per level (the largest level's)
+  num_items: int = 0  # 0: taken from the dataset
+  code_levels: int = 0  # C: semantic-ID digits per item, the collision digit included
+  codebook_size: int = 0  # K: codes per level (the largest level's)
   num_user_buckets: int = 2000
   dim: int = 128
   enc_layers: int = 4
@@ -53,23 +55,23 @@ class TigerConfig(SequenceSizes):
   head_dim: int = 64
   mlp_dim: int = 1024
   dropout: float = 0.1
-  max_len: int = 0             # history items; 0: taken from data.max_len
+  max_len: int = 0  # history items; 0: taken from data.max_len
   beam_size: int = 20
-  tokenizer: str = ""          # the stage giving the item -> semantic ID table, e.g. "rqvae:ml100k" (the trainer
-  tokenizer_overrides: tuple[str, ...] = ()   # runs or reuses it); its --set overrides
-  semantic_ids_version: str = ""   # the table this model was trained on (set by the trainer; a mismatch errors)
-  recency_emb: bool = True     # add a learned "items back from the newest" embedding to each history token
-  new_item_fraction: float = 0.1   # epsilon: at most this fraction of a top-k list (floor) may be items training
-                                   # never saw (cold-start or added items), scored by their prefix (see recommend)
+  tokenizer: str = ""  # the stage giving the item -> semantic ID table, e.g. "rqvae:ml100k" (the trainer
+  tokenizer_overrides: tuple[str, ...] = ()  # runs or reuses it); its --set overrides
+  semantic_ids_version: str = ""  # the table this model was trained on (set by the trainer; a mismatch errors)
+  recency_emb: bool = True  # add a learned "items back from the newest" embedding to each history token
+  new_item_fraction: float = 0.1  # epsilon: at most this fraction of a top-k list (floor) may be items training
+  # never saw (cold-start or added items), scored by their prefix (see recommend)
 
-  task: str = "semantic_id_retrieval"   # genrec.families.semantic_ids
+  task: str = "semantic_id_retrieval"  # genrec.families.semantic_ids
 
-
-  def with_semantic_ids(self, table_NxC, version: str) -> "TigerConfig":
+  def with_semantic_ids(self, table_NxC, version: str) -> TigerConfig:
     """Sizes the code vocabulary from the tokenizer's table (its digits, the collision digit included)."""
     table = np.asarray(table_NxC)
-    return dataclasses.replace(self, code_levels=int(table.shape[1]), codebook_size=int(table.max()) + 1,
-                               semantic_ids_version=version)
+    return dataclasses.replace(
+      self, code_levels=int(table.shape[1]), codebook_size=int(table.max()) + 1, semantic_ids_version=version
+    )
 
 
 class ItemCodesError(ValueError):
@@ -86,12 +88,16 @@ def codes_fingerprint(codes_NxC) -> int:
 class Tiger(nnx.Module):
   def __init__(self, cfg: TigerConfig, *, rngs: nnx.Rngs):
     if not 0.0 <= cfg.new_item_fraction <= 1.0:
-      raise ValueError(f"model.new_item_fraction must lie in [0, 1] (the most of a top-k list new items may "
-                       f"take), got {cfg.new_item_fraction}")
+      raise ValueError(
+        f"model.new_item_fraction must lie in [0, 1] (the most of a top-k list new items may "
+        f"take), got {cfg.new_item_fraction}"
+      )
     if min(cfg.num_items, cfg.code_levels, cfg.codebook_size, cfg.max_len) <= 0:
-      raise ValueError(f"TigerConfig needs num_items, code_levels, codebook_size and max_len > 0 (got "
-                       f"{cfg.num_items}, {cfg.code_levels}, {cfg.codebook_size}, {cfg.max_len}); call "
-                       "cfg.resolve(data, data_cfg) and size the codes like the tokenizer's table")
+      raise ValueError(
+        f"TigerConfig needs num_items, code_levels, codebook_size and max_len > 0 (got "
+        f"{cfg.num_items}, {cfg.code_levels}, {cfg.codebook_size}, {cfg.max_len}); call "
+        "cfg.resolve(data, data_cfg) and size the codes like the tokenizer's table"
+      )
     self.cfg = cfg
     C, K = cfg.code_levels, cfg.codebook_size
     self.bos = 1 + C * K + cfg.num_user_buckets
@@ -99,15 +105,19 @@ class Tiger(nnx.Module):
     self.embed = layers.Embed(self.bos + 1, cfg.dim, ("vocab", "embed"), rngs=rngs)
     if cfg.recency_emb:
       self.recency = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
-    self.enc_bias = t5.RelativePositionBias(cfg.num_heads, bidirectional=True, num_buckets=NUM_BUCKETS,
-                                            max_distance=MAX_DISTANCE, rngs=rngs)
-    self.dec_bias = t5.RelativePositionBias(cfg.num_heads, bidirectional=False, num_buckets=NUM_BUCKETS,
-                                            max_distance=MAX_DISTANCE, rngs=rngs)
-    self.encoder = nnx.List([t5.EncoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block)
-                             for _ in range(cfg.enc_layers)])
+    self.enc_bias = t5.RelativePositionBias(
+      cfg.num_heads, bidirectional=True, num_buckets=NUM_BUCKETS, max_distance=MAX_DISTANCE, rngs=rngs
+    )
+    self.dec_bias = t5.RelativePositionBias(
+      cfg.num_heads, bidirectional=False, num_buckets=NUM_BUCKETS, max_distance=MAX_DISTANCE, rngs=rngs
+    )
+    self.encoder = nnx.List(
+      [t5.EncoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block) for _ in range(cfg.enc_layers)]
+    )
     self.enc_norm = layers.RMSNorm(cfg.dim, rngs=rngs)
-    self.decoder = nnx.List([t5.DecoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block)
-                             for _ in range(cfg.dec_layers)])
+    self.decoder = nnx.List(
+      [t5.DecoderBlock(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, **block) for _ in range(cfg.dec_layers)]
+    )
     self.dec_norm = layers.RMSNorm(cfg.dim, rngs=rngs)
     self.head = layers.dense(cfg.dim, C * K, ("embed", "vocab"), use_bias=False, rngs=rngs)
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
@@ -119,7 +129,7 @@ class Tiger(nnx.Module):
     self.prefix_count = nnx.List([nnx.Variable(jnp.zeros((caps[l + 1],), jnp.int32)) for l in range(C)])
     self.item_prefix = nnx.List([nnx.Variable(jnp.full((cfg.num_items + 1,), -1, jnp.int32)) for _ in range(C)])
     self.trained = nnx.Variable(jnp.ones((cfg.num_items + 1,), bool).at[0].set(False))
-    self.new_items = nnx.Variable(jnp.zeros((cfg.num_items + 1,), jnp.int32))        # bs.new_item_table
+    self.new_items = nnx.Variable(jnp.zeros((cfg.num_items + 1,), jnp.int32))  # bs.new_item_table
     self.new_offsets = nnx.Variable(jnp.zeros((caps[max(C - 1, 0)] + 1,), jnp.int32))
 
   # ---- the code table -------------------------------------------------------------------------------------
@@ -135,9 +145,11 @@ class Tiger(nnx.Module):
     n, C, K = cfg.num_items, cfg.code_levels, cfg.codebook_size
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != C or codes.shape[0] not in (n, n + 1):
-      raise ItemCodesError(f"the item code table has shape {codes.shape}; this TIGER model expects [{n}, {C}] "
-                           f"(one row per catalogue item) or [{n + 1}, {C}] (row 0 = padding): num_items={n}, "
-                           f"code_levels={C} (the collision digit included)")
+      raise ItemCodesError(
+        f"the item code table has shape {codes.shape}; this TIGER model expects [{n}, {C}] "
+        f"(one row per catalogue item) or [{n + 1}, {C}] (row 0 = padding): num_items={n}, "
+        f"code_levels={C} (the collision digit included)"
+      )
     if not np.issubdtype(codes.dtype, np.integer):
       raise ItemCodesError(f"item codes must be integers; got dtype {codes.dtype}")
     if codes.shape[0] == n:
@@ -147,25 +159,30 @@ class Tiger(nnx.Module):
     bad = np.argwhere((codes[1:] < 0) | (codes[1:] >= K))
     if len(bad):
       item, level = int(bad[0][0]) + 1, int(bad[0][1])
-      raise ItemCodesError(f"item {item} has code {int(codes[item, level])} at level {level}, outside [0, {K}) "
-                           f"(codebook_size={K}); {len(bad)} codes out of range in all")
+      raise ItemCodesError(
+        f"item {item} has code {int(codes[item, level])} at level {level}, outside [0, {K}) "
+        f"(codebook_size={K}); {len(bad)} codes out of range in all"
+      )
     inverse, counts = group_rows(codes[1:])
     if counts.max() > 1:
       group = int(counts.argmax())
       items = np.flatnonzero(inverse.reshape(-1) == group) + 1
       raise ItemCodesError(
-          f"{int((counts > 1).sum())} code tuples are shared by several items, e.g. items "
-          f"{', '.join(map(str, items[:6].tolist()))} all have {tuple(codes[items[0]].tolist())}; every item needs "
-          "a unique tuple: append the collision digit (genrec.models.semantic_ids.dedup_codes) and count it in "
-          "code_levels")
+        f"{int((counts > 1).sum())} code tuples are shared by several items, e.g. items "
+        f"{', '.join(map(str, items[:6].tolist()))} all have {tuple(codes[items[0]].tolist())}; every item needs "
+        "a unique tuple: append the collision digit (genrec.models.semantic_ids.dedup_codes) and count it in "
+        "code_levels"
+      )
     tables = bs.build_tables(codes, K)
     trained = np.ones(n + 1, bool) if trained is None else np.asarray(trained, bool).copy()
     if trained.shape != (n + 1,):
-      raise ItemCodesError(f"`trained` has shape {trained.shape}; expected [{n + 1}] (one flag per item, row 0 = "
-                           "padding)")
+      raise ItemCodesError(
+        f"`trained` has shape {trained.shape}; expected [{n + 1}] (one flag per item, row 0 = padding)"
+      )
     trained[0] = False
-    new_items, new_offsets = bs.new_item_table(tables.item_prefix[max(C - 2, 0)], trained,
-                                               self.new_offsets.shape[0] - 1)
+    new_items, new_offsets = bs.new_item_table(
+      tables.item_prefix[max(C - 2, 0)], trained, self.new_offsets.shape[0] - 1
+    )
     self.trained[...] = jnp.asarray(trained)
     self.new_items[...] = jnp.asarray(new_items)
     self.new_offsets[...] = jnp.asarray(new_offsets)
@@ -176,8 +193,9 @@ class Tiger(nnx.Module):
         var[...] = jnp.asarray(array)
 
   def tables(self) -> bs.PrefixTables:
-    return bs.PrefixTables(*(tuple(v[...] for v in group)
-                             for group in (self.next_prefix, self.prefix_count, self.item_prefix)))
+    return bs.PrefixTables(
+      *(tuple(v[...] for v in group) for group in (self.next_prefix, self.prefix_count, self.item_prefix))
+    )
 
   # ---- encoder / decoder ----------------------------------------------------------------------------------
 
@@ -186,7 +204,7 @@ class Tiger(nnx.Module):
     cfg = self.cfg
     B, L = history_BxL.shape
     C, K = cfg.code_levels, cfg.codebook_size
-    codes = jnp.take(self.item_codes[...], history_BxL, axis=0)                       # [B, L, C]
+    codes = jnp.take(self.item_codes[...], history_BxL, axis=0)  # [B, L, C]
     offset = (1 + K * jnp.arange(C, dtype=jnp.int32))[None, None, :]
     tokens = jnp.where((history_BxL > 0)[..., None], codes + offset, 0).reshape(B, L * C)
     tokens = jnp.concatenate([jnp.zeros((B, 1), jnp.int32), tokens], axis=1)
@@ -241,8 +259,9 @@ class Tiger(nnx.Module):
     bias, mask = self.dec_bias(pos, pos), layers.causal_mask(len(pos))
     cross_mask = layers.padding_mask(enc_valid_BxS)
     for block in self.decoder:
-      x_BxTxD, _ = block(x_BxTxD, block.cross_attn.project_kv(enc_BxSxD), self_mask=mask, self_bias=bias,
-                         cross_mask=cross_mask)
+      x_BxTxD, _ = block(
+        x_BxTxD, block.cross_attn.project_kv(enc_BxSxD), self_mask=mask, self_bias=bias, cross_mask=cross_mask
+      )
     return self.dropout(self.dec_norm(x_BxTxD))
 
   def start_decoding(self, enc_BxSxD, enc_valid_BxS):
@@ -271,8 +290,9 @@ class Tiger(nnx.Module):
     mask = (keys <= level)[None, None, None, :]
     new_cache = []
     for block, kv, layer_cache in zip(self.decoder, cross_kv, cache, strict=True):
-      x, layer_cache = block(x, kv, self_mask=mask, self_bias=bias, cross_mask=cross_mask, cache=layer_cache,
-                             index=level)
+      x, layer_cache = block(
+        x, kv, self_mask=mask, self_bias=bias, cross_mask=cross_mask, cache=layer_cache, index=level
+      )
       new_cache.append(layer_cache)
     return self.level_log_probs(self.dec_norm(x), jnp.full((1,), level))[:, 0], new_cache
 
@@ -303,8 +323,9 @@ class Tiger(nnx.Module):
     """How many of a top-k list new items may take: floor(new_item_fraction * k); 0 with one code level."""
     return int(self.cfg.new_item_fraction * k) if self.cfg.code_levels >= 2 else 0
 
-  def generate(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None,
-               trained_only: bool = False) -> bs.BeamResult:
+  def generate(
+    self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None, trained_only: bool = False
+  ) -> bs.BeamResult:
     """Beam search (width max(beam_size, k); beam_size defaults to the config's) over code tuples for an eval
     batch; see beam_search.beam_search. trained_only: new items are left out of the last level."""
     enc, valid = self.encode_batch(batch)
@@ -314,14 +335,22 @@ class Tiger(nnx.Module):
     flat = lambda x: x.reshape(-1, *x.shape[2:])
     beams = lambda x: x.reshape(B, -1, *x.shape[1:])
 
-    def step(level, prev_BxW, cache):      # W is 1 at level 0 (one live beam per row)
+    def step(level, prev_BxW, cache):  # W is 1 at level 0 (one live beam per row)
       log_probs, cache = self.decode_step(level, prev_BxW.reshape(-1), jax.tree.map(flat, cache), context)
       return log_probs.reshape(B, prev_BxW.shape[1], -1), jax.tree.map(beams, cache)
 
     cache = jax.tree.map(beams, self.init_cache(B * W))
-    return bs.beam_search(step, cache, self.tables(), batch_size=B, beam_size=beam_size, k=k,
-                          seen_BxS=batch.get("seen") if constrained else None, constrained=constrained,
-                          item_ok=self.trained[...] if trained_only else None)
+    return bs.beam_search(
+      step,
+      cache,
+      self.tables(),
+      batch_size=B,
+      beam_size=beam_size,
+      k=k,
+      seen_BxS=batch.get("seen") if constrained else None,
+      constrained=constrained,
+      item_ok=self.trained[...] if trained_only else None,
+    )
 
   def recommend(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None):
     """Top-k unseen items [B, k] and their scores [B, k]; -1 / -inf past the last valid item. A trained item's
@@ -332,8 +361,9 @@ class Tiger(nnx.Module):
     result = self.generate(batch, k, constrained=constrained, beam_size=beam_size, trained_only=slots > 0)
     if not slots:
       return result.items, result.scores
-    return bs.mix_new_items(result, self.new_items[...], self.new_offsets[...], k=k, slots=slots,
-                            seen_BxS=batch.get("seen"))
+    return bs.mix_new_items(
+      result, self.new_items[...], self.new_offsets[...], k=k, slots=slots, seen_BxS=batch.get("seen")
+    )
 
   def invalid_rate(self, batch, k: int | None = None, *, beam_size: int | None = None):
     """Fraction of the top-k tuples from unconstrained beam search that are not real items, per row: [B]."""

@@ -8,6 +8,7 @@ restore checks it: a truncated or altered file is an error naming the step and t
 message or silently wrong weights. (A step without a manifest — killed between the rename and the manifest
 — is restored unverified.)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,19 +57,22 @@ def verify_manifest(folder: Path, step: int) -> bool:
       raise CheckpointError(f"checkpoint step {step}: file {file} is missing")
     actual = file.stat().st_size
     if actual != size:
-      raise CheckpointError(f"checkpoint step {step}: file {file} is truncated or grown ({actual} bytes, "
-                            f"{size} when written)")
+      raise CheckpointError(
+        f"checkpoint step {step}: file {file} is truncated or grown ({actual} bytes, {size} when written)"
+      )
     if _sha256(file) != digest:
-      raise CheckpointError(f"checkpoint step {step}: file {file} was modified after it was written "
-                            "(sha256 differs from the manifest)")
+      raise CheckpointError(
+        f"checkpoint step {step}: file {file} was modified after it was written (sha256 differs from the manifest)"
+      )
   return True
 
 
 class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 2, read_only: bool = False):
     self.directory = Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=False
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
     self._verified: set[int] = set()
 
@@ -84,8 +88,9 @@ class Checkpointer:
     if step in self.steps():
       self._manager.delete(step)
     self._verified.discard(step)
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
       write_manifest(self.directory / str(step))
@@ -113,8 +118,9 @@ class Checkpointer:
       out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
       raise CheckpointError(
-          f"checkpoint step {step} in {self.directory} is damaged or incomplete "
-          f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+        f"checkpoint step {step} in {self.directory} is damaged or incomplete "
+        f"({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+      ) from e
     return out["state"]
 
   def _resolve(self, step):

@@ -11,13 +11,13 @@ from, first match wins:
 `--local-devices N` simulates N devices on a CPU host (testing a mesh without accelerators). On CPU,
 cross-process collectives go through gloo. Everything here must run before the first JAX operation.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 
-ENV = {"coordinator": "GENREC_COORDINATOR", "num_processes": "GENREC_NUM_PROCESSES",
-       "process_id": "GENREC_PROCESS_ID"}
+ENV = {"coordinator": "GENREC_COORDINATOR", "num_processes": "GENREC_NUM_PROCESSES", "process_id": "GENREC_PROCESS_ID"}
 
 
 class LaunchError(ValueError):
@@ -29,8 +29,8 @@ class Launch:
   coordinator: str = ""
   num_processes: int = 0
   process_id: int = -1
-  auto: bool = False           # let JAX detect the cluster (SLURM, MPI, TPU pod)
-  local_devices: int = 0       # CPU only: simulate this many devices in this process
+  auto: bool = False  # let JAX detect the cluster (SLURM, MPI, TPU pod)
+  local_devices: int = 0  # CPU only: simulate this many devices in this process
 
   @property
   def multi_process(self) -> bool:
@@ -44,8 +44,14 @@ def _int(value: str, what: str) -> int:
     raise LaunchError(f"{what} must be an integer, got {value!r}") from None
 
 
-def from_args(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-              auto: bool = False, local_devices: int = 0, environ=os.environ) -> Launch:
+def from_args(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  auto: bool = False,
+  local_devices: int = 0,
+  environ=os.environ,
+) -> Launch:
   """Flags win over GENREC_* environment variables; a partial explicit layout is an error naming what is
   missing."""
   coordinator = coordinator or environ.get(ENV["coordinator"], "")
@@ -53,15 +59,16 @@ def from_args(coordinator: str | None = None, num_processes: int | None = None, 
     num_processes = _int(environ[ENV["num_processes"]], ENV["num_processes"])
   if process_id is None and environ.get(ENV["process_id"]):
     process_id = _int(environ[ENV["process_id"]], ENV["process_id"])
-  explicit = {"--coordinator / GENREC_COORDINATOR": coordinator,
-              "--num-processes / GENREC_NUM_PROCESSES": num_processes,
-              "--process-id / GENREC_PROCESS_ID": process_id}
+  explicit = {
+    "--coordinator / GENREC_COORDINATOR": coordinator,
+    "--num-processes / GENREC_NUM_PROCESSES": num_processes,
+    "--process-id / GENREC_PROCESS_ID": process_id,
+  }
   given = {k for k, v in explicit.items() if v not in (None, "")}
   if auto and given:
     raise LaunchError(f"--distributed auto detects the cluster itself; drop {sorted(given)}")
   if given and len(given) < 3:
-    raise LaunchError(f"a multi-process launch needs all of {list(explicit)}; missing "
-                      f"{sorted(set(explicit) - given)}")
+    raise LaunchError(f"a multi-process launch needs all of {list(explicit)}; missing {sorted(set(explicit) - given)}")
   if local_devices < 0:
     raise LaunchError(f"--local-devices must be >= 0 (0 = the host's own devices), got {local_devices}")
   if not given:
@@ -86,5 +93,4 @@ def initialize(launch: Launch) -> None:
   if launch.auto:
     jax.distributed.initialize()
   else:
-    jax.distributed.initialize(launch.coordinator, num_processes=launch.num_processes,
-                               process_id=launch.process_id)
+    jax.distributed.initialize(launch.coordinator, num_processes=launch.num_processes, process_id=launch.process_id)

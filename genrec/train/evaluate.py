@@ -1,12 +1,12 @@
 """The evaluation protocol: rank each user's held-out item, then accuracy and beyond-accuracy metrics.
 
 A model is scored through `score(batch) -> [B, N+1]` when it provides one (protocols.Scorer: exact ranks among all
-candidates), otherwise through `recommend(batch, k)` (protocols.Recommender: ranks known up to k). The protocol comes from EvalConfig and is
-returned with every result.
+candidates), otherwise through `recommend(batch, k)` (protocols.Recommender: ranks known up to k). The protocol
+comes from EvalConfig and is returned with every result.
 """
+
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -36,12 +36,21 @@ def parse_candidates(candidates: str) -> tuple[str, int]:
 
 
 def protocol(cfg: EvalConfig, data: SeqData) -> dict:
-  out = {"dataset": data.name, "split": cfg.split, "candidates": cfg.candidates, "ks": list(cfg.ks),
-         "users": data.num_users, "items": data.num_items,
-         "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
+  out = {
+    "dataset": data.name,
+    "split": cfg.split,
+    "candidates": cfg.candidates,
+    "ks": list(cfg.ks),
+    "users": data.num_users,
+    "items": data.num_items,
+    "ties": "pessimistic (an item scored equal to the target ranks ahead of it)",
+  }
   if data.cold_items is not None:
-    out["cold_start"] = {"cold_items": int(len(data.cold_items)), "rule": cold.RULE,
-                         "interactions_removed": data.stats.get("interactions_removed_cold")}
+    out["cold_start"] = {
+      "cold_items": int(len(data.cold_items)),
+      "rule": cold.RULE,
+      "interactions_removed": data.stats.get("interactions_removed_cold"),
+    }
   return out
 
 
@@ -67,15 +76,23 @@ def make_eval_step(cfg: EvalConfig) -> Callable:
       hit = top == target[:, None]
       rank = jnp.where(hit.any(-1), jnp.argmax(hit, -1), kmax).astype(jnp.int32)
     out = {**metrics.ranking_metrics(rank, cfg.ks), "rank": rank}
-    if protocols.provides(model, protocols.GenerativeRetriever):   # how often free decoding invents items
+    if protocols.provides(model, protocols.GenerativeRetriever):  # how often free decoding invents items
       out[f"invalid_unconstrained@{kmax}"] = model.invalid_rate(batch, kmax).astype(jnp.float32)
     return out, top
 
   return step
 
 
-def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, max_len: int,
-             users: np.ndarray | None = None, examples: dict | None = None) -> tuple[dict, dict]:
+def evaluate(
+  run_step: Callable,
+  data: SeqData,
+  split: str,
+  cfg: EvalConfig,
+  *,
+  max_len: int,
+  users: np.ndarray | None = None,
+  examples: dict | None = None,
+) -> tuple[dict, dict]:
   """Runs `run_step(batch_np, key) -> (per_row, top)` (a jitted, sharded step) over every user of `split`
   (or over `examples`, the split's `eval_examples` when the caller keeps them between evaluations).
 
@@ -109,9 +126,10 @@ def evaluate(run_step: Callable, data: SeqData, split: str, cfg: EvalConfig, *, 
     if name in data.user_features:
       values = [data.user_features[name][u] for u in user_ids]
       groups[name] = metrics.group_metrics(per_user, values)
-  if data.cold_items is not None:      # the cold-start protocol: cases whose target was held out of training
+  if data.cold_items is not None:  # the cold-start protocol: cases whose target was held out of training
     groups["cold_start"] = metrics.group_metrics(
-        per_user, np.where(cold.is_cold(data, examples["target"]), "cold", "warm").tolist())
+      per_user, np.where(cold.is_cold(data, examples["target"]), "cold", "warm").tolist()
+    )
   return {k: float(v) for k, v in summary.items()}, groups
 
 

@@ -4,6 +4,7 @@ metrics.jsonl holds one row per logged (step, split). A run that starts at `init
 that checkpoint, 0 for a fresh run) first drops the rows of later steps: a killed run's steps past its last
 checkpoint are computed again and logged once.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ class RunLogger:
     if progress:
       from tqdm import tqdm
 
-      self._bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True,
-                       file=sys.stderr)
+      self._bar = tqdm(
+        total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+      )
 
   def write(self, step: int, split: str, values: dict) -> None:
     if not self.enabled:
@@ -82,7 +84,7 @@ def _drop_rows_after(path: Path, step: int) -> None:
     try:
       row_step = json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
-      row_step = None                   # a line torn by a kill mid-write
+      row_step = None  # a line torn by a kill mid-write
     if row_step is not None and row_step <= step:
       keep.append(line)
     else:

@@ -1,6 +1,7 @@
 """Per-device memory of a compiled train step, from abstract shapes: nothing is allocated, so a 10M-item table
 can be sized on a laptop before it meets an accelerator (`compiled.memory_analysis()`, as maxtext prints).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,17 +41,28 @@ def train_step_memory(cfg: ExperimentConfig, mesh) -> dict[str, int]:
   opt_sh = opt_shardings(tx, placed.params, placed.param_shardings, mesh)
   rep = sharding.replicated(mesh)
   state_sh = {"params": placed.param_shardings, "other": placed.other_shardings, "opt": opt_sh, "step": rep}
-  state = {"params": placed.params, "other": placed.other,
-           "opt": abstract_with(jax.eval_shape(tx.init, placed.params), opt_sh),
-           "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)}
+  state = {
+    "params": placed.params,
+    "other": placed.other,
+    "opt": abstract_with(jax.eval_shape(tx.init, placed.params), opt_sh),
+    "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=rep),
+  }
   rngs_sh = jax.tree.map(lambda _: rep, placed.rngs)
-  step = jax.jit(make_train_step(placed, tx, cfg), in_shardings=(state_sh, rngs_sh, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_sh, rep), donate_argnums=0)
+  step = jax.jit(
+    make_train_step(placed, tx, cfg),
+    in_shardings=(state_sh, rngs_sh, sharding.batch_sharding(mesh)),
+    out_shardings=(state_sh, rep),
+    donate_argnums=0,
+  )
   with jax.set_mesh(mesh):
     compiled = step.lower(state, placed.rngs, batch).compile()
   m = compiled.memory_analysis()
-  out = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-         "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
+  out = {
+    "arguments": m.argument_size_in_bytes,
+    "outputs": m.output_size_in_bytes,
+    "aliased": m.alias_size_in_bytes,
+    "temporaries": m.temp_size_in_bytes,
+  }
   out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
   out["parameters"] = sum(_local_bytes(v) for v in jax.tree.leaves(nnx.State(placed.params)))
   return out

@@ -4,6 +4,7 @@ Two layers. The jnp functions run inside the jitted eval step on [B, N] arrays s
 is item id n, column 0 is the padding item and is never a candidate. The NumPy functions run once on the
 gathered per-user outputs; in them item id 0 in a top-K list marks an empty slot and is ignored.
 """
+
 from __future__ import annotations
 
 import jax
@@ -31,8 +32,7 @@ def target_rank(scores_BxN: jax.Array, target_B: jax.Array, exclude_BxN: jax.Arr
   """
   scores_BxN = jnp.where(jnp.isnan(scores_BxN), -jnp.inf, scores_BxN)
   target_score_B = jnp.take_along_axis(scores_BxN, target_B[:, None].astype(jnp.int32), axis=1)[:, 0]
-  candidate_BxN = jnp.logical_and(_allowed(exclude_BxN),
-                                  jnp.logical_not(_is_target(scores_BxN.shape, target_B)))
+  candidate_BxN = jnp.logical_and(_allowed(exclude_BxN), jnp.logical_not(_is_target(scores_BxN.shape, target_B)))
   ahead_BxN = jnp.logical_and(candidate_BxN, scores_BxN >= target_score_B[:, None])
   return jnp.sum(ahead_BxN, axis=1, dtype=jnp.int32)
 
@@ -50,8 +50,7 @@ def ranking_metrics(rank_B: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.Arr
   return out
 
 
-def sampled_exclude(key: jax.Array, exclude_BxN: jax.Array, target_B: jax.Array,
-                    num_negatives: int) -> jax.Array:
+def sampled_exclude(key: jax.Array, exclude_BxN: jax.Array, target_B: jax.Array, num_negatives: int) -> jax.Array:
   """The exclusion mask of the "sampled:N" protocol: exactly `num_negatives` negatives drawn uniformly without
   replacement from the allowed items (not excluded, not padding, not the target), plus the target, are left.
 
@@ -112,7 +111,7 @@ def intra_list_diversity(topk_UxK: np.ndarray, item_features_NxF: np.ndarray, ch
   upper_KxK = np.triu(np.ones((k, k), bool), 1)
   per_user = []
   for start in range(0, topk_UxK.shape[0], chunk):
-    ids_CxK = topk_UxK[start:start + chunk]
+    ids_CxK = topk_UxK[start : start + chunk]
     valid_CxK = ids_CxK != 0
     unit_CxKxF = unit_NxF[ids_CxK]
     sim_CxKxK = np.einsum("ckf,cjf->ckj", unit_CxKxF, unit_CxKxF)

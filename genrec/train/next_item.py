@@ -6,6 +6,7 @@ Batches (genrec.data.pipeline, left-padded, 0 = padding):
   eval:  {"history": int32 [B, L], "seen": int32 [B, S], "target": int32 [B], "user": int32 [B]}
 A model provides `loss` and `recommend` (protocols.Recommender), and `score` (protocols.Scorer) for exact ranks.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,21 +31,28 @@ class NextItemTask(Task):
 
   def train_dataset(self, *, process_index: int, process_count: int):
     cfg = self.cfg
-    return next_item_train(self.data, max_len=cfg.data.max_len, global_batch=cfg.trainer.batch_size,
-                           seed=cfg.data.seed, window=cfg.data.train_window, process_index=process_index,
-                           process_count=process_count)
+    return next_item_train(
+      self.data,
+      max_len=cfg.data.max_len,
+      global_batch=cfg.trainer.batch_size,
+      seed=cfg.data.seed,
+      window=cfg.data.train_window,
+      process_index=process_index,
+      process_count=process_count,
+    )
 
   def evaluator(self, placed):
     runner = make_eval_runner(placed, self.cfg)
 
-    examples = {}     # host arrays per split, built once: every validation reuses them
+    examples = {}  # host arrays per split, built once: every validation reuses them
 
     def evaluate(params, other, split):
       step = lambda batch, key: runner(params, other, placed.rngs, batch, key)
       if split not in examples:
         examples[split] = eval_examples(self.data, split, max_len=self.cfg.data.max_len)
-      return eval_lib.evaluate(step, self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len,
-                               examples=examples[split])
+      return eval_lib.evaluate(
+        step, self.data, split, self.cfg.eval, max_len=self.cfg.data.max_len, examples=examples[split]
+      )
 
     return evaluate
 

@@ -1,4 +1,5 @@
 """The optimizer and learning-rate schedule, built from TrainerConfig (the optimizer lives outside the model)."""
+
 from __future__ import annotations
 
 import jax

@@ -1,4 +1,5 @@
 """Human-readable result tables (the machine-readable contract is results.json)."""
+
 from __future__ import annotations
 
 MAIN = ("recall", "ndcg", "mrr")
@@ -6,8 +7,10 @@ BEYOND = ("coverage", "diversity", "novelty")
 
 
 def protocol_line(protocol: dict) -> str:
-  return (f"protocol: {protocol['dataset']} ({protocol['users']} users, {protocol['items']} items), "
-          f"split={protocol['split']}, candidates={protocol['candidates']}, ties={protocol['ties'].split(' ')[0]}")
+  return (
+    f"protocol: {protocol['dataset']} ({protocol['users']} users, {protocol['items']} items), "
+    f"split={protocol['split']}, candidates={protocol['candidates']}, ties={protocol['ties'].split(' ')[0]}"
+  )
 
 
 def results_table(results: dict) -> str:
@@ -50,9 +53,11 @@ def _stage_table(results: dict) -> str:
   if sid:
     st = sid["stats"]
     lines.append("")
-    lines.append(f"semantic IDs: {sid['items']} items x {sid['digits']} digits (version {sid['version']}); "
-                 f"collision rate before the extra digit {st['collision_rate']:.4f}, "
-                 f"codebook usage per level {', '.join(f'{u:.2f}' for u in st['usage'])}")
+    lines.append(
+      f"semantic IDs: {sid['items']} items x {sid['digits']} digits (version {sid['version']}); "
+      f"collision rate before the extra digit {st['collision_rate']:.4f}, "
+      f"codebook usage per level {', '.join(f'{u:.2f}' for u in st['usage'])}"
+    )
   return "\n".join(lines)
 
 
@@ -61,15 +66,20 @@ def _pointwise_table(results: dict) -> str:
   sampled candidates (with the examples ranked) when the protocol ranks."""
   p = results["protocol"]
   ranks = "hr@1" in results["test"]
-  lines = [f"{results['model']}:{results['preset']}  —  protocol: {p['dataset']} ({p['users']} users, "
-           f"{p['items']} items), split={p['split']}, label={p['label']}"
-           + (f", candidates={p['candidates']} (HR@1: the target vs unseen negatives)" if ranks else ""), ""]
+  lines = [
+    f"{results['model']}:{results['preset']}  —  protocol: {p['dataset']} ({p['users']} users, "
+    f"{p['items']} items), split={p['split']}, label={p['label']}"
+    + (f", candidates={p['candidates']} (HR@1: the target vs unseen negatives)" if ranks else ""),
+    "",
+  ]
   lines.append("| split | examples | AUC | UAUC | UAUC users | logloss |" + (" HR@1 | ranked |" if ranks else ""))
   lines.append("|---" * (8 if ranks else 6) + "|")
   for split in ("valid", "test"):
     m = results[split]
-    lines.append(f"| {split} | {p['examples'][split]} | {m['auc']:.4f} | {m['uauc']:.4f} | {m['uauc_users']} | "
-                 f"{m['logloss']:.4f} |" + (f" {m['hr@1']:.4f} | {m['ranked']} |" if ranks else ""))
+    lines.append(
+      f"| {split} | {p['examples'][split]} | {m['auc']:.4f} | {m['uauc']:.4f} | {m['uauc_users']} | "
+      f"{m['logloss']:.4f} |" + (f" {m['hr@1']:.4f} | {m['ranked']} |" if ranks else "")
+    )
   cf = results.get("cf_artifact")
   if cf:
     lines.append("")
@@ -80,5 +90,7 @@ def _pointwise_table(results: dict) -> str:
 def _run_lines(results: dict) -> list[str]:
   if results.get("train_seconds") is None:
     return []
-  return ["", f"steps={results.get('steps')} best_step={results.get('best_step')} "
-              f"train_seconds={results['train_seconds']}"]
+  return [
+    "",
+    f"steps={results.get('steps')} best_step={results.get('best_step')} train_seconds={results['train_seconds']}",
+  ]

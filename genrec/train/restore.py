@@ -2,6 +2,7 @@
 any mesh. The engine's half of `genrec.load` (which adds the added-items overlay and the user-facing `Run`);
 warm starts and the family tools that read other runs (tokenizers, encoders) use it directly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ from genrec.train.state import PlacedModel, abstract_with, opt_shardings, place
 @dataclasses.dataclass
 class Restored:
   """A run's config, checkpoint `meta` and parameters (`placed`, eval mode through `model`)."""
+
   workdir: Path
   config: ExperimentConfig
   meta: dict
@@ -48,8 +50,10 @@ def restore(workdir: str | Path, *, which: str = "best", step: int | None = None
   if not workdir.is_dir():
     raise CheckpointError(f"{workdir} does not exist")
   if not is_run(workdir):
-    raise CheckpointError(f"{workdir} is not a genrec run: no 'best/' or 'checkpoints/' folder in it "
-                          "(train one with `genrec train MODEL:PRESET --workdir DIR`)")
+    raise CheckpointError(
+      f"{workdir} is not a genrec run: no 'best/' or 'checkpoints/' folder in it "
+      "(train one with `genrec train MODEL:PRESET --workdir DIR`)"
+    )
   if which not in ("best", "latest"):
     raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
   folder = workdir / ("best" if which == "best" else "checkpoints")
@@ -62,8 +66,9 @@ def restore(workdir: str | Path, *, which: str = "best", step: int | None = None
   try:
     cfg = config_lib.from_dict(ExperimentConfig, meta["config"])
   except registry.UnknownModelError as e:
-    raise registry.UnknownModelError(f"{workdir} holds a run of model {meta['model_name']!r}, which is not "
-                                     f"registered in this process: {e}") from None
+    raise registry.UnknownModelError(
+      f"{workdir} holds a run of model {meta['model_name']!r}, which is not registered in this process: {e}"
+    ) from None
   mesh = mesh if mesh is not None else sharding.make_mesh(dataclasses.replace(MeshConfig(), rules=cfg.mesh.rules))
   placed = place(cfg, mesh, init=False)
   target = {"params": placed.params, "other": placed.other}
@@ -80,5 +85,9 @@ def _full_target(placed: PlacedModel):
   opt_sh = opt_shardings(tx, placed.params, placed.param_shardings, placed.mesh)
   abstract_opt = jax.eval_shape(tx.init, placed.params)
   rep = sharding.replicated(placed.mesh)
-  return {"params": placed.params, "other": placed.other, "opt": abstract_with(abstract_opt, opt_sh),
-          "step": jax.ShapeDtypeStruct((), np.int32, sharding=rep)}
+  return {
+    "params": placed.params,
+    "other": placed.other,
+    "opt": abstract_with(abstract_opt, opt_sh),
+    "step": jax.ShapeDtypeStruct((), np.int32, sharding=rep),
+  }

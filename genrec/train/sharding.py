@@ -1,4 +1,5 @@
 """The mesh, the logical-axis rules, and the shardings every jitted function declares."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,8 @@ import math
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from genrec.config import ConfigError, MeshConfig
 
@@ -25,8 +27,10 @@ def make_mesh(cfg: MeshConfig, devices=None) -> jax.sharding.Mesh:
       raise ConfigError(f"mesh: {len(devices)} devices do not divide into axes of product {known}")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) > len(devices) or min(sizes) < 1:
-    raise ConfigError(f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
-                      f"{math.prod(sizes)} devices; {len(devices)} available")
+    raise ConfigError(
+      f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+      f"{math.prod(sizes)} devices; {len(devices)} available"
+    )
   devices = np.asarray(devices[: math.prod(sizes)]).reshape(sizes)
   return jax.sharding.Mesh(devices, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 

@@ -1,5 +1,6 @@
 """A model placed on a mesh: abstract init, the shardings its logical axes ask for, then a jitted init that
 creates every parameter directly on its devices. Shared by the trainer and `genrec.load`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from genrec.config import ConfigError, ExperimentConfig
 from genrec import registry
+from genrec.config import ConfigError, ExperimentConfig
 from genrec.models import protocols
 from genrec.train import sharding
 
@@ -19,6 +20,7 @@ from genrec.train import sharding
 class PlacedModel:
   """graphdef + states of one model on one mesh. `rngs` (dropout streams) is rebuilt, never checkpointed:
   every train step reseeds it from (seed, step), so a resumed run draws the same masks."""
+
   cfg: ExperimentConfig
   mesh: jax.sharding.Mesh
   graphdef: nnx.GraphDef
@@ -50,12 +52,14 @@ def construct(cfg: ExperimentConfig):
     raise ConfigError(f"{cfg.model_name}: integer model settings cannot be negative: {', '.join(negative)}")
   try:
     return model_cls(cfg.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-  except (ZeroDivisionError, TypeError) as e:       # a size of 0 reached arithmetic (e.g. model.dim=0)
+  except (ZeroDivisionError, TypeError) as e:  # a size of 0 reached arithmetic (e.g. model.dim=0)
     zero = [f"model.{k}=0" for k, v in sizes.items() if v == 0]
     if not zero:
       raise
-    raise ConfigError(f"building {cfg.model_name} from its config failed ({type(e).__name__}: {e}); settings that "
-                      f"are 0: {', '.join(zero)} (sizes such as dim, heads and layers must be > 0)") from e
+    raise ConfigError(
+      f"building {cfg.model_name} from its config failed ({type(e).__name__}: {e}); settings that "
+      f"are 0: {', '.join(zero)} (sizes such as dim, heads and layers must be > 0)"
+    ) from e
 
 
 def trainable_filter(cfg: ExperimentConfig):
@@ -98,9 +102,14 @@ def opt_shardings(tx, abstract_params, param_shardings, mesh):
   """Shardings of tx's state: each parameter-shaped leaf like its parameter, the rest (counts) replicated."""
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
   rep = sharding.replicated(mesh)
-  return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
-                               transform_non_params=lambda _: rep,
-                               is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return optax.tree_map_params(
+    tx,
+    lambda _, s: s,
+    abstract_opt,
+    param_shardings,
+    transform_non_params=lambda _: rep,
+    is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
 
 
 def reseed(rngs_state, key):

@@ -13,6 +13,7 @@ What a task needs from a model is written down as protocols (`requires`, genrec.
 before anything is built. A task that reads other runs says which (`stages(cfg)`); genrec.pipeline resolves
 them to run folders before the trainer starts and hands them over as `Stages`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ class StageRef:
   `folder`. `artifact` is what the dependent reads from it; `data` says whose data the stage trains on:
   "catalogue" (the dependent's, keeping the stage preset's own history fields: same catalogue) or "own" (the
   stage preset's, with the dependent's data folder and cold-start split). `setting` names the config key."""
+
   spec: str = ""
   overrides: tuple[str, ...] = ()
   folder: str = ""
@@ -54,6 +56,7 @@ def item_embeddings_stage(data_cfg: DataConfig) -> dict[str, StageRef]:
 @dataclasses.dataclass(frozen=True)
 class Missing:
   """Why a stage is not at hand: where it was looked for (`folder`), or why it could not be (`reason`)."""
+
   spec: str
   who: str
   folder: str = ""
@@ -65,8 +68,10 @@ class Stages:
   that was not resolved to a finished run is a MissingStageError when asked for, saying where it was looked for
   (`missing[role]`) and what to do (`advice`)."""
 
-  ADVICE = ("evaluation and loading never train a stage: the genrec train command of this run builds it (or set "
-            "GENREC_CACHE to the cache it was trained in)")
+  ADVICE = (
+    "evaluation and loading never train a stage: the genrec train command of this run builds it (or set "
+    "GENREC_CACHE to the cache it was trained in)"
+  )
 
   def __init__(self, folders: dict[str, Path] | None = None, missing: dict[str, Missing] | None = None):
     self.folders = dict(folders or {})
@@ -81,8 +86,9 @@ class Stages:
     if m is not None:
       raise MissingStageError(f"the {role} stage {m.spec} of {m.who} is not in {m.folder}; {advice or self.ADVICE}")
     raise MissingStageError(
-        f"this run reads its {role} stage, which was not resolved to a run folder: train through genrec train "
-        "(or genrec.pipeline.train), which trains or reuses the stages a config depends on first")
+      f"this run reads its {role} stage, which was not resolved to a run folder: train through genrec train "
+      "(or genrec.pipeline.train), which trains or reuses the stages a config depends on first"
+    )
 
   def __contains__(self, role: str) -> bool:
     return role in self.folders
@@ -96,8 +102,8 @@ class Task:
 
   requires: tuple[type, ...] = (protocols.Trainable,)
   config_requires: tuple[type, ...] = ()
-  exports: tuple[str, ...] = ()           # artifact names a finished run of this task leaves for other runs
-  name = ""                               # set by register_task
+  exports: tuple[str, ...] = ()  # artifact names a finished run of this task leaves for other runs
+  name = ""  # set by register_task
 
   def __init__(self, cfg: ExperimentConfig, data, stages: Stages | None = None):
     self.cfg, self.data = cfg, data
@@ -161,18 +167,22 @@ def register_task(name: str):
 def task_name(cfg: ExperimentConfig) -> str:
   name = getattr(cfg.model, "task", None)
   if not isinstance(name, str) or not name:
-    raise ConfigError(f"the config of model {cfg.model_name!r} ({type(cfg.model).__name__}) has no `task` field; "
-                      "add one naming its task, e.g. `task: str = \"next_item\"`")
+    raise ConfigError(
+      f"the config of model {cfg.model_name!r} ({type(cfg.model).__name__}) has no `task` field; "
+      'add one naming its task, e.g. `task: str = "next_item"`'
+    )
   return name
 
 
 def task_class(cfg: ExperimentConfig) -> type[Task]:
   name = task_name(cfg)
   if name not in _TASKS:
-    raise ConfigError(f"model {cfg.model_name!r} needs task {name!r}, which is not registered in this process; "
-                      f"registered tasks: {sorted(_TASKS)}. genrec's family tasks register when genrec.families is "
-                      "imported (genrec.pipeline, genrec.load and the command line do); a task defined outside "
-                      "genrec needs --import MODULE")
+    raise ConfigError(
+      f"model {cfg.model_name!r} needs task {name!r}, which is not registered in this process; "
+      f"registered tasks: {sorted(_TASKS)}. genrec's family tasks register when genrec.families is "
+      "imported (genrec.pipeline, genrec.load and the command line do); a task defined outside "
+      "genrec needs --import MODULE"
+    )
   return _TASKS[name]
 
 

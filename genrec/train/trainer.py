@@ -8,6 +8,7 @@ genrec.pipeline resolves (and trains) them first: `genrec.pipeline.train(cfg, wo
 Resumes from the latest checkpoint in `workdir` by default; keeps the best model by a validation metric in
 `workdir/best`; writes `workdir/results.json` at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,25 @@ from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.files import atomic_write
 from genrec.train import checkpoint as ckpt_lib
-from genrec.train import next_item  # noqa: F401  (registers the engine's own task)
-from genrec.train import optim, sharding
+from genrec.train import (
+  next_item,  # noqa: F401  (registers the engine's own task)
+  optim,
+  sharding,
+)
 from genrec.train.logging import RunLogger
-from genrec.train.tasks import Stages, get_task
 from genrec.train.state import PlacedModel, abstract_with, cast_floating, opt_shardings, place, reseed
+from genrec.train.tasks import Stages, get_task
 
 # Keys that may change between a run and its resumption (they do not change what a step computes).
-RESUMABLE_KEYS = ("trainer.steps", "trainer.eval_every", "trainer.log_every", "trainer.checkpoint_every",
-                  "trainer.progress", "trainer.patience", "eval.batch_size")
+RESUMABLE_KEYS = (
+  "trainer.steps",
+  "trainer.eval_every",
+  "trainer.log_every",
+  "trainer.checkpoint_every",
+  "trainer.progress",
+  "trainer.patience",
+  "eval.batch_size",
+)
 
 
 # A few batches ahead is plenty (grain's default of 500 wastes CPU and memory on a resume).
@@ -93,8 +104,18 @@ def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
 class Trainer:
   """Holds the compiled functions of one run; `run()` trains, evaluates and checkpoints."""
 
-  def __init__(self, cfg: ExperimentConfig, workdir: str | Path, *, data=None, mesh=None, resume: bool = True,
-               init_from: str | Path | None = None, init_which: str = "best", stages: Stages | None = None):
+  def __init__(
+    self,
+    cfg: ExperimentConfig,
+    workdir: str | Path,
+    *,
+    data=None,
+    mesh=None,
+    resume: bool = True,
+    init_from: str | Path | None = None,
+    init_which: str = "best",
+    stages: Stages | None = None,
+  ):
     self.workdir = Path(workdir)
     check_settings(cfg)
     self.data = data if data is not None else load_dataset(cfg.data)
@@ -103,13 +124,16 @@ class Trainer:
     if cfg.trainer.best_mode not in ("max", "min"):
       raise ConfigError(f"trainer.best_mode must be 'max' or 'min', got {cfg.trainer.best_mode!r}")
     if cfg.trainer.batch_size % cfg.trainer.grad_accum:
-      raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by "
-                        f"trainer.grad_accum={cfg.trainer.grad_accum}")
+      raise ConfigError(
+        f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by trainer.grad_accum={cfg.trainer.grad_accum}"
+      )
     self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg.mesh)
     dp = sharding.data_parallel_size(self.mesh)
     if (cfg.trainer.batch_size // cfg.trainer.grad_accum) % dp or cfg.eval.batch_size % dp:
-      raise ConfigError(f"batch sizes (trainer {cfg.trainer.batch_size} / grad_accum {cfg.trainer.grad_accum}, "
-                        f"eval {cfg.eval.batch_size}) must divide over {dp} data-parallel devices")
+      raise ConfigError(
+        f"batch sizes (trainer {cfg.trainer.batch_size} / grad_accum {cfg.trainer.grad_accum}, "
+        f"eval {cfg.eval.batch_size}) must divide over {dp} data-parallel devices"
+      )
     self.checkpoints = ckpt_lib.Checkpointer(self.workdir / "checkpoints", max_to_keep=cfg.trainer.keep_checkpoints)
     self.best = ckpt_lib.Checkpointer(self.workdir / "best", max_to_keep=1)
     resuming = resume and self.checkpoints.latest_step() is not None
@@ -117,7 +141,7 @@ class Trainer:
     if not resuming:
       self.task.prepare(self.placed, jax.random.key(cfg.trainer.seed))
     self.init_info = None
-    if init_from is not None and not resuming:     # a resumed run continues from its own checkpoint
+    if init_from is not None and not resuming:  # a resumed run continues from its own checkpoint
       from genrec.train.warm_start import warm_start
 
       self.init_info = warm_start(self.placed, cfg, self.data, init_from, init_which)
@@ -130,15 +154,21 @@ class Trainer:
     self.state_shardings = {"params": p_sh, "other": self.placed.other_shardings, "opt": opt_sh, "step": rep}
     with jax.set_mesh(self.mesh):
       opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(self.placed.params)
-    self.state = {"params": self.placed.params, "other": self.placed.other, "opt": opt_state,
-                  "step": jax.device_put(jnp.zeros((), jnp.int32), rep)}
+    self.state = {
+      "params": self.placed.params,
+      "other": self.placed.other,
+      "opt": opt_state,
+      "step": jax.device_put(jnp.zeros((), jnp.int32), rep),
+    }
     rngs_sh = jax.tree.map(lambda _: rep, self.placed.rngs)
-    self._step = jax.jit(make_train_step(self.placed, self.tx, cfg),
-                         in_shardings=(self.state_shardings, rngs_sh, self.batch_sharding),
-                         out_shardings=(self.state_shardings, rep), donate_argnums=0)
+    self._step = jax.jit(
+      make_train_step(self.placed, self.tx, cfg),
+      in_shardings=(self.state_shardings, rngs_sh, self.batch_sharding),
+      out_shardings=(self.state_shardings, rep),
+      donate_argnums=0,
+    )
     self._evaluate = self.task.evaluator(self.placed)
-    self.train_data = self.task.train_dataset(process_index=jax.process_index(),
-                                              process_count=jax.process_count())
+    self.train_data = self.task.train_dataset(process_index=jax.process_index(), process_count=jax.process_count())
     self.data_state = {"next_index": 0}
     self.best_value = -np.inf
     self.evals_since_best = 0
@@ -147,10 +177,17 @@ class Trainer:
 
   # -- checkpoints ------------------------------------------------------------------------------------------
   def _meta(self, extra=None) -> dict:
-    return {"config": config_lib.to_dict(self.cfg), "model_name": self.cfg.model_name,
-            "preset": self.cfg.preset, "step": int(self.state["step"]), "data_state": self.data_state,
-            "best_value": float(self.best_value), "evals_since_best": self.evals_since_best,
-            "format": "genrec-checkpoint-1", **(extra or {})}
+    return {
+      "config": config_lib.to_dict(self.cfg),
+      "model_name": self.cfg.model_name,
+      "preset": self.cfg.preset,
+      "step": int(self.state["step"]),
+      "data_state": self.data_state,
+      "best_value": float(self.best_value),
+      "evals_since_best": self.evals_since_best,
+      "format": "genrec-checkpoint-1",
+      **(extra or {}),
+    }
 
   def _saved_state(self):
     return {k: self.state[k] for k in ("params", "other", "opt", "step")}
@@ -171,8 +208,11 @@ class Trainer:
         if jax.process_index() == 0:
           print(f"genrec: skipping a damaged checkpoint: {e}", file=sys.stderr)
     else:
-      raise ckpt_lib.CheckpointError(f"no readable checkpoint in {self.checkpoints.directory}: " +
-                                     "; ".join(failures) + " (pass --fresh to start over)")
+      raise ckpt_lib.CheckpointError(
+        f"no readable checkpoint in {self.checkpoints.directory}: "
+        + "; ".join(failures)
+        + " (pass --fresh to start over)"
+      )
     if failures and jax.process_index() == 0:
       print(f"genrec: resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
     self.data_state = meta["data_state"]
@@ -206,7 +246,7 @@ class Trainer:
     last = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
     stop = False
     self.interrupted = None
-    if tcfg.steps == 0 and self.best.latest_step() is None:   # a model fitted in prepare() (no gradient steps)
+    if tcfg.steps == 0 and self.best.latest_step() is None:  # a model fitted in prepare() (no gradient steps)
       self._validate(logger, 0)
       self.checkpoints.save(0, self._saved_state(), self._meta())
     restore_handlers = _catch_stop_signals(self)
@@ -217,7 +257,7 @@ class Trainer:
         self.state, metrics = self._step(self.state, self.placed.rngs, batch)
         step += 1
         self.data_state = iterator.get_state()
-        if pending is not None:                    # metrics read one step late: no host sync on this step
+        if pending is not None:  # metrics read one step late: no host sync on this step
           self._log_train(logger, *pending)
         pending = (step, metrics)
         stop = False
@@ -236,8 +276,10 @@ class Trainer:
         if self.interrupted is not None:
           if step % tcfg.checkpoint_every and step not in (tcfg.steps, last):
             self.checkpoints.save(step, self._saved_state(), self._meta())
-          logger.message(f"{self.interrupted}: stopped after step {step} with a checkpoint; the same "
-                         f"`genrec train` on {self.workdir} resumes from it")
+          logger.message(
+            f"{self.interrupted}: stopped after step {step} with a checkpoint; the same "
+            f"`genrec train` on {self.workdir} resumes from it"
+          )
           break
       if pending is not None:
         self._log_train(logger, *pending)
@@ -253,8 +295,10 @@ class Trainer:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     values["lr"] = float(self.schedule(step - 1))
     if not np.isfinite(values["loss"]):
-      raise NonFiniteLossError(f"loss became {values['loss']} at step {step} (lr {values['lr']:.3g}); lower "
-                               "trainer.learning_rate, enable trainer.clip_norm, or check the data")
+      raise NonFiniteLossError(
+        f"loss became {values['loss']} at step {step} (lr {values['lr']:.3g}); lower "
+        "trainer.learning_rate, enable trainer.clip_norm, or check the data"
+      )
     if step % self.cfg.trainer.log_every == 0:
       logger.write(step, "train", values)
     logger.advance(0, {"loss": values["loss"]})
@@ -267,12 +311,17 @@ class Trainer:
       raise ConfigError(f"trainer.best_metric={name!r} is not a validation metric; choose from {sorted(summary)}")
     value = summary[name]
     score = value if self.cfg.trainer.best_mode == "max" else -value
-    logger.message(f"step {step}: valid {name}={value:.4f} " +
-                   " ".join(f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@", "uauc", "logloss"))))
+    logger.message(
+      f"step {step}: valid {name}={value:.4f} "
+      + " ".join(
+        f"{k}={summary[k]:.4f}" for k in sorted(summary) if k.startswith(("recall@", "mrr@", "uauc", "logloss"))
+      )
+    )
     if score > self.best_value:
       self.best_value, self.evals_since_best = score, 0
-      self.best.save(step, {"params": self.state["params"], "other": self.state["other"]},
-                     self._meta({"valid": summary}))
+      self.best.save(
+        step, {"params": self.state["params"], "other": self.state["other"]}, self._meta({"valid": summary})
+      )
     else:
       self.evals_since_best += 1
     return self.cfg.trainer.patience > 0 and self.evals_since_best >= self.cfg.trainer.patience
@@ -282,18 +331,26 @@ class Trainer:
     params, other = self.state["params"], self.state["other"]
     best_step = self.best.latest_step()
     if best_step is not None:
-      target = abstract_with({"params": params, "other": other},
-                                      {"params": self.state_shardings["params"],
-                                       "other": self.state_shardings["other"]})
+      target = abstract_with(
+        {"params": params, "other": other},
+        {"params": self.state_shardings["params"], "other": self.state_shardings["other"]},
+      )
       restored = self.best.restore(best_step, target)
       params, other = restored["params"], restored["other"]
     valid, _ = self.evaluate("valid", params, other)
     test, groups = self.evaluate("test", params, other)
-    results = {"model": self.cfg.model_name, "preset": self.cfg.preset,
-               "protocol": self.task.protocol(), "valid": valid, "test": test,
-               "groups": {"test": groups}, "best_step": best_step, "steps": steps,
-               "train_seconds": round(train_seconds, 2),
-               "seconds_to_best": None if best_seconds is None else round(best_seconds, 2)}
+    results = {
+      "model": self.cfg.model_name,
+      "preset": self.cfg.preset,
+      "protocol": self.task.protocol(),
+      "valid": valid,
+      "test": test,
+      "groups": {"test": groups},
+      "best_step": best_step,
+      "steps": steps,
+      "train_seconds": round(train_seconds, 2),
+      "seconds_to_best": None if best_seconds is None else round(best_seconds, 2),
+    }
     if self.init_info is not None:
       results["init_from"] = self.init_info
     results.update(self.task.finish(self, params, other))
@@ -304,16 +361,22 @@ class Trainer:
 def check_settings(cfg: ExperimentConfig) -> None:
   """The trainer, data and eval numbers that must be positive, checked before any folder is created."""
   t = cfg.trainer
-  at_least = {"trainer.steps": (t.steps, 0), "trainer.batch_size": (t.batch_size, 1),
-              "trainer.grad_accum": (t.grad_accum, 1), "trainer.eval_every": (t.eval_every, 1),
-              "trainer.checkpoint_every": (t.checkpoint_every, 1), "trainer.log_every": (t.log_every, 1),
-              "eval.batch_size": (cfg.eval.batch_size, 1), "data.max_len": (cfg.data.max_len, 1)}
+  at_least = {
+    "trainer.steps": (t.steps, 0),
+    "trainer.batch_size": (t.batch_size, 1),
+    "trainer.grad_accum": (t.grad_accum, 1),
+    "trainer.eval_every": (t.eval_every, 1),
+    "trainer.checkpoint_every": (t.checkpoint_every, 1),
+    "trainer.log_every": (t.log_every, 1),
+    "eval.batch_size": (cfg.eval.batch_size, 1),
+    "data.max_len": (cfg.data.max_len, 1),
+  }
   for key, (value, low) in at_least.items():
     if value < low:
       raise ConfigError(f"{key} must be >= {low}, got {value}")
   if not cfg.eval.ks or min(cfg.eval.ks) < 1:
     raise ConfigError(f"eval.ks must be cutoffs >= 1 (e.g. 5,10), got {list(cfg.eval.ks)}")
-  optim.schedule(cfg.trainer)            # an unknown trainer.schedule is an error here, not after mkdir
+  optim.schedule(cfg.trainer)  # an unknown trainer.schedule is an error here, not after mkdir
 
 
 def _catch_stop_signals(trainer) -> Callable[[], None]:
@@ -334,8 +397,10 @@ def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Pa
   a, b = _flat(config_lib.to_dict(saved)), _flat(config_lib.to_dict(cfg))
   diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
   if diff:
-    raise ConfigError(f"{workdir} holds a run with a different config ({', '.join(diff[:6])} differ); "
-                      "use another --workdir, or pass --fresh to start over")
+    raise ConfigError(
+      f"{workdir} holds a run with a different config ({', '.join(diff[:6])} differ); "
+      "use another --workdir, or pass --fresh to start over"
+    )
 
 
 def _flat(d, prefix=""):

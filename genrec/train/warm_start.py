@@ -7,6 +7,7 @@ shrank or was renumbered keeps what the old run learned about every item it knew
 their fresh initialisation. Row 0 (padding) and any special rows after the catalogue (e.g. a mask token)
 carry over by position.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,12 +23,13 @@ def check_compatible(old: ExperimentConfig, new: ExperimentConfig, source) -> No
   if old.model_name != new.model_name:
     raise ConfigError(f"--init-from {source}: it is a {old.model_name!r} run; this is {new.model_name!r}")
   a, b = config_lib.to_dict(old.model), config_lib.to_dict(new.model)
-  free = GROWABLE + tuple(getattr(new.model, "warm_start_free", ()))   # e.g. CoLLM's training stage
+  free = GROWABLE + tuple(getattr(new.model, "warm_start_free", ()))  # e.g. CoLLM's training stage
   diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in free)
   if diff:
     shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-    raise ConfigError(f"--init-from {source}: the model config differs ({shown}); only "
-                      f"{', '.join(free)} may change when warm starting")
+    raise ConfigError(
+      f"--init-from {source}: the model config differs ({shown}); only {', '.join(free)} may change when warm starting"
+    )
 
 
 def item_rows(old_raw: list[str], new_raw: list[str], old_rows: int, new_rows: int) -> np.ndarray:
@@ -38,7 +40,7 @@ def item_rows(old_raw: list[str], new_raw: list[str], old_rows: int, new_rows: i
   index[0] = 0
   for j in range(1, min(new_n + 1, new_rows)):
     index[j] = lookup.get(new_raw[j], -1)
-  for j in range(new_n + 1, new_rows):          # special rows after the catalogue, by position
+  for j in range(new_n + 1, new_rows):  # special rows after the catalogue, by position
     i = old_n + 1 + (j - new_n - 1)
     index[j] = i if i < old_rows else -1
   return index
@@ -66,18 +68,19 @@ def transfer(old_flat: dict, new_state, shardings, old_raw: list[str], new_raw: 
     old = np.asarray(jax.device_get(old_flat[path].get_value()))
     axis = _item_axis(var)
     if axis is not None and (old.shape != var.shape or old_raw != new_raw):
-      if old.shape[:axis] + old.shape[axis + 1:] != var.shape[:axis] + var.shape[axis + 1:]:
-        raise ConfigError(f"--init-from {source}: parameter {name} has shape {old.shape}, this model "
-                          f"needs {var.shape}; only the item axis may differ")
+      if old.shape[:axis] + old.shape[axis + 1 :] != var.shape[:axis] + var.shape[axis + 1 :]:
+        raise ConfigError(
+          f"--init-from {source}: parameter {name} has shape {old.shape}, this model "
+          f"needs {var.shape}; only the item axis may differ"
+        )
       index = item_rows(old_raw, new_raw, old.shape[axis], var.shape[axis])
       fresh = np.asarray(jax.device_get(var.get_value()))
       taken = np.take(old, np.maximum(index, 0), axis=axis)
       keep = (index >= 0).reshape([-1 if d == axis else 1 for d in range(old.ndim)])
       value = np.where(keep, taken, fresh)
-      carried = int((index[1:len(new_raw)] >= 0).sum())
+      carried = int((index[1 : len(new_raw)] >= 0).sum())
     elif old.shape != var.shape:
-      raise ConfigError(f"--init-from {source}: parameter {name} has shape {old.shape}, this model needs "
-                        f"{var.shape}")
+      raise ConfigError(f"--init-from {source}: parameter {name} has shape {old.shape}, this model needs {var.shape}")
     else:
       value = old
     leaves.append((path, var.replace(value.astype(var.get_value().dtype))))

@@ -1,5 +1,6 @@
 """Amazon 2014 builder on tiny fixture files in the UCSD formats (reviews: JSON lines; meta: Python dict literals),
 through TFDS into array_record and `load_dataset`; the image cache against a local HTTP server."""
+
 from __future__ import annotations
 
 import os
@@ -9,20 +10,29 @@ import socket
 import numpy as np
 import pytest
 
+from fixtures_amazon import review_lines, server, write_gz  # noqa: F401 (a fixture); tests/ is on sys.path
 from genrec.cli import main as genrec_cli
 from genrec.config import DataConfig
-from genrec.data import load_dataset
-from genrec.data import amazon
+from genrec.data import amazon, load_dataset
 from genrec.data.amazon import DataError, DataNotFoundError, amazon_tables
 from genrec.data.image_cache import cache_folder, cache_images
 from genrec.data.images import decode
 
-from fixtures_amazon import review_lines, server, write_gz  # noqa: F401 (a fixture); tests/ is on sys.path
-
 # (reviewerID, asin, overall, unixReviewTime) in file order: not time-sorted, with a tie (U1 at 100).
-REVIEWS = [("U1", "B001", 5.0, 300), ("U2", "B002", 4.0, 50), ("U1", "B002", 3.0, 100), ("U3", "B004", 1.0, 10),
-           ("U1", "B003", 4.0, 100), ("U2", "B003", 2.0, 60), ("U3", "B005", 5.0, 20), ("U2", "B001", 5.0, 40),
-           ("U4", "B006", 3.0, 5), ("U3", "B006", 4.0, 30), ("U4", "B001", 4.0, 6), ("U1", "B006", 2.0, 50)]
+REVIEWS = [
+  ("U1", "B001", 5.0, 300),
+  ("U2", "B002", 4.0, 50),
+  ("U1", "B002", 3.0, 100),
+  ("U3", "B004", 1.0, 10),
+  ("U1", "B003", 4.0, 100),
+  ("U2", "B003", 2.0, 60),
+  ("U3", "B005", 5.0, 20),
+  ("U2", "B001", 5.0, 40),
+  ("U4", "B006", 3.0, 5),
+  ("U3", "B006", 4.0, 30),
+  ("U4", "B001", 4.0, 6),
+  ("U1", "B006", 2.0, 50),
+]
 LONG = "Rich cream &amp; more. " * 40
 
 
@@ -30,17 +40,24 @@ def meta_lines(port: int) -> list[dict | str]:
   """The meta file: B003 has no line, X999 is outside the 5-core, B002 does not start with its asin."""
   img = f"http://127.0.0.1:{port}/img"
   return [
-      {"asin": "X999", "title": "Not reviewed", "imUrl": f"{img}/x.png"},
-      {"asin": "B001", "title": "Rose &amp; Oud  Hand Cream", "brand": "Aesop", "price": 25.0,
-       "description": LONG, "salesRank": {"Beauty": 1203}, "related": {"also_bought": ["B002", "X999"]},
-       "categories": [["Beauty", "Skin Care", "Hands & Nails", "Hand Creams"], ["Beauty", "Fragrance"]],
-       "imUrl": f"{img}/1.png"},
-      "{'title': 'Matte Lipstick', 'asin': 'B002', 'categories': [['Beauty', 'Makeup', 'Lips', 'Lipstick']], "
-      f"'imUrl': '{img}/2.png'}}",
-      {"asin": "B004", "title": "Cracked Palette", "categories": [["Beauty", "Makeup"]], "imUrl": f"{img}/bad.jpg"},
-      {"asin": "B005", "title": "Gone Serum", "categories": [["Beauty"]], "imUrl": f"{img}/gone.jpg"},
-      {"asin": "B006", "title": "Plain Soap", "brand": "Dove", "categories": []},
-      {"asin": "B001", "title": "A second B001 line is ignored"},
+    {"asin": "X999", "title": "Not reviewed", "imUrl": f"{img}/x.png"},
+    {
+      "asin": "B001",
+      "title": "Rose &amp; Oud  Hand Cream",
+      "brand": "Aesop",
+      "price": 25.0,
+      "description": LONG,
+      "salesRank": {"Beauty": 1203},
+      "related": {"also_bought": ["B002", "X999"]},
+      "categories": [["Beauty", "Skin Care", "Hands & Nails", "Hand Creams"], ["Beauty", "Fragrance"]],
+      "imUrl": f"{img}/1.png",
+    },
+    "{'title': 'Matte Lipstick', 'asin': 'B002', 'categories': [['Beauty', 'Makeup', 'Lips', 'Lipstick']], "
+    f"'imUrl': '{img}/2.png'}}",
+    {"asin": "B004", "title": "Cracked Palette", "categories": [["Beauty", "Makeup"]], "imUrl": f"{img}/bad.jpg"},
+    {"asin": "B005", "title": "Gone Serum", "categories": [["Beauty"]], "imUrl": f"{img}/gone.jpg"},
+    {"asin": "B006", "title": "Plain Soap", "brand": "Dove", "categories": []},
+    {"asin": "B001", "title": "A second B001 line is ignored"},
   ]
 
 
@@ -70,8 +87,14 @@ def test_tables_keep_file_order_string_ids_and_meta_fields(beauty, server):
 
   items = raw.items
   assert items["item_id"].tolist() == ["B001", "B002", "B004", "B003", "B005", "B006"]  # first appearance
-  assert items["title"].tolist() == ["Rose & Oud Hand Cream", "Matte Lipstick", "Cracked Palette", "", "Gone Serum",
-                                     "Plain Soap"]
+  assert items["title"].tolist() == [
+    "Rose & Oud Hand Cream",
+    "Matte Lipstick",
+    "Cracked Palette",
+    "",
+    "Gone Serum",
+    "Plain Soap",
+  ]
   assert list(items["genres"]) == [["Hand Creams", "Fragrance"], ["Lipstick"], ["Makeup"], [], ["Beauty"], []]
   assert items["brand"].tolist() == ["Aesop", "", "", "", "", "Dove"]
   assert items["price"].tolist() == ["25.00", "", "", "", "", ""]
@@ -93,8 +116,11 @@ def test_load_dataset_builds_sequences_and_item_text(beauty):
     expected.setdefault(u, []).append(a)
   expected = {u: s for u, s in expected.items() if len(s) >= 3}
   got = {data.user_raw[u]: [data.item_raw[i] for i in data.sequences[u]] for u in range(data.num_users)}
-  assert got == expected == {"U1": ["B006", "B002", "B003", "B001"], "U2": ["B001", "B002", "B003"],
-                             "U3": ["B004", "B005", "B006"]}
+  assert (
+    got
+    == expected
+    == {"U1": ["B006", "B002", "B003", "B001"], "U2": ["B001", "B002", "B003"], "U3": ["B004", "B005", "B006"]}
+  )
   assert data.stats["users_dropped_short"] == 1 and data.stats["items_without_meta"] == 1
   text = dict(zip(data.item_raw, data.item_text))
   assert text["B001"] == "Rose & Oud Hand Cream. Genres: Hand Creams, Fragrance. Brand: Aesop. Price: 25.00."
@@ -114,15 +140,25 @@ def test_item_images_of_a_loaded_dataset(beauty, server, tmp_path):
   assert cached.counts == {"ok": 2, "missing": 1, "broken": 1, "failed": 0, "no_url": 3, "not_cached": 0}
 
 
-@pytest.mark.parametrize("which,line,expected", [
+@pytest.mark.parametrize(
+  "which,line,expected",
+  [
     ("meta", "{'asin': 'B001', 'title': 'unterminated", "not a Python dict literal"),
     ("meta", "{'asin': 'B001', 'title': open(SENTINEL, 'w').name}", "not a Python dict literal"),
     ("meta", "['B001', 'a list']", "expected a product dict with an 'asin'"),
     ("reviews", '{"reviewerID": "U9", "asin": ', "not a JSON object"),
     ("reviews", '{"reviewerID": "U9", "asin": "B001", "unixReviewTime": 1}', "missing overall"),
     ("reviews", '{"reviewerID": "U9", "asin": "B001", "overall": "five", "unixReviewTime": 1}', "must be numbers"),
-], ids=["meta-unterminated", "meta-code", "meta-not-a-dict", "reviews-not-json", "reviews-no-rating",
-        "reviews-text-rating"])
+  ],
+  ids=[
+    "meta-unterminated",
+    "meta-code",
+    "meta-not-a-dict",
+    "reviews-not-json",
+    "reviews-no-rating",
+    "reviews-text-rating",
+  ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, monkeypatch, which, line, expected):
   sentinel = tmp_path / "executed"
   files = {"reviews": review_lines(REVIEWS)[:3], "meta": [{"asin": "B002", "title": "fine"}]}
@@ -156,8 +192,9 @@ def test_manual_dir_missing_files_and_names(tmp_path, monkeypatch, server):
   manual.mkdir(parents=True)
   write_gz(manual / "reviews_Sports_and_Outdoors_5.json.gz", review_lines(REVIEWS[:2]))
   write_gz(manual / "meta_Sports_and_Outdoors.json.gz", [{"asin": "B002", "title": "Ball"}])
-  monkeypatch.setitem(amazon.URLS, "amazon-sports", {"reviews": "http://127.0.0.1:9/never.gz",
-                                                     "meta": "http://127.0.0.1:9/never.gz"})
+  monkeypatch.setitem(
+    amazon.URLS, "amazon-sports", {"reviews": "http://127.0.0.1:9/never.gz", "meta": "http://127.0.0.1:9/never.gz"}
+  )
   raw = amazon_tables("amazon-sports", str(data_dir))
   assert raw.items["title"].tolist() == ["", "Ball"] and raw.items["_has_meta"].tolist() == [False, True]
 
@@ -165,8 +202,11 @@ def test_manual_dir_missing_files_and_names(tmp_path, monkeypatch, server):
   with pytest.raises(DataError, match="does not exist \\(HTTP 404\\); Amazon amazon-toys cannot be downloaded"):
     amazon_tables("amazon-toys", str(tmp_path / "other"))
   monkeypatch.setitem(amazon.URLS, "amazon-toys", {"reviews": _refused_url(), "meta": ""})
-  with pytest.raises(DataError, match="cannot reach http://127.0.0.1:.* to download Amazon amazon-toys: .*\n"
-                                      "On a machine without internet, download reviews_Toys_and_Games_5.json.gz"):
+  with pytest.raises(
+    DataError,
+    match="cannot reach http://127.0.0.1:.* to download Amazon amazon-toys: .*\n"
+    "On a machine without internet, download reviews_Toys_and_Games_5.json.gz",
+  ):
     amazon_tables("amazon-toys", str(tmp_path / "other"))
   monkeypatch.setitem(amazon.URLS, "amazon-toys", {"reviews": str(tmp_path / "absent.gz"), "meta": ""})
   with pytest.raises(DataNotFoundError, match="absent.gz does not exist"):
@@ -188,17 +228,28 @@ def _refused_url() -> str:
 
 def test_image_cache_counts_skips_and_reuses(server, tmp_path):
   url = server["url"] + "/img/"
-  urls = [url + "1.png", url + "2.png", url + "1.png", url + "bad.jpg", url + "gone.jpg", "", None,
-          _refused_url(), url + "err500.png", url + "slow.png", url + "3.png"]
+  urls = [
+    url + "1.png",
+    url + "2.png",
+    url + "1.png",
+    url + "bad.jpg",
+    url + "gone.jpg",
+    "",
+    None,
+    _refused_url(),
+    url + "err500.png",
+    url + "slow.png",
+    url + "3.png",
+  ]
   before = len(server["hits"])
   kwargs = {"cache_dir": tmp_path, "timeout": (2.0, 1.0), "retries": 1, "backoff": 0.0, "progress": False}
   first = cache_images(urls, "fixture", **kwargs)
   assert first.counts == {"ok": 4, "missing": 1, "broken": 1, "failed": 3, "no_url": 2, "not_cached": 0}
   hits = server["hits"][before:]
-  assert hits.count("/img/1.png") == 1                  # a repeated URL is fetched once
-  assert hits.count("/img/err500.png") == 2             # a 5xx is retried once
-  assert hits.count("/img/gone.jpg") == 1               # a 404 is not
-  assert first.requests == len(hits) + 2                # + the two refused connections
+  assert hits.count("/img/1.png") == 1  # a repeated URL is fetched once
+  assert hits.count("/img/err500.png") == 2  # a 5xx is retried once
+  assert hits.count("/img/gone.jpg") == 1  # a 404 is not
+  assert first.requests == len(hits) + 2  # + the two refused connections
   for k, name in ((0, "1.png"), (1, "2.png"), (2, "1.png"), (10, "3.png")):
     np.testing.assert_array_equal(decode(first.paths[k]), server["images"][name])
   assert [p is None for p in first.paths] == [False, False, False] + [True] * 7 + [False]
@@ -207,11 +258,11 @@ def test_image_cache_counts_skips_and_reuses(server, tmp_path):
   assert any("slow.png: failed (" in e and "Timeout" in e for e in first.errors)
 
   offline = cache_images(urls + [url + "new.png"], "fixture", offline=True, **kwargs)
-  assert len(server["hits"]) == before + len(hits) and offline.requests == 0   # no request at all
-  assert offline.paths[:len(urls)] == first.paths
+  assert len(server["hits"]) == before + len(hits) and offline.requests == 0  # no request at all
+  assert offline.paths[: len(urls)] == first.paths
   assert offline.counts == {"ok": 4, "missing": 1, "broken": 1, "failed": 0, "no_url": 2, "not_cached": 4}
 
-  second = cache_images(urls[:7], "fixture", **kwargs)   # ok, missing and broken are all remembered
+  second = cache_images(urls[:7], "fixture", **kwargs)  # ok, missing and broken are all remembered
   assert second.requests == 0 and len(server["hits"]) == before + len(hits)
   assert second.paths == first.paths[:7] and second.counts["missing"] == second.counts["broken"] == 1
   files = os.listdir(cache_folder("fixture", tmp_path))

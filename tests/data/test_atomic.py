@@ -14,10 +14,17 @@ def write(d, name, text):
 
 
 def test_typed_headers_become_canonical_columns(tmp_path):
-  write(tmp_path, "toy.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "u1\ti1\t4\t100.0\nu1\ti2\t3.5\t101\n")
-  write(tmp_path, "toy.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-        "i1\tToy Story\t1995\tAnimation Comedy\ni2\tHeat\t1995\t\n")
+  write(
+    tmp_path,
+    "toy.inter",
+    "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t100.0\nu1\ti2\t3.5\t101\n",
+  )
+  write(
+    tmp_path,
+    "toy.item",
+    "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+    "i1\tToy Story\t1995\tAnimation Comedy\ni2\tHeat\t1995\t\n",
+  )
   write(tmp_path, "toy.user", "user_id:token\tage:token\tgender:token\tzip_code:token\n\nu1\t24\tM\t85711\n")
   raw = read_atomic(tmp_path, "toy")
   assert raw.name == "toy" and "toy.inter" in raw.source and "toy.user" in raw.source
@@ -45,11 +52,14 @@ def test_missing_file_says_where_and_how(tmp_path):
   assert str(tmp_path / "nope.inter") in str(e.value)
 
 
-@pytest.mark.parametrize("header, match", [
+@pytest.mark.parametrize(
+  "header, match",
+  [
     ("user_id\titem_id:token", "header field 1 'user_id' is not of the form name:type"),
     ("user_id:token\titem_id:int", "unknown type 'int'"),
     ("user_id:token\tuser_id:token", "appears twice"),
-])
+  ],
+)
 def test_bad_header(tmp_path, header, match):
   write(tmp_path, "b.inter", header + "\n1\t2\n")
   with pytest.raises(errors.HeaderError, match=match) as e:

@@ -1,5 +1,6 @@
 """Image preprocessing (CLIPImageProcessor's resize/crop/normalise checked by hand), bad inputs raised or counted,
 and the synthetic image generator."""
+
 import io
 
 import numpy as np
@@ -26,8 +27,11 @@ def by_hand(rgb):
 def test_solid_colour_is_normalised_with_clip_mean_and_std():
   out = im.preprocess(np.full((7, 5, 3), (10, 128, 250), np.uint8), im.ImageConfig(image_size=4))
   assert out.shape == (4, 4, 3) and out.dtype == np.float32
-  expected = [(10 / 255 - 0.48145466) / 0.26862954, (128 / 255 - 0.4578275) / 0.26130258,
-              (250 / 255 - 0.40821073) / 0.27577711]                   # ≈ [-1.6462, 0.2310, 2.0745]
+  expected = [
+    (10 / 255 - 0.48145466) / 0.26862954,
+    (128 / 255 - 0.4578275) / 0.26130258,
+    (250 / 255 - 0.40821073) / 0.27577711,
+  ]  # ≈ [-1.6462, 0.2310, 2.0745]
   np.testing.assert_allclose(out.reshape(-1, 3), np.tile(expected, (16, 1)), atol=1e-6)
 
 
@@ -36,7 +40,7 @@ def test_centre_crop_offsets_round_down(h, w, top, left):
   # the shortest side is already image_size, so no resampling: the crop is exact
   rgb = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
   out = im.preprocess(rgb, im.ImageConfig(image_size=4))
-  np.testing.assert_allclose(out, by_hand(rgb[top:top + 4, left:left + 4]), atol=1e-6)
+  np.testing.assert_allclose(out, by_hand(rgb[top : top + 4, left : left + 4]), atol=1e-6)
 
 
 def test_resize_shortest_side_bicubic_then_crop():
@@ -51,9 +55,16 @@ def test_resize_shortest_side_bicubic_then_crop():
 
 
 def test_hf_preprocessor_config_is_read():
-  cfg = im.ImageConfig.from_hf_preprocessor({
-      "size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "resample": 3,
-      "do_center_crop": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]})
+  cfg = im.ImageConfig.from_hf_preprocessor(
+    {
+      "size": {"shortest_edge": 256},
+      "crop_size": {"height": 224, "width": 224},
+      "resample": 3,
+      "do_center_crop": True,
+      "image_mean": [0.5, 0.5, 0.5],
+      "image_std": [0.25, 0.25, 0.25],
+    }
+  )
   assert (cfg.image_size, cfg.shortest, cfg.mean, cfg.std) == (224, 256, (0.5,) * 3, (0.25,) * 3)
   with pytest.raises(ValueError, match="not CLIP's"):
     im.ImageConfig.from_hf_preprocessor({"size": {"shortest_edge": 224}, "resample": 2})
@@ -64,7 +75,7 @@ def test_other_modes_are_converted_to_rgb_when_decoding():
   rgb = im.decode(png_bytes(rgba, "RGBA"))
   a = 128 / 255
   assert rgb.shape == (1, 3, 3) and rgb.dtype == np.uint8
-  assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [200, 10, 10]   # transparent → white
+  assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [200, 10, 10]  # transparent → white
   np.testing.assert_allclose(rgb[0, 2], np.array([200, 10, 10]) * a + 255 * (1 - a), atol=1)
   assert im.decode(png_bytes(np.array([[0, 77]], np.uint8), "L")).tolist() == [[[0, 0, 0], [77, 77, 77]]]
   palette = Image.new("P", (2, 1))
@@ -81,13 +92,17 @@ def test_bad_inputs_raise_an_image_error_naming_the_item(tmp_path):
   with pytest.raises(im.CorruptImageError, match=r"images\[1\]: not a readable image \(13 bytes"):
     im.preprocess_batch([good, b"not an image!"], cfg)
   with pytest.raises(im.CorruptImageError, match=r"images\[0\]"):
-    im.preprocess_batch([good[:len(good) // 2]], cfg)                   # a truncated PNG
+    im.preprocess_batch([good[: len(good) // 2]], cfg)  # a truncated PNG
   with pytest.raises(im.MissingImageError, match=r"images\[0\] \(.*nowhere\.png\): cannot be read"):
     im.preprocess_batch([tmp_path / "nowhere.png"], cfg)
   with pytest.raises(im.MissingImageError, match=r"image file .*nowhere\.png"):
     im.preprocess(tmp_path / "nowhere.png", cfg)
-  for array, what in [(np.zeros((8, 8, 4), np.uint8), "has 4 channels"), (np.zeros((8, 8, 2), np.uint8), "has 2"),
-                      (np.zeros((8, 8), np.uint8), "no channel axis"), (np.zeros((8, 8, 3)), "dtype is float64")]:
+  for array, what in [
+    (np.zeros((8, 8, 4), np.uint8), "has 4 channels"),
+    (np.zeros((8, 8, 2), np.uint8), "has 2"),
+    (np.zeros((8, 8), np.uint8), "no channel axis"),
+    (np.zeros((8, 8, 3)), "dtype is float64"),
+  ]:
     with pytest.raises(im.BadArrayError, match=what):
       im.preprocess(array, cfg, name="item 7")
   with pytest.raises(im.ImageError, match="int is not an image source"):
@@ -99,8 +114,15 @@ def test_load_images_counts_and_skips_what_does_not_load(tmp_path):
   a, b = (rng.integers(0, 256, (6, 9, 3), np.uint8) for _ in range(2))
   (tmp_path / "a.png").write_bytes(png_bytes(a))
   (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-  sources = [tmp_path / "a.png", tmp_path / "gone.png", tmp_path / "broken.jpg", b"", b,
-             np.zeros((6, 6, 4), np.uint8), str(tmp_path)]                  # the last is a folder
+  sources = [
+    tmp_path / "a.png",
+    tmp_path / "gone.png",
+    tmp_path / "broken.jpg",
+    b"",
+    b,
+    np.zeros((6, 6, 4), np.uint8),
+    str(tmp_path),
+  ]  # the last is a folder
   cfg = im.ImageConfig(image_size=4)
   loaded = im.load_images(sources, cfg)
   assert loaded.valid_N.tolist() == [True, False, False, False, True, False, False]
@@ -124,7 +146,7 @@ def test_synthetic_images_are_deterministic(tmp_path):
     colour, _, pattern = class_style(int(k))
     assert colour in text and pattern in text
   paths = save_pngs(first.images_NxHxWx3[:2], tmp_path)
-  assert np.array_equal(im.decode(paths[1]), first.images_NxHxWx3[1])     # PNG is lossless
+  assert np.array_equal(im.decode(paths[1]), first.images_NxHxWx3[1])  # PNG is lossless
   with pytest.raises(ValueError, match="num_classes must be in"):
     make_synthetic_images(4, num_classes=MAX_CLASSES + 1)
 
@@ -139,11 +161,17 @@ def nearest_centroid_accuracy(features_NxF, labels_N):
 def test_synthetic_classes_are_separable():
   few = make_synthetic_images(64, num_classes=8, seed=0)
   mean_colour = few.images_NxHxWx3.reshape(64, -1, 3).mean(1)
-  assert nearest_centroid_accuracy(mean_colour, few.labels_N) == 1.0           # ≤ 8 classes: colour alone
+  assert nearest_centroid_accuracy(mean_colour, few.labels_N) == 1.0  # ≤ 8 classes: colour alone
   many = make_synthetic_images(128, num_classes=MAX_CLASSES, seed=0)
   x = many.images_NxHxWx3.astype(np.float64).mean(-1)
-  features = np.concatenate([many.images_NxHxWx3.reshape(128, -1, 3).mean(1),
-                             10 * x.mean(2).std(1, keepdims=True), 10 * x.mean(1).std(1, keepdims=True)], 1)
-  assert nearest_centroid_accuracy(features, many.labels_N) == 1.0             # colour + row/column stripes
+  features = np.concatenate(
+    [
+      many.images_NxHxWx3.reshape(128, -1, 3).mean(1),
+      10 * x.mean(2).std(1, keepdims=True),
+      10 * x.mean(1).std(1, keepdims=True),
+    ],
+    1,
+  )
+  assert nearest_centroid_accuracy(features, many.labels_N) == 1.0  # colour + row/column stripes
   # and mean colour alone is not enough there: the pattern carries part of the class
   assert nearest_centroid_accuracy(features[:, :3], many.labels_N) < 1.0

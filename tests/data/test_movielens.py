@@ -1,4 +1,5 @@
 """MovieLens builders on small fixture zips: real download (local HTTP), parse, array_record write, data_source read."""
+
 from __future__ import annotations
 
 import http.server
@@ -13,41 +14,100 @@ from fixtures_http import serve
 from genrec.data import movielens
 from genrec.data.movielens import DataError, movielens_tables
 
-GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-               "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-               "War", "Western"]
+GENRES_100K = [
+  "unknown",
+  "Action",
+  "Adventure",
+  "Animation",
+  "Children's",
+  "Comedy",
+  "Crime",
+  "Documentary",
+  "Drama",
+  "Fantasy",
+  "Film-Noir",
+  "Horror",
+  "Musical",
+  "Mystery",
+  "Romance",
+  "Sci-Fi",
+  "Thriller",
+  "War",
+  "Western",
+]
 
 # ml-100k: (user, item, rating, timestamp) in file order, deliberately not time-sorted, with ties.
-RATINGS_100K = [(3, 2, 4, 881250949), (1, 1, 5, 874965758), (5, 6, 1, 891717742), (1, 3, 3, 874965758),
-                (2, 1, 4, 888550871), (4, 4, 2, 879024327), (3, 5, 5, 881250949), (2, 6, 3, 888550800),
-                (5, 1, 4, 891717742), (4, 2, 1, 879024327), (1, 6, 2, 874965700), (3, 3, 4, 881251000)]
-ITEMS_100K = [  # id, raw title, release date, genres
-    (1, "Toy Story (1995)", "01-Jan-1995", ["Animation", "Children's", "Comedy"]),
-    (2, "GoldenEye (1995)", "01-Jan-1995", ["Action", "Adventure", "Thriller"]),
-    (3, "Misérables, Les (1995)", "01-Jan-1995", ["Drama", "Musical"]),
-    (4, "unknown", "", ["unknown"]),
-    (5, "Land Before Time III: The Time of the Great Giving (1995) (V)", "01-Jan-1995",
-     ["Animation", "Children's"]),
-    (6, "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)", "01-Jan-1995", ["Drama"]),
+RATINGS_100K = [
+  (3, 2, 4, 881250949),
+  (1, 1, 5, 874965758),
+  (5, 6, 1, 891717742),
+  (1, 3, 3, 874965758),
+  (2, 1, 4, 888550871),
+  (4, 4, 2, 879024327),
+  (3, 5, 5, 881250949),
+  (2, 6, 3, 888550800),
+  (5, 1, 4, 891717742),
+  (4, 2, 1, 879024327),
+  (1, 6, 2, 874965700),
+  (3, 3, 4, 881251000),
 ]
-USERS_100K = [(1, "24", "M", "technician", "85711"), (2, "53", "F", "other", "94043"),
-              (3, "23", "M", "writer", "32067"), (4, "24", "M", "technician", "43537"),
-              (5, "33", "F", "other", "15213")]
+ITEMS_100K = [  # id, raw title, release date, genres
+  (1, "Toy Story (1995)", "01-Jan-1995", ["Animation", "Children's", "Comedy"]),
+  (2, "GoldenEye (1995)", "01-Jan-1995", ["Action", "Adventure", "Thriller"]),
+  (3, "Misérables, Les (1995)", "01-Jan-1995", ["Drama", "Musical"]),
+  (4, "unknown", "", ["unknown"]),
+  (5, "Land Before Time III: The Time of the Great Giving (1995) (V)", "01-Jan-1995", ["Animation", "Children's"]),
+  (6, "Shanghai Triad (Yao a yao yao dao waipo qiao) (1995)", "01-Jan-1995", ["Drama"]),
+]
+USERS_100K = [
+  (1, "24", "M", "technician", "85711"),
+  (2, "53", "F", "other", "94043"),
+  (3, "23", "M", "writer", "32067"),
+  (4, "24", "M", "technician", "43537"),
+  (5, "33", "F", "other", "15213"),
+]
 
-RATINGS_1M = [(2, 10, 5, 978300760), (1, 20, 3, 978302109), (1, 10, 4, 978301968), (3, 30, 2, 978300275),
-              (2, 20, 1, 978300760)]
-MOVIES_1M = [(10, "Toy Story (1995)", "Animation|Children's|Comedy"),
-             (20, "Cité des enfants perdus, La (1995)", "Adventure|Sci-Fi"), (30, "Heat (1995)", "Action")]
+RATINGS_1M = [
+  (2, 10, 5, 978300760),
+  (1, 20, 3, 978302109),
+  (1, 10, 4, 978301968),
+  (3, 30, 2, 978300275),
+  (2, 20, 1, 978300760),
+]
+MOVIES_1M = [
+  (10, "Toy Story (1995)", "Animation|Children's|Comedy"),
+  (20, "Cité des enfants perdus, La (1995)", "Adventure|Sci-Fi"),
+  (30, "Heat (1995)", "Action"),
+]
 USERS_1M = [(1, "F", "1", "10", "48067"), (2, "M", "56", "16", "70072"), (3, "M", "25", "15", "55117")]
 
-RATINGS_20M = [(1, 11, 3.5, 1112486027), (1, 29, 4.0, 1112484676), (2, 11, 0.5, 974820889),
-               (3, 131262, 5.0, 1427771297), (2, 29, 2.5, 974820889)]
-MOVIES_20M = [(11, "American President, The (1995)", "Comedy|Drama|Romance", "American President, The", "1995",
-               ["Comedy", "Drama", "Romance"]),
-              (29, "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)", "Comedy|Romance",
-               "Amélie (Fabuleux destin d'Amélie Poulain, Le)", "2001", ["Comedy", "Romance"]),
-              (131262, "Innocence (2014)", "(no genres listed)", "Innocence", "2014", []),
-              (40, "Babylon 5", "Sci-Fi", "Babylon 5", "", ["Sci-Fi"])]
+RATINGS_20M = [
+  (1, 11, 3.5, 1112486027),
+  (1, 29, 4.0, 1112484676),
+  (2, 11, 0.5, 974820889),
+  (3, 131262, 5.0, 1427771297),
+  (2, 29, 2.5, 974820889),
+]
+MOVIES_20M = [
+  (
+    11,
+    "American President, The (1995)",
+    "Comedy|Drama|Romance",
+    "American President, The",
+    "1995",
+    ["Comedy", "Drama", "Romance"],
+  ),
+  (
+    29,
+    "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)",
+    "Comedy|Romance",
+    "Amélie (Fabuleux destin d'Amélie Poulain, Le)",
+    "2001",
+    ["Comedy", "Romance"],
+  ),
+  (131262, "Innocence (2014)", "(no genres listed)", "Innocence", "2014", []),
+  (40, "Babylon 5", "Sci-Fi", "Babylon 5", "", ["Sci-Fi"]),
+]
 
 
 def _zip_100k(path: str) -> None:
@@ -72,10 +132,13 @@ def _zip_1m(path: str) -> None:
 
 def _zip_20m(path: str) -> None:
   with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-    z.writestr("ml-20m/ratings.csv", "userId,movieId,rating,timestamp\n" +
-               "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in RATINGS_20M))
+    z.writestr(
+      "ml-20m/ratings.csv",
+      "userId,movieId,rating,timestamp\n" + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in RATINGS_20M),
+    )
     movies = "movieId,title,genres\n" + "".join(
-        f'{m},"{t}",{g}\n' if "," in t else f"{m},{t},{g}\n" for m, t, g, *_ in MOVIES_20M)
+      f'{m},"{t}",{g}\n' if "," in t else f"{m},{t},{g}\n" for m, t, g, *_ in MOVIES_20M
+    )
     z.writestr("ml-20m/movies.csv", movies.encode("utf-8"))
     z.writestr("ml-20m/links.csv", "movieId,imdbId,tmdbId\n")
 
@@ -126,9 +189,14 @@ def test_100k_interactions_in_file_order(ml100k, served):
 def test_100k_items(ml100k):
   items = ml100k.items
   assert items["item_id"].tolist() == [str(i[0]) for i in ITEMS_100K]
-  assert items["title"].tolist() == ["Toy Story", "GoldenEye", "Misérables, Les", "unknown",
-                                     "Land Before Time III: The Time of the Great Giving (1995) (V)",
-                                     "Shanghai Triad (Yao a yao yao dao waipo qiao)"]
+  assert items["title"].tolist() == [
+    "Toy Story",
+    "GoldenEye",
+    "Misérables, Les",
+    "unknown",
+    "Land Before Time III: The Time of the Great Giving (1995) (V)",
+    "Shanghai Triad (Yao a yao yao dao waipo qiao)",
+  ]
   assert items["year"].tolist() == ["1995", "1995", "1995", "", "", "1995"]
   assert items["release_date"].tolist() == [i[2] for i in ITEMS_100K]
   assert items["genres"].dtype == object
@@ -219,10 +287,15 @@ def test_unknown_name(tmp_path):
     movielens_tables("ml-10m", str(tmp_path))
 
 
-@pytest.mark.parametrize("title,expected", [
-    ("Toy Story (1995)", ("Toy Story", "1995")), ("Babylon 5", ("Babylon 5", "")),
-    ("Fawlty Towers (1975-1979)", ("Fawlty Towers", "1975")), ("Heat (1995) ", ("Heat", "1995")),
-])
+@pytest.mark.parametrize(
+  "title,expected",
+  [
+    ("Toy Story (1995)", ("Toy Story", "1995")),
+    ("Babylon 5", ("Babylon 5", "")),
+    ("Fawlty Towers (1975-1979)", ("Fawlty Towers", "1975")),
+    ("Heat (1995) ", ("Heat", "1995")),
+  ],
+)
 def test_split_title(title, expected):
   assert movielens.split_title(title) == expected
 

@@ -16,12 +16,19 @@ from genrec.data.types import SeqData
 def _seq_data(sequences: list[list[int]]) -> SeqData:
   num_items = max(max(s) for s in sequences)
   return SeqData(
-      name="hand", num_items=num_items, sequences=[np.asarray(s, np.int32) for s in sequences],
-      timestamps=[np.arange(len(s), dtype=np.int64) for s in sequences],
-      user_raw=[f"u{u}" for u in range(len(sequences))],
-      item_raw=["[PAD]"] + [f"i{i}" for i in range(1, num_items + 1)],
-      item_titles=[""] * (num_items + 1), item_text=[""] * (num_items + 1), item_genres=None, genre_names=[],
-      user_features={}, stats={})
+    name="hand",
+    num_items=num_items,
+    sequences=[np.asarray(s, np.int32) for s in sequences],
+    timestamps=[np.arange(len(s), dtype=np.int64) for s in sequences],
+    user_raw=[f"u{u}" for u in range(len(sequences))],
+    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, num_items + 1)],
+    item_titles=[""] * (num_items + 1),
+    item_text=[""] * (num_items + 1),
+    item_genres=None,
+    genre_names=[],
+    user_features={},
+    stats={},
+  )
 
 
 # User u holds items 100u+1, 100u+2, ... so a row's items name its user. User 1 has one training item only.
@@ -74,7 +81,7 @@ def test_last_window_rows_are_shifted_left_padded_training_items():
   for x, y in zip(inputs, targets):
     u = _user_of(x, y)
     train = DATA.sequences[u][:-2]
-    window = train[-(L + 1):]
+    window = train[-(L + 1) :]
     np.testing.assert_array_equal(x, left_pad(window[:-1], L))
     np.testing.assert_array_equal(y, left_pad(window[1:], L))
     # Never the valid/test items.
@@ -84,11 +91,11 @@ def test_last_window_rows_are_shifted_left_padded_training_items():
 def test_last_window_each_training_user_once_per_epoch():
   ds = next_item_train(DATA, max_len=L, global_batch=2, seed=5)
   n = len(TRAIN_USERS)
-  inputs, targets = _rows(ds, n)                   # 2n rows: two epochs, an epoch ends mid-batch
+  inputs, targets = _rows(ds, n)  # 2n rows: two epochs, an epoch ends mid-batch
   users = [_user_of(x, y) for x, y in zip(inputs, targets)]
   assert sorted(users[:n]) == TRAIN_USERS and sorted(users[n:]) == TRAIN_USERS
-  assert 1 not in users                            # one training item cannot make a (input, target) pair
-  assert users[:n] != users[n:]                    # each epoch is shuffled afresh
+  assert 1 not in users  # one training item cannot make a (input, target) pair
+  assert users[:n] != users[n:]  # each epoch is shuffled afresh
 
 
 def test_stream_is_deterministic_by_seed():
@@ -102,13 +109,13 @@ def test_stream_is_deterministic_by_seed():
 
 def test_random_window_is_a_contiguous_slice_of_training_items():
   ds = next_item_train(DATA, max_len=L, global_batch=4, seed=0, window="random")
-  inputs, targets = _rows(ds, 40)                  # about 23 rows per user
+  inputs, targets = _rows(ds, 40)  # about 23 rows per user
   ends = {u: set() for u in TRAIN_USERS}
   for x, y in zip(inputs, targets):
     u = _user_of(x, y)
     train = DATA.sequences[u][:-2].tolist()
-    end = train.index(int(y[-1])) + 1               # the window ends at the target of the last position
-    window = np.asarray(train[max(0, end - L - 1):end])
+    end = train.index(int(y[-1])) + 1  # the window ends at the target of the last position
+    window = np.asarray(train[max(0, end - L - 1) : end])
     np.testing.assert_array_equal(x, left_pad(window[:-1], L))
     np.testing.assert_array_equal(y, left_pad(window[1:], L))
     ends[u].add(end)
@@ -125,12 +132,11 @@ def test_random_window_is_a_contiguous_slice_of_training_items():
 
 @pytest.mark.parametrize("window", ["last", "random"])
 def test_process_rows_concatenate_to_the_global_batch(window):
-  data = make_synthetic(DataConfig(dataset="synthetic", synthetic_users=37, synthetic_items=20,
-                                   synthetic_length=9))
+  data = make_synthetic(DataConfig(dataset="synthetic", synthetic_users=37, synthetic_items=20, synthetic_length=9))
   kw = dict(max_len=5, global_batch=8, seed=3, window=window)
   one = next_item_train(data, **kw)
   procs = [next_item_train(data, process_index=p, process_count=2, **kw) for p in range(2)]
-  for s in range(12):                              # past the end of the first epoch (37 users)
+  for s in range(12):  # past the end of the first epoch (37 users)
     parts = [p[s] for p in procs]
     assert all(part["inputs"].shape == (4, 5) for part in parts)
     for key in ("inputs", "targets"):
@@ -143,7 +149,7 @@ def test_each_process_materialises_only_its_rows(monkeypatch):
   monkeypatch.setattr(pipeline, "left_pad", lambda seq, n: calls.append(1) or real(seq, n))
   ds = next_item_train(DATA, max_len=L, global_batch=6, seed=0, process_index=1, process_count=3)
   assert ds[4]["inputs"].shape == (2, L)
-  assert len(calls) == 2 * 4                       # 4 arrays for each of its 2 rows, not all 6
+  assert len(calls) == 2 * 4  # 4 arrays for each of its 2 rows, not all 6
 
 
 # Threaded prefetch as in training (the state must count consumed, not prefetched, batches), but a small
@@ -156,7 +162,7 @@ def test_iterator_state_round_trips_through_json():
   it = iter(ds.to_iter_dataset(READ))
   for s in range(3):
     got = next(it)
-    np.testing.assert_array_equal(got["inputs"], ds[s]["inputs"])   # ds[step] is the batch of that step
+    np.testing.assert_array_equal(got["inputs"], ds[s]["inputs"])  # ds[step] is the batch of that step
   state = json.loads(json.dumps(it.get_state()))
   expected = next(it)
   fresh = next_item_train(DATA, max_len=L, global_batch=3, seed=4, window="random")
@@ -194,8 +200,8 @@ def test_eval_examples_history_seen_target(split, cut):
     np.testing.assert_array_equal(ex["history"][u], left_pad(hist, L))
     np.testing.assert_array_equal(ex["history_times"][u], left_pad(np.arange(len(hist)), L))
     assert ex["target_time"][u] == len(seq) - cut
-    np.testing.assert_array_equal(ex["seen"][u, :len(hist)], hist)   # the full history, not cut to max_len
-    assert not ex["seen"][u, len(hist):].any()
+    np.testing.assert_array_equal(ex["seen"][u, : len(hist)], hist)  # the full history, not cut to max_len
+    assert not ex["seen"][u, len(hist) :].any()
     assert ex["target"][u] not in ex["seen"][u]
 
 
@@ -218,6 +224,6 @@ def test_batches_pad_the_last_batch_and_mark_valid_rows():
   assert [b["valid"].tolist() for b in out] == [[True, True], [True, True], [True, False]]
   np.testing.assert_array_equal(np.concatenate([b["a"][b["valid"]] for b in out]), arrays["a"])
   np.testing.assert_array_equal(np.concatenate([b["b"][b["valid"]] for b in out]), arrays["b"])
-  assert out[-1]["a"][1] == arrays["a"][0]          # padding repeats a real row: no out-of-range ids
+  assert out[-1]["a"][1] == arrays["a"][0]  # padding repeats a real row: no out-of-range ids
   exact = list(batches(arrays, 5))
   assert len(exact) == 1 and exact[0]["valid"].all()

@@ -9,6 +9,7 @@ The toy (ratings; positive = rating > 3), users a=0, b=1, c=2 and items i1..i4 =
    3 a i2 @20 4 +  [0 1]      8 a i4 @40 5 +  [1 2]   <- valid (row 8 = 8*10//10 .. 9*10//10)
    4 a i3 @20 1 -  [1 2]      9 b i4 @50 4 +  [1 3]   <- test
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,7 +58,7 @@ def ml100k():
 def test_toy_worked_example(toy):
   data, cfg = toy
   assert data.user_raw == ["a", "b", "c"] and data.item_raw == ["[PAD]", "i1", "i2", "i3", "i4"]
-  assert [r.tolist() for r in data.ratings] == [[5, 4, 1, 5], [5, 2, 5, 4], [4, 3]]   # SeqData.ratings aligned
+  assert [r.tolist() for r in data.ratings] == [[5, 4, 1, 5], [5, 2, 5, 4], [4, 3]]  # SeqData.ratings aligned
   p = pointwise_data(data, cfg)
   assert p.user.tolist() == [1, 0, 1, 0, 0, 1, 2, 2, 0, 1]
   assert p.item.tolist() == [1, 1, 2, 2, 3, 3, 1, 2, 4, 4]
@@ -74,23 +75,27 @@ def test_ml100k_split_is_global_time_80_10_10(ml100k):
   assert len(p.split("train")["user"]) == 80_000 and len(p.split("test")["label"]) == 10_000
   assert np.all(np.diff(p.time) >= 0)
   tie = np.diff(p.time) == 0
-  assert np.all(np.diff(p.user)[tie] >= 0)                      # equal times: by user index
+  assert np.all(np.diff(p.user)[tie] >= 0)  # equal times: by user index
   assert p.time[:80_000].max() <= p.time[80_000:90_000].min() and p.time[80_000:90_000].max() <= p.time[90_000:].min()
 
 
 def test_ml100k_examples_match_the_raw_file_and_seqdata_ids(ml100k):
   data, _, p = ml100k
   raw = read_atomic(find_recbole_dataset("ml-100k"), "ml-100k").inter
-  by_pair = {(u, i): (float(r), int(t)) for u, i, r, t in zip(raw["user_id"].tolist(), raw["item_id"].tolist(),
-                                                             raw["rating"].tolist(), raw["timestamp"].tolist())}
-  assert len(by_pair) == 100_000                                 # ml-100k rates each (user, item) once
+  by_pair = {
+    (u, i): (float(r), int(t))
+    for u, i, r, t in zip(
+      raw["user_id"].tolist(), raw["item_id"].tolist(), raw["rating"].tolist(), raw["timestamp"].tolist()
+    )
+  }
+  assert len(by_pair) == 100_000  # ml-100k rates each (user, item) once
   user_raw, item_raw = np.asarray(data.user_raw), np.asarray(data.item_raw)
   got = [by_pair[(u, i)] for u, i in zip(user_raw[p.user].tolist(), item_raw[p.item].tolist())]
   np.testing.assert_array_equal(p.rating, [r for r, _ in got])
   np.testing.assert_array_equal(p.time, [t for _, t in got])
   np.testing.assert_array_equal(p.label, (p.rating > 3).astype(np.float32))
   assert p.item.min() >= 1 and p.item.max() == data.num_items and p.num_users == data.num_users
-  for u in (0, 100, 942):                                        # the same interactions as SeqData's sequences
+  for u in (0, 100, 942):  # the same interactions as SeqData's sequences
     assert sorted(p.item[p.user == u].tolist()) == sorted(data.sequences[u].tolist())
 
 
@@ -115,9 +120,9 @@ def test_planted_synthetic_is_deterministic_and_interleaved():
   other = pointwise_data(load_dataset(dataclasses.replace(cfg, seed=1)), dataclasses.replace(cfg, seed=1))
   assert not np.array_equal(a.item, other.item)
   assert a.num_users == data.num_users and a.num_items == data.num_items and a.item.min() >= 1
-  assert all(len(set(a.item[a.user == u].tolist())) == 20 for u in range(5))     # distinct items per user
-  assert 0.2 < a.label.mean() < 0.35                             # ~1/4 match + 5% flips
-  assert len(np.unique(a.split("test")["user"])) > 100           # users interleave in time: no cold split
+  assert all(len(set(a.item[a.user == u].tolist())) == 20 for u in range(5))  # distinct items per user
+  assert 0.2 < a.label.mean() < 0.35  # ~1/4 match + 5% flips
+  assert len(np.unique(a.split("test")["user"])) > 100  # users interleave in time: no cold split
   assert a.stats["test_cold_users"] == 0
 
 
@@ -128,9 +133,9 @@ def test_planted_labels_follow_hidden_clusters():
   cfg = DataConfig(dataset="synthetic", synthetic_users=300, synthetic_items=40, synthetic_length=40)
   p = pointwise_data(load_dataset(cfg), cfg)
   liked = np.zeros((300, 41))
-  liked[p.user, p.item] = 2 * p.label - 1                        # +1 positive, -1 negative
+  liked[p.user, p.item] = 2 * p.label - 1  # +1 positive, -1 negative
   agreement = (liked @ liked.T / 40)[~np.eye(300, dtype=bool)]
-  assert 0.15 < np.mean(agreement > 0.6) < 0.4                   # ~1/4 of pairs share a cluster
+  assert 0.15 < np.mean(agreement > 0.6) < 0.4  # ~1/4 of pairs share a cluster
   assert np.mean((agreement > 0.35) & (agreement < 0.6)) < 0.05
 
 
@@ -154,7 +159,8 @@ def test_train_batches_shard_over_processes(ml100k):
     assert batch["history"].shape == (8, 10) and batch["label"].dtype == np.float32
     for k in batch:
       np.testing.assert_array_equal(np.concatenate([h[step][k] for h in halves]), batch[k])
-    rows = [int(np.flatnonzero((train["user"] == u) & (train["item"] == i))[0])
-            for u, i in zip(batch["user"], batch["item"])]
+    rows = [
+      int(np.flatnonzero((train["user"] == u) & (train["item"] == i))[0]) for u, i in zip(batch["user"], batch["item"])
+    ]
     np.testing.assert_array_equal(train["label"][rows], batch["label"])
     np.testing.assert_array_equal(train["history"][rows], batch["history"])

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from genrec.config import DataConfig
-from genrec.data import DataError, load_dataset
-from genrec.data import errors
+from genrec.data import DataError, errors, load_dataset
 from genrec.data.atomic import read_atomic
 from genrec.data.preprocess import age_bucket, prepare
 
@@ -50,8 +49,8 @@ def test_sequences_are_chronological_with_file_order_ties(tmp_path):
   assert data.item_raw == ["[PAD]", "i4", "i3", "i2", "i1"] and data.num_items == 4
   assert data.user_raw == ["b", "a"]
   b, a = data.user_index("b"), data.user_index("a")
-  assert data.sequences[a].tolist() == [4, 3, 1, 2]      # i1@10, i2@20, i4@20 (file order), i3@30
-  assert data.sequences[b].tolist() == [3, 4, 2, 1]      # i2@5, i1@5 (file order), i3@7, i4@9
+  assert data.sequences[a].tolist() == [4, 3, 1, 2]  # i1@10, i2@20, i4@20 (file order), i3@30
+  assert data.sequences[b].tolist() == [3, 4, 2, 1]  # i2@5, i1@5 (file order), i3@7, i4@9
   assert data.timestamps[a].tolist() == [10, 20, 20, 30]
   assert data.sequences[a].dtype == np.int32 and data.timestamps[a].dtype == np.int64
   assert data.train_sequence(a).tolist() == [4, 3]
@@ -80,8 +79,17 @@ def test_min_rating(tmp_path):
 
 
 def test_kcore_is_iterative(tmp_path):
-  rows = [("x", "i1"), ("x", "i2"), ("x", "i3"), ("y", "i1"), ("y", "i2"), ("y", "i3"),
-          ("z", "i1"), ("z", "i9"), ("w", "i9")]
+  rows = [
+    ("x", "i1"),
+    ("x", "i2"),
+    ("x", "i3"),
+    ("y", "i1"),
+    ("y", "i2"),
+    ("y", "i3"),
+    ("z", "i1"),
+    ("z", "i9"),
+    ("w", "i9"),
+  ]
   inter = "user_id:token\titem_id:token\n" + "".join(f"{u}\t{i}\n" for u, i in rows)
   raw = toy(tmp_path, inter=inter, item=None, user=None, name="k")
   data = prepare(raw, DataConfig(kcore=2))
@@ -103,8 +111,13 @@ def test_without_item_table_ids_follow_numeric_order(tmp_path):
 def test_item_text_titles_genres(tmp_path):
   data = prepare(toy(tmp_path), DataConfig())
   assert data.item_titles == ["", "Heat", "", "Some Film (1995)", "Toy Story"]
-  assert data.item_text == ["", "Heat (1995). Genres: Action, Crime.", "",
-                            "Some Film (1995). Genres: Drama.", "Toy Story (1995). Genres: Animation, Comedy."]
+  assert data.item_text == [
+    "",
+    "Heat (1995). Genres: Action, Crime.",
+    "",
+    "Some Film (1995). Genres: Drama.",
+    "Toy Story (1995). Genres: Animation, Comedy.",
+  ]
   assert data.genre_names == ["Action", "Animation", "Comedy", "Crime", "Drama"]
   assert data.item_genres.shape == (5, 5) and data.item_genres.dtype == np.float32
   assert data.item_genres[1].tolist() == [1, 0, 0, 1, 0] and data.item_genres[2].sum() == 0
@@ -112,16 +125,26 @@ def test_item_text_titles_genres(tmp_path):
 
 def test_user_features(tmp_path):
   data = prepare(toy(tmp_path), DataConfig())
-  assert data.user_features == {"age": ["45-54", "18-24"], "gender": ["F", "M"],
-                                "occupation": ["none", "unknown"]}
+  assert data.user_features == {"age": ["45-54", "18-24"], "gender": ["F", "M"], "occupation": ["none", "unknown"]}
   assert [age_bucket(a) for a in ("1", "17", "18", "25", "35", "45", "50", "56", "x", "")] == [
-      "<18", "<18", "18-24", "25-34", "35-44", "45-54", "45-54", "55+", "x", "unknown"]
+    "<18",
+    "<18",
+    "18-24",
+    "25-34",
+    "35-44",
+    "45-54",
+    "45-54",
+    "55+",
+    "x",
+    "unknown",
+  ]
 
 
 def test_unknown_item_names_item_file_and_line(tmp_path):
   raw = toy(tmp_path, inter=INTER + "a\ti1990\t5\t40\n")
-  with pytest.raises(errors.UnknownIdError,
-                     match=r"item id 'i1990' in toy.inter \(line 12\) is not in toy.item \(5 items\)"):
+  with pytest.raises(
+    errors.UnknownIdError, match=r"item id 'i1990' in toy.inter \(line 12\) is not in toy.item \(5 items\)"
+  ):
     prepare(raw, DataConfig())
 
 
@@ -162,6 +185,7 @@ def test_ml100k_from_recbole_copy():
 
 def test_missing_movielens_says_how_to_get_it(tmp_path, monkeypatch):
   import genrec.data
+
   monkeypatch.setattr(genrec.data, "find_recbole_dataset", lambda name: None)
   how = r"pip install --no-deps recbole==1.2.1.*genrec datasets prepare ml-100k"
   with pytest.raises(errors.DataNotFoundError, match=how):

@@ -14,8 +14,9 @@ def test_deterministic_by_seed():
   a, b = make_synthetic(CFG), make_synthetic(CFG)
   assert all(np.array_equal(x, y) for x, y in zip(a.sequences, b.sequences))
   assert a.user_features == b.user_features
-  c = make_synthetic(DataConfig(dataset="synthetic", synthetic_users=400, synthetic_items=50,
-                                synthetic_length=25, seed=4))
+  c = make_synthetic(
+    DataConfig(dataset="synthetic", synthetic_users=400, synthetic_items=50, synthetic_length=25, seed=4)
+  )
   assert not all(np.array_equal(x, y) for x, y in zip(a.sequences, c.sequences))
 
 
@@ -27,10 +28,10 @@ def test_successor_rule_holds_at_planted_rate():
   while item not in seen:
     seen.add(item)
     item = succ[item]
-  assert len(seen) == 50                                   # ... that is one cycle
+  assert len(seen) == 50  # ... that is one cycle
   seq_UxL = np.stack(data.sequences)
   rate = np.mean(succ[seq_UxL[:, :-1]] == seq_UxL[:, 1:])
-  expected = SUCCESSOR_PROB + (1 - SUCCESSOR_PROB) / 50    # a random pick can land on the successor too
+  expected = SUCCESSOR_PROB + (1 - SUCCESSOR_PROB) / 50  # a random pick can land on the successor too
   assert abs(rate - expected) < 0.02
   # Popularity carries no signal: every item is about equally frequent.
   counts = np.bincount(seq_UxL.ravel(), minlength=51)[1:]

@@ -8,6 +8,7 @@ training saw, evaluation — comes with the task its config names, "semantic_id_
 `set_item_codes` (genrec.models.protocols.SemanticIDRetriever), its config the fields of SemanticIDConfig.
 Batches are the next-item task's (left-padded, 0 = padding).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,20 +25,21 @@ from genrec.registry import register
 
 @dataclasses.dataclass(frozen=True)
 class CodeBagConfig(SequenceSizes):
-  num_items: int = 0                      # 0: from the dataset
-  max_len: int = 0                        # 0: from data.max_len
-  code_levels: int = 1                    # C and K: sized from the tokenizer's table by with_semantic_ids
+  num_items: int = 0  # 0: from the dataset
+  max_len: int = 0  # 0: from data.max_len
+  code_levels: int = 1  # C and K: sized from the tokenizer's table by with_semantic_ids
   codebook_size: int = 2
   dim: int = 32
-  tokenizer: str = ""                     # the tokenizer stage, e.g. "rqkmeans:tiny"
+  tokenizer: str = ""  # the tokenizer stage, e.g. "rqkmeans:tiny"
   tokenizer_overrides: tuple[str, ...] = ()
-  semantic_ids_version: str = ""          # pinned when training starts
+  semantic_ids_version: str = ""  # pinned when training starts
   task: str = "semantic_id_retrieval"
 
-  def with_semantic_ids(self, table_NxC, version: str) -> "CodeBagConfig":
+  def with_semantic_ids(self, table_NxC, version: str) -> CodeBagConfig:
     table = np.asarray(table_NxC)
-    return dataclasses.replace(self, code_levels=int(table.shape[1]), codebook_size=int(table.max()) + 1,
-                               semantic_ids_version=version)
+    return dataclasses.replace(
+      self, code_levels=int(table.shape[1]), codebook_size=int(table.max()) + 1, semantic_ids_version=version
+    )
 
 
 @register("codebag", CodeBagConfig)
@@ -52,8 +54,11 @@ class CodeBag(nnx.Module):
 
   def set_item_codes(self, codes, trained=None) -> None:
     codes = np.asarray(codes, np.int32)
-    self.item_codes[...] = jnp.asarray(codes if len(codes) == self.cfg.num_items + 1 else
-                                       np.concatenate([np.zeros((1, codes.shape[1]), np.int32), codes]))
+    self.item_codes[...] = jnp.asarray(
+      codes
+      if len(codes) == self.cfg.num_items + 1
+      else np.concatenate([np.zeros((1, codes.shape[1]), np.int32), codes])
+    )
     if trained is not None:
       self.trained[...] = jnp.asarray(trained, bool)
 
@@ -62,9 +67,9 @@ class CodeBag(nnx.Module):
     C, K = self.cfg.code_levels, self.cfg.codebook_size
     codes_NxC = self.item_codes[...]
     levels_1xC = jnp.arange(C)[None, :]
-    rep = self.code_emb[...][levels_1xC, codes_NxC[items]].sum(-2)                 # [..., D]
-    logits = self.head(rep).reshape(*rep.shape[:-1], C, K)                          # [..., C, K]
-    scores = logits[..., levels_1xC, codes_NxC].sum(-1)                             # [..., N+1]
+    rep = self.code_emb[...][levels_1xC, codes_NxC[items]].sum(-2)  # [..., D]
+    logits = self.head(rep).reshape(*rep.shape[:-1], C, K)  # [..., C, K]
+    scores = logits[..., levels_1xC, codes_NxC].sum(-1)  # [..., N+1]
     return scores.at[..., 0].set(-jnp.inf)
 
   def loss(self, batch):

@@ -4,6 +4,7 @@ Registered under "toy_bigram" when imported (`genrec --import toymodel train toy
 next-item logits after item i are row i of a learned [N+1, N+1] table, so it can learn a successor map
 exactly and nothing else. Batches as in genrec.models.sasrec (left-padded, 0 = padding).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,10 @@ from genrec.registry import register
 
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
-  num_items: int = 0          # 0: taken from the dataset when training starts
-  task: str = "next_item"     # the engine's next-item task: it calls loss, score and recommend
+  num_items: int = 0  # 0: taken from the dataset when training starts
+  task: str = "next_item"  # the engine's next-item task: it calls loss, score and recommend
 
-  def resolve(self, data, data_cfg) -> "ToyConfig":
+  def resolve(self, data, data_cfg) -> ToyConfig:
     del data_cfg
     return dataclasses.replace(self, num_items=self.num_items or data.num_items)
 
@@ -72,11 +73,15 @@ class ToyNaN(ToyBigram):
 def tiny() -> ExperimentConfig:
   """Seconds on a CPU: the synthetic dataset with a planted successor rule."""
   return ExperimentConfig(
-      model=ToyConfig(), model_name="toy_bigram", preset="tiny",
-      data=DataConfig(dataset="synthetic", max_len=10),
-      trainer=TrainerConfig(steps=60, batch_size=64, learning_rate=0.1, warmup_steps=5, eval_every=30,
-                            checkpoint_every=30, log_every=10),
-      eval=EvalConfig(batch_size=64))
+    model=ToyConfig(),
+    model_name="toy_bigram",
+    preset="tiny",
+    data=DataConfig(dataset="synthetic", max_len=10),
+    trainer=TrainerConfig(
+      steps=60, batch_size=64, learning_rate=0.1, warmup_steps=5, eval_every=30, checkpoint_every=30, log_every=10
+    ),
+    eval=EvalConfig(batch_size=64),
+  )
 
 
 def nan_tiny() -> ExperimentConfig:

@@ -1,6 +1,7 @@
 """A bare CLIPVisionModel saved by transformers >= 5 names its tensors without the `vision_model.` prefix
 (`embeddings.patch_embedding.weight`, …; transformers 4.x, CLIPModel and CLIPVisionModelWithProjection keep it):
 both spellings load to the same tower, each tensor where its name says."""
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,27 @@ from safetensors.numpy import save_file
 from genrec.models.vision import CheckpointError, load_clip_vision
 
 IMAGE, PATCH, D, MLP = 16, 8, 16, 32
-CONFIG = dict(model_type="clip_vision_model", architectures=["CLIPVisionModel"], image_size=IMAGE, patch_size=PATCH,
-              hidden_size=D, num_hidden_layers=1, num_attention_heads=2, intermediate_size=MLP)
+CONFIG = dict(
+  model_type="clip_vision_model",
+  architectures=["CLIPVisionModel"],
+  image_size=IMAGE,
+  patch_size=PATCH,
+  hidden_size=D,
+  num_hidden_layers=1,
+  num_attention_heads=2,
+  intermediate_size=MLP,
+)
 
 
 def bare_tensors() -> dict[str, np.ndarray]:
   """Every tensor of a 1-layer tower as transformers 5 writes a CLIPVisionModel (no prefix)."""
   rng = np.random.default_rng(0)
   r = lambda *shape: rng.standard_normal(shape).astype(np.float32)
-  t = {"embeddings.patch_embedding.weight": r(D, 3, PATCH, PATCH), "embeddings.class_embedding": r(D),
-       "embeddings.position_embedding.weight": r((IMAGE // PATCH) ** 2 + 1, D)}
+  t = {
+    "embeddings.patch_embedding.weight": r(D, 3, PATCH, PATCH),
+    "embeddings.class_embedding": r(D),
+    "embeddings.position_embedding.weight": r((IMAGE // PATCH) ** 2 + 1, D),
+  }
   for ln in ("pre_layrnorm", "post_layernorm", "encoder.layers.0.layer_norm1", "encoder.layers.0.layer_norm2"):
     t[ln + ".weight"], t[ln + ".bias"] = 1 + r(D), r(D)
   for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):

@@ -1,5 +1,6 @@
 """Fusion variants: shapes, masks (a missing modality's input cannot reach the output or its gradient), numerics
 against a plain NumPy float64 forward pass written from the parameter layout, and clear shape errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ def inputs(seed=0):
 @pytest.fixture(scope="module", params=VARIANTS)
 def fuser(request):
   cfg = FusionConfig(variant=request.param, dim=D, hidden_dim=24, num_heads=2, num_experts=3)
-  return nnx.jit(lambda: Fusion(cfg, DIMS, rngs=nnx.Rngs(request.param_index)))()    # one compile, not one per op
+  return nnx.jit(lambda: Fusion(cfg, DIMS, rngs=nnx.Rngs(request.param_index)))()  # one compile, not one per op
 
 
 @jax.jit
@@ -46,8 +47,8 @@ def np_ln(x, p, eps=1e-6):
   return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * p["scale"] + p["bias"]
 
 
-def np_gelu(x):      # the tanh approximation (jax.nn.gelu's default)
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+def np_gelu(x):  # the tanh approximation (jax.nn.gelu's default)
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def np_lin(x, p):
@@ -97,7 +98,7 @@ def reference(fuser, xs, present):
 
 def test_shapes_and_reference_numerics(fuser):
   xs = inputs()
-  if fuser.cfg.variant == "moe":      # zero-initialised gate and bias: perturb them so the test can see them
+  if fuser.cfg.variant == "moe":  # zero-initialised gate and bias: perturb them so the test can see them
     rng = np.random.default_rng(2)
     for e in fuser.experts.values():
       e.gate.kernel[...] = jnp.asarray(rng.normal(size=e.gate.kernel.shape), jnp.float32)
@@ -129,8 +130,8 @@ def test_missing_modality_cannot_reach_the_output(fuser):
     noisy, shifted = out[1 + 2 * i], out[2 + 2 * i]
     np.testing.assert_array_equal(noisy[absent], base[absent])
     np.testing.assert_array_equal(shifted[absent], base[absent])
-    assert (np.abs(shifted - base).max(-1)[~absent] > 1e-4).all()      # present inputs do matter
-  probe = jnp.asarray(rng.normal(size=(B, D)), jnp.float32)   # not .sum(): a LayerNorm output sums to a constant
+    assert (np.abs(shifted - base).max(-1)[~absent] > 1e-4).all()  # present inputs do matter
+  probe = jnp.asarray(rng.normal(size=(B, D)), jnp.float32)  # not .sum(): a LayerNorm output sums to a constant
   grads = _grad(*nnx.split(fuser), {m: jnp.asarray(v) for m, v in xs.items()}, jnp.asarray(PRESENT), probe)
   for i, m in enumerate(DIMS):
     g = np.asarray(grads[m])
@@ -145,8 +146,9 @@ def test_rows_are_independent(fuser):
 
 
 def test_bad_inputs_name_the_modality_and_both_widths():
-  fuser = nnx.eval_shape(lambda: Fusion(FusionConfig(variant="gated", dim=8), {"text": 12, "genre": 5},
-                                        rngs=nnx.Rngs(0)))     # the checks run before any arithmetic
+  fuser = nnx.eval_shape(
+    lambda: Fusion(FusionConfig(variant="gated", dim=8), {"text": 12, "genre": 5}, rngs=nnx.Rngs(0))
+  )  # the checks run before any arithmetic
   good = {"text": jnp.zeros((2, 12)), "genre": jnp.zeros((2, 5))}
   present = jnp.ones((2, 2), bool)
   with pytest.raises(ValueError, match=r"modality 'text' has input width 384.*expects width 12"):

@@ -1,5 +1,4 @@
 """HSTU: shapes, causality, blocked == plain attention, time buckets, sampled softmax, learning, 1 == 8 devices."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +18,29 @@ B, L, N = 3, 8, 20
 
 
 def model_of(**kw):
-  cfg = HSTUConfig(num_items=N, max_len=L, dim=16, num_layers=2, num_heads=2, qk_dim=8, v_dim=8, dropout=0.0,
-                   emb_dropout=0.0, **kw)
-  return nnx.jit(lambda: HSTU(cfg, rngs=nnx.Rngs(params=0, dropout=1)))()   # one compile, not op by op
+  cfg = HSTUConfig(
+    num_items=N, max_len=L, dim=16, num_layers=2, num_heads=2, qk_dim=8, v_dim=8, dropout=0.0, emb_dropout=0.0, **kw
+  )
+  return nnx.jit(lambda: HSTU(cfg, rngs=nnx.Rngs(params=0, dropout=1)))()  # one compile, not op by op
 
 
 def train_batch(seed=0):
   rng = np.random.default_rng(seed)
   ids = rng.integers(1, N + 1, (B, L + 1)).astype(np.int32)
-  ids[0, :3] = 0                                   # a left-padded row
+  ids[0, :3] = 0  # a left-padded row
   times = np.cumsum(rng.integers(0, 10_000, (B, L + 1)), axis=1).astype(np.int32) * (ids > 0)
   return {"inputs": ids[:, :-1], "targets": ids[:, 1:], "input_times": times[:, :-1], "target_times": times[:, 1:]}
 
 
 def eval_batch(seed=0):
   tb = train_batch(seed)
-  return {"history": tb["targets"], "history_times": tb["target_times"], "target_time": tb["target_times"][:, -1] + 5,
-          "seen": tb["targets"], "target": tb["targets"][:, -1]}
+  return {
+    "history": tb["targets"],
+    "history_times": tb["target_times"],
+    "target_time": tb["target_times"][:, -1] + 5,
+    "seen": tb["targets"],
+    "target": tb["targets"][:, -1],
+  }
 
 
 def test_shapes_and_scores():
@@ -56,8 +61,8 @@ def test_causal():
   t = 4
   out_t = lambda m, x: m.stack(x, valid, tb["target_times"], tb["input_times"])[:, t].sum()
   jac = nnx.jit(lambda m, x: jax.grad(lambda x: out_t(m, x))(x))(model, x)
-  assert float(jnp.abs(jac[:, t + 1:]).max()) == 0.0
-  assert float(jnp.abs(jac[1:, :t + 1]).max()) > 0.0
+  assert float(jnp.abs(jac[:, t + 1 :]).max()) == 0.0
+  assert float(jnp.abs(jac[1:, : t + 1]).max()) > 0.0
 
 
 def test_blocked_equals_plain_attention():
@@ -99,7 +104,7 @@ def test_sampled_softmax_matches_numpy():
   targets = np.array([[1, 2, 0], [3, 3, 5]], np.int32)
   weights = (targets > 0).astype(np.float32)
   neg_ids = rng.integers(1, 6, (2, 3, 4)).astype(np.int32)
-  neg_ids[1, 0, 0] = 3                                        # a negative equal to its target is dropped
+  neg_ids[1, 0, 0] = 3  # a negative equal to its target is dropped
   tau = 0.5
   loss, count = sampled_softmax_cross_entropy(h, table[targets], targets, neg_ids, table[neg_ids], weights, tau)
   total = 0.0
@@ -112,11 +117,13 @@ def test_sampled_softmax_matches_numpy():
       total += np.log(np.exp(pos) + np.sum(np.exp(negs))) - pos
   np.testing.assert_allclose(loss, total / 5, rtol=1e-5)
   assert float(count) == 5
-  shared, _ = sampled_softmax_cross_entropy(h, table[targets], targets, neg_ids[0, 0], table[neg_ids[0, 0]],
-                                            weights, tau)
+  shared, _ = sampled_softmax_cross_entropy(
+    h, table[targets], targets, neg_ids[0, 0], table[neg_ids[0, 0]], weights, tau
+  )
   wide = np.broadcast_to(neg_ids[0, 0], (2, 3, 4))
-  np.testing.assert_allclose(shared, sampled_softmax_cross_entropy(
-      h, table[targets], targets, wide, table[wide], weights, tau)[0], rtol=1e-5)
+  np.testing.assert_allclose(
+    shared, sampled_softmax_cross_entropy(h, table[targets], targets, wide, table[wide], weights, tau)[0], rtol=1e-5
+  )
 
 
 def test_sampled_softmax_model_loss_and_scores():

@@ -1,4 +1,5 @@
 """Shared layers: attention against a NumPy softmax attention, Linear on N-d inputs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ def numpy_attention(q, k, v, mask, bias):
   logits = np.einsum("blhk,bshk->bhls", q, k) / np.sqrt(q.shape[-1]) + np.asarray(bias, np.float64)
   mask = np.broadcast_to(np.asarray(mask), logits.shape)
   logits = np.where(mask, logits, -np.inf)
-  with np.errstate(invalid="ignore"):         # rows with no visible key become NaN; the test skips them
+  with np.errstate(invalid="ignore"):  # rows with no visible key become NaN; the test skips them
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
   return np.einsum("bhls,bshk->blhk", probs, v)
@@ -24,15 +25,16 @@ def test_attention_matches_numpy_with_padding_mask_causal_mask_and_bias():
   B, L, H, K = 3, 5, 2, 4
   q, k, v = (rng.normal(size=(B, L, H, K)).astype(np.float32) * 2 for _ in range(3))
   bias = rng.normal(size=(1, H, L, L)).astype(np.float32)
-  valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1]], bool)   # left padding
+  valid = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 0, 0, 1]], bool)  # left padding
   mask = np.asarray(layers.padding_mask(jnp.asarray(valid))) & np.asarray(layers.causal_mask(L))
-  got = layers.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=jnp.asarray(mask),
-                                     bias=jnp.asarray(bias))
+  got = layers.dot_product_attention(
+    jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=jnp.asarray(mask), bias=jnp.asarray(bias)
+  )
   want = numpy_attention(q, k, v, mask, bias)
-  rows = mask.any(-1)[:, 0]                   # [B, L]: queries with at least one visible key
-  assert rows.sum() < B * L                   # the case where a padded query sees nothing is in the test
+  rows = mask.any(-1)[:, 0]  # [B, L]: queries with at least one visible key
+  assert rows.sum() < B * L  # the case where a padded query sees nothing is in the test
   np.testing.assert_allclose(np.asarray(got)[rows], want[rows], atol=2e-6)
-  assert np.isfinite(np.asarray(got)).all()   # a query that sees no key gets finite (meaningless) output
+  assert np.isfinite(np.asarray(got)).all()  # a query that sees no key gets finite (meaningless) output
 
 
 def test_attention_gradients_match_softmax_then_product():

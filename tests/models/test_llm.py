@@ -1,5 +1,6 @@
 """The Llama/Qwen2 decoder against an independent NumPy float64 forward pass on tiny random HF checkpoints;
 padding, causality, KV-cache decoding, greedy generation, sharded/bf16 checkpoints, errors, 1 == 8 devices."""
+
 import json
 import math
 import struct
@@ -10,27 +11,57 @@ import ml_dtypes
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from safetensors.numpy import save_file
 
 from genrec import config as config_lib
 from genrec.config import DEFAULT_RULES, MeshConfig
 from genrec.models.layers.rope import RopeConfig, inverse_frequencies
-from genrec.models.llm import (LLMConfig, abstract_lm, generate, load_config, load_llm, load_tokenizer)
+from genrec.models.llm import LLMConfig, abstract_lm, generate, load_config, load_llm, load_tokenizer
 from genrec.models.llm.hf_import import read_bf16
 from genrec.models.text import CheckpointError
 from genrec.train.sharding import make_mesh, state_shardings
 
-LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=256, hidden_size=64,
-             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
-             hidden_act="silu", rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-             max_position_embeddings=128, attention_bias=False,
-             rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                           "original_max_position_embeddings": 16})
-QWEN2 = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], vocab_size=200, hidden_size=48,
-             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, intermediate_size=96,
-             hidden_act="silu", rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
-             max_position_embeddings=128, use_sliding_window=False)
+LLAMA = dict(
+  model_type="llama",
+  architectures=["LlamaForCausalLM"],
+  vocab_size=256,
+  hidden_size=64,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  intermediate_size=128,
+  hidden_act="silu",
+  rms_norm_eps=1e-5,
+  rope_theta=10000.0,
+  tie_word_embeddings=False,
+  max_position_embeddings=128,
+  attention_bias=False,
+  rope_scaling={
+    "rope_type": "llama3",
+    "factor": 4.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+  },
+)
+QWEN2 = dict(
+  model_type="qwen2",
+  architectures=["Qwen2ForCausalLM"],
+  vocab_size=200,
+  hidden_size=48,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  num_key_value_heads=1,
+  intermediate_size=96,
+  hidden_act="silu",
+  rms_norm_eps=1e-6,
+  rope_theta=1000000.0,
+  tie_word_embeddings=True,
+  max_position_embeddings=128,
+  use_sliding_window=False,
+)
 FAMILIES = {"llama": LLAMA, "qwen2": QWEN2}
 B, L = 3, 16
 
@@ -44,8 +75,12 @@ def np_inv_freq(hf, head_dim):
     if scaling.get("rope_type") == "linear":
       f = f / scaling["factor"]
     elif scaling.get("rope_type") == "llama3":
-      orig, lo, hi, factor = (scaling["original_max_position_embeddings"], scaling["low_freq_factor"],
-                              scaling["high_freq_factor"], scaling["factor"])
+      orig, lo, hi, factor = (
+        scaling["original_max_position_embeddings"],
+        scaling["low_freq_factor"],
+        scaling["high_freq_factor"],
+        scaling["factor"],
+      )
       wavelen = 2 * math.pi / f
       if wavelen > orig / lo:
         f = f / factor
@@ -68,13 +103,14 @@ def np_logits(tensors, hf, ids):
   g = lambda name: tensors[name].astype(np.float64)
   eps, heads, kv_heads = hf["rms_norm_eps"], hf["num_attention_heads"], hf["num_key_value_heads"]
   head_dim, n = hf["hidden_size"] // heads, len(ids)
-  rms = lambda x, w: x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * w
+  rms = lambda x, w: x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * w
   inv = np_inv_freq(hf, head_dim)
   x = g("model.embed_tokens.weight")[ids]
   for i in range(hf["num_hidden_layers"]):
     p = f"model.layers.{i}."
-    lin = lambda h, name: h @ g(p + name + ".weight").T + (g(p + name + ".bias") if p + name + ".bias" in tensors
-                                                           else 0.0)
+    lin = lambda h, name: (
+      h @ g(p + name + ".weight").T + (g(p + name + ".bias") if p + name + ".bias" in tensors else 0.0)
+    )
     h = rms(x, g(p + "input_layernorm.weight"))
     q = np_rope(lin(h, "self_attn.q_proj").reshape(n, heads, head_dim), inv)
     k = np_rope(lin(h, "self_attn.k_proj").reshape(n, kv_heads, head_dim), inv)
@@ -109,7 +145,10 @@ def random_tensors(hf, seed=0):
       if hf["model_type"] == "qwen2" and name != "o":
         t[f"{p}self_attn.{name}_proj.bias"] = r(rows)
     t[p + "mlp.gate_proj.weight"], t[p + "mlp.up_proj.weight"], t[p + "mlp.down_proj.weight"] = (
-        r(f, d), r(f, d), r(d, f))
+      r(f, d),
+      r(f, d),
+      r(d, f),
+    )
     t[p + "input_layernorm.weight"], t[p + "post_attention_layernorm.weight"] = 1 + r(d), 1 + r(d)
   return t
 
@@ -150,7 +189,7 @@ def padded_batch(vocab, seed=1):
   ids = rng.integers(0, vocab, (B, L)).astype(np.int32)
   valid = np.ones((B, L), bool)
   valid[1, :5] = False
-  valid[2, L - 4:] = False
+  valid[2, L - 4 :] = False
   return ids, valid
 
 
@@ -203,7 +242,7 @@ def test_padding_content_and_side_do_not_change_real_logits(ckpt):
   ids2[1], valid2[1] = np.concatenate([ids[1, 5:], np.full(5, 7)]), np.arange(L) < L - 5
   ids2[2, ~valid[2]] = 3
   moved = np.asarray(forward(lm, jnp.asarray(ids2), jnp.asarray(valid2)))
-  np.testing.assert_allclose(moved[1, :L - 5], base[1, 5:], atol=1e-5)
+  np.testing.assert_allclose(moved[1, : L - 5], base[1, 5:], atol=1e-5)
   np.testing.assert_allclose(moved[2, valid[2]], base[2, valid[2]], atol=1e-5)
 
 
@@ -227,14 +266,14 @@ def decode(lm, ids_BxT, cache, valid_BxT):
 def test_kv_cache_decode_equals_full_forward(ckpt):
   hf, _, _, lm = ckpt
   ids, valid = padded_batch(hf["vocab_size"])
-  valid[2, 8:12] = False                       # row 2: a gap mid-sequence, then more tokens
+  valid[2, 8:12] = False  # row 2: a gap mid-sequence, then more tokens
   valid[2, 12:] = True
   full = np.asarray(forward(lm, jnp.asarray(ids), jnp.asarray(valid)))
   cache = lm.init_cache(B, L)
   prefill, cache = decode(lm, jnp.asarray(ids[:, :10]), cache, jnp.asarray(valid[:, :10]))
   steps = [prefill]
   for t in range(10, L):
-    out, cache = decode(lm, jnp.asarray(ids[:, t:t + 1]), cache, jnp.asarray(valid[:, t:t + 1]))
+    out, cache = decode(lm, jnp.asarray(ids[:, t : t + 1]), cache, jnp.asarray(valid[:, t : t + 1]))
     steps.append(out)
   got = np.concatenate([np.asarray(s) for s in steps], axis=1)
   err = np.abs(got[valid] - full[valid]).max()
@@ -248,7 +287,7 @@ def test_greedy_generate_equals_argmax_of_full_forward(ckpt):
   hf, _, _, lm = ckpt
   ids, valid = padded_batch(hf["vocab_size"])
   prompt, new = 10, L - 10
-  valid[2, 6:prompt] = False                   # row 2 right-padded within the prompt
+  valid[2, 6:prompt] = False  # row 2 right-padded within the prompt
   buf, buf_valid = ids.copy(), valid.copy()
   buf_valid[:, prompt:] = False
   for t in range(prompt, L):
@@ -256,12 +295,14 @@ def test_greedy_generate_equals_argmax_of_full_forward(ckpt):
     last = np.array([np.flatnonzero(row).max() for row in buf_valid])
     buf[:, t], buf_valid[:, t] = logits[np.arange(B), last].argmax(-1), True
   expected = buf[:, prompt:]
-  got = np.asarray(generate(lm, jnp.asarray(ids[:, :prompt]), jnp.asarray(valid[:, :prompt]),
-                            max_new_tokens=new))
+  got = np.asarray(generate(lm, jnp.asarray(ids[:, :prompt]), jnp.asarray(valid[:, :prompt]), max_new_tokens=new))
   np.testing.assert_array_equal(got, expected)
   eos = int(expected[0, 1])
-  got = np.asarray(generate(lm, jnp.asarray(ids[:, :prompt]), jnp.asarray(valid[:, :prompt]),
-                            max_new_tokens=new, eos_id=eos, pad_id=-1))
+  got = np.asarray(
+    generate(
+      lm, jnp.asarray(ids[:, :prompt]), jnp.asarray(valid[:, :prompt]), max_new_tokens=new, eos_id=eos, pad_id=-1
+    )
+  )
   for b in range(B):
     hits = np.flatnonzero(expected[b] == eos)
     stop = hits[0] + 1 if len(hits) else new
@@ -273,8 +314,10 @@ def test_sharded_index_loads_the_same_model(tmp_path):
   tensors = random_tensors(QWEN2, seed=3)
   single = load_llm(write_checkpoint(tmp_path / "one", tensors, QWEN2))
   placed = []
-  sharded = load_llm(write_checkpoint(tmp_path / "two", tensors, QWEN2, shards=2),
-                     place=lambda path, a: placed.append(path) or jnp.asarray(a))
+  sharded = load_llm(
+    write_checkpoint(tmp_path / "two", tensors, QWEN2, shards=2),
+    place=lambda path, a: placed.append(path) or jnp.asarray(a),
+  )
   assert len(list((tmp_path / "two").glob("model-*-of-00002.safetensors"))) == 2
   a, b = nnx.to_flat_state(nnx.state(single)), dict(nnx.to_flat_state(nnx.state(sharded)))
   assert sorted(placed) == sorted(p for p, _ in a) and len(placed) == len(a)
@@ -350,16 +393,22 @@ def test_folder_without_config_json(tmp_path):
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({**LLAMA, "model_type": "mistral"}))
-  with pytest.raises(CheckpointError, match=r"config\.json: .*model_type 'mistral' is not supported.*"
-                     r"\('llama', 'qwen2'\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"config\.json: .*model_type 'mistral' is not supported.*"
+    r"\('llama', 'qwen2'\)",
+  ):
     load_config(tmp_path)
 
 
 def test_wrong_shape_names_the_tensor_and_both_shapes(tmp_path):
   tensors = random_tensors(LLAMA)
   tensors["model.layers.1.self_attn.k_proj.weight"] = np.zeros((64, 64), np.float32)
-  with pytest.raises(CheckpointError, match=r"model\.layers\.1\.self_attn\.k_proj\.weight has shape \(64, 64\) "
-                     r"but the config implies \(32, 64\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"model\.layers\.1\.self_attn\.k_proj\.weight has shape \(64, 64\) "
+    r"but the config implies \(32, 64\)",
+  ):
     load_llm(write_checkpoint(tmp_path / "bad", tensors, LLAMA))
 
 
@@ -367,9 +416,12 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
   tensors = random_tensors(QWEN2)
   del tensors["model.layers.0.self_attn.v_proj.bias"]
   tensors["model.layers.0.self_attn.o_proj.bias"] = np.zeros(48, np.float32)
-  with pytest.raises(CheckpointError, match=r"missing tensors \['model\.layers\.0\.self_attn\.v_proj\.bias'\] "
-                     r"\(expected model\.layers\.0\.self_attn\.v_proj\.bias \(12,\)\); "
-                     r"unexpected tensors \['model\.layers\.0\.self_attn\.o_proj\.bias'\]"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"missing tensors \['model\.layers\.0\.self_attn\.v_proj\.bias'\] "
+    r"\(expected model\.layers\.0\.self_attn\.v_proj\.bias \(12,\)\); "
+    r"unexpected tensors \['model\.layers\.0\.self_attn\.o_proj\.bias'\]",
+  ):
     load_llm(write_checkpoint(tmp_path / "bad", tensors, QWEN2))
   with pytest.raises(CheckpointError, match=r"no model\.safetensors in .*model\.safetensors\.index\.json"):
     (tmp_path / "bad" / "model.safetensors").unlink()

@@ -3,6 +3,7 @@ keeps the target, LLaRA's curriculum), CF embeddings really injected at the plac
 loaded through `model.llm_path` against an independent NumPy float64 forward, bad input, and training through
 the real Trainer: only adapters (+ projector) move, LoRA frozen in CoLLM's stage 2, CoLLM beats TALLRec when
 the LLM knows nothing, 1 device == 8 devices."""
+
 from __future__ import annotations
 
 import re
@@ -16,26 +17,26 @@ from jax.sharding import PartitionSpec as P
 
 import genrec.configs
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import ConfigError, MeshConfig
 from genrec.data import load_dataset
+from genrec.families.llm_cf import pointwise as pointwise_lib
 from genrec.families.llm_cf.cf import CFArtifactError, save_cf_artifact
+from genrec.families.llm_cf.pointwise import candidate_metrics, make_predictor
+from genrec.families.llm_cf.prompted import titles
 from genrec.models.llm import LLMConfig, hf_name
 from genrec.models.llm.prompts import SLOT_ITEM, SLOT_USER, PromptBuilder, word_tokenizer
 from genrec.models.llmrec import CoLLM, CoLLMConfig, TALLRecConfig
 from genrec.models.text import CheckpointError
 from genrec.train import sharding
-from genrec.families.llm_cf import pointwise as pointwise_lib
-from genrec.families.llm_cf.pointwise import candidate_metrics, make_predictor
-from genrec.train.tasks import get_task
-from genrec.families.llm_cf.prompted import titles
 from genrec.train.report import results_table
-from genrec import pipeline
-from models.test_llm import LLAMA, np_logits, random_tensors, write_checkpoint   # the NumPy reference
+from genrec.train.tasks import get_task
+from models.test_llm import LLAMA, np_logits, random_tensors, write_checkpoint  # the NumPy reference
 
 TITLES = ["", "Toy Story", "Heat", "Casino", "Fargo", "Sense and Sensibility"]
 
 
-pytestmark = pytest.mark.usefixtures("stage_cache")     # the mf:tiny CF stage trains once, in this module's cache
+pytestmark = pytest.mark.usefixtures("stage_cache")  # the mf:tiny CF stage trains once, in this module's cache
 
 
 def tiny(spec, *overrides):
@@ -60,8 +61,9 @@ def test_templates_place_placeholders_and_truncation_drops_the_oldest_history_fi
   collm = PromptBuilder(tok, TITLES, template="collm", max_len=30)
   out = collm.build([7, 2], [4, 5], [[0, 1, 2], [1, 2, 3]])
   assert words(tok, out["prompt"][0], out["prompt_valid"][0]) == (
-      "User Preference : Toy Story <ItemID> , Heat <ItemID> User feature : <UserID> . Whether the user will "
-      "like the target movie Fargo <TargetItemID> ? Answer :")
+    "User Preference : Toy Story <ItemID> , Heat <ItemID> User feature : <UserID> . Whether the user will "
+    "like the target movie Fargo <TargetItemID> ? Answer :"
+  )
   slot, index = out["cf_slot"][0], out["cf_index"][0]
   assert index[slot == SLOT_ITEM].tolist() == [1, 2, 4] and index[slot == SLOT_USER].tolist() == [7]
   assert out["prompt"].shape == (2, 30) and out["prompt_valid"].sum(1).tolist() == [27, 28]
@@ -74,14 +76,18 @@ def test_templates_place_placeholders_and_truncation_drops_the_oldest_history_fi
   tallrec = PromptBuilder(tok, TITLES, template="tallrec", max_len=40).build([7], [4], [[0, 1, 2]])
   assert set(tallrec) == {"prompt", "prompt_valid"}
   assert words(tok, tallrec["prompt"][0], tallrec["prompt_valid"][0]) == (
-      "User Preference : Toy Story , Heat Whether the user will like the target movie Fargo ? Answer :")
+    "User Preference : Toy Story , Heat Whether the user will like the target movie Fargo ? Answer :"
+  )
   # LLaRA's text-only rows: the hybrid tokens are masked, every other token stays where it was.
   llara = PromptBuilder(tok, TITLES, template="llara", max_len=40)
   on, off = (llara.build([7], [4], [[0, 1, 2]], hybrid_B=[h]) for h in (True, False))
   np.testing.assert_array_equal(on["prompt"], off["prompt"])
   assert (on["prompt_valid"] & ~off["prompt_valid"]).sum() == 3 == (on["cf_slot"] == SLOT_ITEM).sum()
-  with pytest.raises(ConfigError, match=r"max_prompt_len=20 is too short: a collm prompt with no history needs up "
-                                        r"to 23 tokens"):
+  with pytest.raises(
+    ConfigError,
+    match=r"max_prompt_len=20 is too short: a collm prompt with no history needs up "
+    r"to 23 tokens",
+  ):
     PromptBuilder(tok, TITLES, template="collm", max_len=20)
 
 
@@ -93,16 +99,23 @@ def test_tokenizer_without_the_needed_tokens():
   with pytest.raises(CheckpointError, match=r"tokenizer\.json lacks the special token\(s\) \['<\|endoftext\|>'\]"):
     PromptBuilder(tok, TITLES, template="tallrec", max_len=64, source="tokenizer.json")
   with pytest.raises(ConfigError, match=r"the answer 'Yes please' is 2 tokens"):
-    PromptBuilder(word_tokenizer(["Yes please"]), TITLES, template="tallrec", max_len=64,
-                  answer_words=("Yes please", "No"))
+    PromptBuilder(
+      word_tokenizer(["Yes please"]), TITLES, template="tallrec", max_len=64, answer_words=("Yes please", "No")
+    )
 
 
 # ---- the model: CF embeddings replace the placeholders
 def test_placeholders_carry_the_projected_cf_embeddings():
   tok = word_tokenizer(TITLES[1:])
   builder = PromptBuilder(tok, TITLES, template="collm", max_len=40)
-  cfg = CoLLMConfig(llm=LLMConfig(vocab_size=tok.get_vocab_size()), num_users=8, num_items=5, cf_dim=6,
-                    answer_ids=tuple(builder.answer_ids), max_prompt_len=40)
+  cfg = CoLLMConfig(
+    llm=LLMConfig(vocab_size=tok.get_vocab_size()),
+    num_users=8,
+    num_items=5,
+    cf_dim=6,
+    answer_ids=tuple(builder.answer_ids),
+    max_prompt_len=40,
+  )
   graphdef, state = nnx.split(CoLLM(cfg, rngs=nnx.Rngs(0)))
   flat = dict(nnx.to_flat_state(state))
   rng = np.random.default_rng(0)
@@ -132,7 +145,7 @@ def test_placeholders_carry_the_projected_cf_embeddings():
   table = ("lm", "tokens", "embedding")
   ids = np.array([tok.token_to_id(t) for t in ("<UserID>", "<ItemID>", "<TargetItemID>")])
   np.testing.assert_array_equal(predict(table, ids, 5.0)[0], p)
-  assert np.abs(predict(table, tok.token_to_id("Fargo"), 5.0)[0] - p).max() > 1e-4    # a text token does
+  assert np.abs(predict(table, tok.token_to_id("Fargo"), 5.0)[0] - p).max() > 1e-4  # a text token does
 
 
 def test_trainable_filters_by_model_and_stage():
@@ -173,8 +186,11 @@ def test_truncated_examples_are_counted_and_keep_their_target():
   counted = task.protocol()["prompt"]["truncated_examples"]
   for split in ("train", "valid", "test"):
     arrays = task.points.split(split)
-    full = [f"User Preference: {', '.join(names[h] for h in hist[hist > 0])} Whether the user will like the "
-            f"target movie {names[t]}? Answer:" for hist, t in zip(arrays["history"], arrays["item"])]
+    full = [
+      f"User Preference: {', '.join(names[h] for h in hist[hist > 0])} Whether the user will like the "
+      f"target movie {names[t]}? Answer:"
+      for hist, t in zip(arrays["history"], arrays["item"])
+    ]
     assert counted[split] == sum(len(re.findall(r"\w+|[^\w\s]+", text)) > 24 for text in full)
   print(f"max_prompt_len=24: truncated examples {counted}")
   assert counted["train"] > 100
@@ -186,9 +202,12 @@ def test_truncated_examples_are_counted_and_keep_their_target():
 
 
 def test_cf_artifact_of_other_data_is_refused(fake_cf):
-  with pytest.raises(CFArtifactError, match=r"collm reads its CF embeddings from .*cf_bad.*: .* covers 256 users "
-                                            r"and 50 items; synthetic has 256 users and 64 items"):
-    task_of(tiny("collm:tiny", f"model.cf_run={fake_cf[1]}")).configure()      # read when training starts
+  with pytest.raises(
+    CFArtifactError,
+    match=r"collm reads its CF embeddings from .*cf_bad.*: .* covers 256 users "
+    r"and 50 items; synthetic has 256 users and 64 items",
+  ):
+    task_of(tiny("collm:tiny", f"model.cf_run={fake_cf[1]}")).configure()  # read when training starts
 
 
 def test_llara_curriculum_is_deterministic_and_splits_over_processes(fake_cf):
@@ -229,8 +248,11 @@ def test_bad_checkpoint_folders(hf_folder, tmp_path):
   with pytest.raises(CheckpointError, match=r"no config\.json in .*empty"):
     task_of(tiny("tallrec:tiny", f"model.llm_path={empty}"))
   (empty / "config.json").write_text('{"model_type": "gpt2", "vocab_size": 256}')
-  with pytest.raises(CheckpointError, match=r"model_type 'gpt2' is not supported; supported model types: "
-                                            r"\('llama', 'qwen2'\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"model_type 'gpt2' is not supported; supported model types: "
+    r"\('llama', 'qwen2'\)",
+  ):
     task_of(tiny("tallrec:tiny", f"model.llm_path={empty}"))
   no_pad = tmp_path / "no_pad"
   write_checkpoint(no_pad, {}, LLAMA)
@@ -240,19 +262,29 @@ def test_bad_checkpoint_folders(hf_folder, tmp_path):
   with pytest.raises(CheckpointError, match=r"tokenizer\.json lacks the special token\(s\) \['<\|endoftext\|>'\]"):
     task_of(tiny("tallrec:tiny", f"model.llm_path={no_pad}"))
   with pytest.raises(ConfigError, match=r"max_prompt_len=200 exceeds the LLM's context of 128 positions"):
-    pipeline.trainer(tiny("tallrec:tiny", f"model.llm_path={folder}", "model.max_prompt_len=200"), tmp_path / "long",
-            mesh=mesh_of(1), resume=False)
+    pipeline.trainer(
+      tiny("tallrec:tiny", f"model.llm_path={folder}", "model.max_prompt_len=200"),
+      tmp_path / "long",
+      mesh=mesh_of(1),
+      resume=False,
+    )
   wrong = tmp_path / "wrong"
   write_checkpoint(wrong, random_tensors(dict(LLAMA, intermediate_size=96)), LLAMA)
   (wrong / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
-  with pytest.raises(CheckpointError, match=r"tensor model\.layers\.0\.mlp\.(down|gate|up)_proj\.weight has shape "
-                                            r"\((96, 64|64, 96)\) but the config implies \((128, 64|64, 128)\)"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"tensor model\.layers\.0\.mlp\.(down|gate|up)_proj\.weight has shape "
+    r"\((96, 64|64, 96)\) but the config implies \((128, 64|64, 128)\)",
+  ):
     pipeline.trainer(tiny("tallrec:tiny", f"model.llm_path={wrong}"), tmp_path / "w", mesh=mesh_of(1), resume=False)
 
 
 def test_bad_prompt_settings_and_a_tokenizer_larger_than_the_llm(hf_folder, tmp_path):
-  with pytest.raises(ConfigError, match=r"model\.answer_words \('Yes', 'No', 'Maybe'\) / answer_ids \(-1, -1\): need "
-                                        r"exactly two"):
+  with pytest.raises(
+    ConfigError,
+    match=r"model\.answer_words \('Yes', 'No', 'Maybe'\) / answer_ids \(-1, -1\): need "
+    r"exactly two",
+  ):
     TALLRecConfig(answer_words=("Yes", "No", "Maybe"))
   with pytest.raises(ConfigError, match=r"model\.max_title_tokens=0: titles need at least one token"):
     PromptBuilder(word_tokenizer(TITLES[1:]), TITLES, template="tallrec", max_len=40, max_title_tokens=0)
@@ -261,13 +293,16 @@ def test_bad_prompt_settings_and_a_tokenizer_larger_than_the_llm(hf_folder, tmp_
   (big / "config.json").write_bytes((hf_folder[0] / "config.json").read_bytes())
   names = titles(load_dataset(tiny("tallrec:tiny").data))[1:]
   word_tokenizer(names + [f"w{i}" for i in range(256)]).save(str(big / "tokenizer.json"))
-  with pytest.raises(ConfigError, match=r"big/tokenizer\.json has \d+ tokens but the LLM in .*big embeds 256: they "
-                                        r"are not from the same model"):
+  with pytest.raises(
+    ConfigError,
+    match=r"big/tokenizer\.json has \d+ tokens but the LLM in .*big embeds 256: they "
+    r"are not from the same model",
+  ):
     task_of(tiny("tallrec:tiny", f"model.llm_path={big}"))
 
 
 def np_gelu(x):
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def test_hf_checkpoint_streams_onto_the_mesh_and_matches_a_numpy_reference(hf_folder, fake_cf, tmp_path):
@@ -290,9 +325,11 @@ def test_hf_checkpoint_streams_onto_the_mesh_and_matches_a_numpy_reference(hf_fo
   arrays = {k: v[:8] for k, v in trainer.task.split("valid").items()}
   probs = make_predictor(placed, 8)(placed.params, placed.other, arrays)
   params = host(placed.params)
-  proj = lambda x: (np_gelu(x @ params[("projector", "layers", 0, "kernel")] + params[("projector", "layers", 0,
-                                                                                       "bias")])
-                    @ params[("projector", "layers", 2, "kernel")] + params[("projector", "layers", 2, "bias")])
+  proj = lambda x: (
+    np_gelu(x @ params[("projector", "layers", 0, "kernel")] + params[("projector", "layers", 0, "bias")])
+    @ params[("projector", "layers", 2, "kernel")]
+    + params[("projector", "layers", 2, "bias")]
+  )
   users, items = (np.asarray(jax.device_get(other[(n,)].get_value()), np.float64) for n in ("cf_users", "cf_items"))
   yes, no = trainer.cfg.model.answer_ids
   margins = []
@@ -307,8 +344,10 @@ def test_hf_checkpoint_streams_onto_the_mesh_and_matches_a_numpy_reference(hf_fo
     logits = np_logits(table, LLAMA, ids)[-1]
     margins.append(logits[yes] - logits[no])
   expected = 1 / (1 + np.exp(-np.asarray(margins)))
-  print(f"P(yes) vs NumPy float64 on an HF checkpoint: max abs diff {np.abs(expected - probs).max():.2e} "
-        f"(reference margins l_yes - l_no: {np.round(margins, 3).tolist()})")
+  print(
+    f"P(yes) vs NumPy float64 on an HF checkpoint: max abs diff {np.abs(expected - probs).max():.2e} "
+    f"(reference margins l_yes - l_no: {np.round(margins, 3).tolist()})"
+  )
   np.testing.assert_allclose(probs, expected, atol=1e-6)
 
 
@@ -319,8 +358,10 @@ def trained(tmp_path_factory):
   tallrec:tiny, 100 steps each on one device,
   evaluated once at the end (so the kept model is the last state); every variable's value before and after."""
   out = {}
-  for spec, sets in (("collm:tiny", ["model.cf_stage_overrides=mesh.data=1", "eval.candidates=sampled:19"]),
-                     ("tallrec:tiny", [])):
+  for spec, sets in (
+    ("collm:tiny", ["model.cf_stage_overrides=mesh.data=1", "eval.candidates=sampled:19"]),
+    ("tallrec:tiny", []),
+  ):
     workdir = tmp_path_factory.mktemp(spec.split(":")[0])
     trainer = pipeline.trainer(tiny(spec, "trainer.eval_every=100", *sets), workdir, mesh=mesh_of(1), resume=False)
     before = {**host(trainer.placed.params), **host(trainer.placed.other)}
@@ -336,8 +377,10 @@ def changed(before, after):
 
 def test_collm_beats_tallrec_when_the_llm_knows_nothing(trained):
   collm, tallrec = trained["collm"][1], trained["tallrec"][1]
-  print(f"planted clusters, random tiny LLM, 100 steps: CoLLM-MF valid/test AUC {collm['valid']['auc']:.3f}/"
-        f"{collm['test']['auc']:.3f}, TALLRec {tallrec['valid']['auc']:.3f}/{tallrec['test']['auc']:.3f}")
+  print(
+    f"planted clusters, random tiny LLM, 100 steps: CoLLM-MF valid/test AUC {collm['valid']['auc']:.3f}/"
+    f"{collm['test']['auc']:.3f}, TALLRec {tallrec['valid']['auc']:.3f}/{tallrec['test']['auc']:.3f}"
+  )
   # Titles are "item <id>": text alone says nothing about the planted clusters; the MF vectors do.
   assert collm["test"]["auc"] > 0.65 and collm["valid"]["auc"] > 0.65
   assert tallrec["test"]["auc"] < 0.6 and collm["test"]["auc"] > tallrec["test"]["auc"] + 0.1
@@ -349,7 +392,7 @@ def test_only_adapters_and_the_projector_move_base_weights_stay_bit_identical(tr
   _, _, before, after = trained["tallrec"]
   moved = changed(before, after)
   assert moved and all("lora_" in name for name in moved)
-  assert len(moved) == 2 * 7 * 2                 # A and B of 7 layers in each of 2 blocks
+  assert len(moved) == 2 * 7 * 2  # A and B of 7 layers in each of 2 blocks
   _, _, before, after = trained["collm"]
   moved = changed(before, after)
   assert {n.split("/")[0] for n in moved if "lora_" not in n} == {"projector"}
@@ -367,9 +410,10 @@ def test_stage_two_freezes_lora_and_one_device_equals_eight(trained):
   losses = []
   for mesh in (mesh_of(1), mesh_of(8, data=2, fsdp=2, tensor=2)):
     trainer = pipeline.trainer(cfg, "/nonexistent-unused", mesh=mesh, resume=False, init_from=source)
-    assert not any("lora_" in "/".join(map(str, p)) for p in host(trainer.placed.params))   # not optimized
-    batch = {k: jax.make_array_from_process_local_data(trainer.batch_sharding, v)
-             for k, v in trainer.train_data[0].items()}
+    assert not any("lora_" in "/".join(map(str, p)) for p in host(trainer.placed.params))  # not optimized
+    batch = {
+      k: jax.make_array_from_process_local_data(trainer.batch_sharding, v) for k, v in trainer.train_data[0].items()
+    }
     out = []
     for _ in range(3):
       trainer.state, metrics = trainer._step(trainer.state, trainer.placed.rngs, batch)
@@ -398,7 +442,7 @@ def ranking_task():
 def test_negatives_are_unseen_deterministic_and_differ_across_examples(ranking_task):
   points = ranking_task.points
   rated = {}
-  for u, i in zip(points.user, points.item):               # every split
+  for u, i in zip(points.user, points.item):  # every split
     rated.setdefault(int(u), set()).add(int(i))
   for split in ("valid", "test"):
     ranked = ranking_task.ranked(split)
@@ -424,8 +468,11 @@ def test_negatives_are_unseen_deterministic_and_differ_across_examples(ranking_t
 
 
 def test_ranking_settings_that_cannot_work_fail_before_training():
-  with pytest.raises(ConfigError, match=r"eval\.candidates=sampled:50: user \d+ of synthetic rated all but 44 of the "
-                                        r"64 items; lower N"):
+  with pytest.raises(
+    ConfigError,
+    match=r"eval\.candidates=sampled:50: user \d+ of synthetic rated all but 44 of the "
+    r"64 items; lower N",
+  ):
     task_of(tiny("mf:tiny", "eval.candidates=sampled:50"))
   with pytest.raises(ConfigError, match=r"eval\.ranked_examples=-1: need >= 0 \(0 = every positive\)"):
     task_of(tiny("mf:tiny", "eval.candidates=sampled:19", "eval.ranked_examples=-1"))
@@ -441,7 +488,9 @@ def test_evaluator_reports_hr_at_1_of_known_scores(ranking_task, monkeypatch):
   users, items = ranked["user"].reshape(100, 20), ranked["item"].reshape(100, 20)
   hits = [all(table[u[0], row[0]] > table[u[0], n] for n in row[1:]) for u, row in zip(users, items)]
   ties = sum(table[u[0], row[0]] == table[u[0], row[1:]].max() for u, row in zip(users, items))
-  print(f"stub scores: HR@1 {summary['hr@1']:.2f} by hand {np.mean(hits):.2f}; {ties} of 100 targets tie the best negative")
+  print(
+    f"stub scores: HR@1 {summary['hr@1']:.2f} by hand {np.mean(hits):.2f}; {ties} of 100 targets tie the best negative"
+  )
   assert ties > 5 and summary["hr@1"] == pytest.approx(np.mean(hits)) and summary["ranked"] == 100
   assert {"auc", "uauc", "logloss", "ndcg@20"} <= set(summary)
   protocol = ranking_task.protocol()
@@ -459,10 +508,12 @@ def test_llara_presets_rank_and_a_trained_collm_beats_chance_at_hr_at_1(trained)
     assert (cfg.eval.candidates, cfg.eval.ranked_examples, cfg.trainer.best_metric) == ("sampled:19", 200, "auc")
   _, results, _, _ = trained["collm"]
   test, valid = results["test"], results["valid"]
-  print(f"collm:tiny, 100 steps: HR@1 valid {valid['hr@1']:.3f} (n={valid['ranked']}), test {test['hr@1']:.3f} "
-        f"(n={test['ranked']}); chance 0.05; NDCG@20 test {test['ndcg@20']:.3f}")
+  print(
+    f"collm:tiny, 100 steps: HR@1 valid {valid['hr@1']:.3f} (n={valid['ranked']}), test {test['hr@1']:.3f} "
+    f"(n={test['ranked']}); chance 0.05; NDCG@20 test {test['ndcg@20']:.3f}"
+  )
   hits = valid["hr@1"] * valid["ranked"] + test["hr@1"] * test["ranked"]
-  assert hits / (valid["ranked"] + test["ranked"]) > 0.09          # chance 0.05; 0.09 is 3 sd above it
+  assert hits / (valid["ranked"] + test["ranked"]) > 0.09  # chance 0.05; 0.09 is 3 sd above it
   assert results["protocol"]["candidates"] == "sampled:19"
   table = results_table(results)
   assert "| HR@1 | ranked |" in table and f"{test['hr@1']:.4f} | {test['ranked']} |" in table

@@ -1,5 +1,6 @@
 """LoRA on the decoder: a fresh adapter changes nothing, merge/unmerge keep outputs, an optimizer over the
 adapters alone leaves the base weights bit-for-bit, targets are checked, adapters carry logical axes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,13 +8,20 @@ import optax
 import pytest
 from flax import nnx
 
-from genrec.models.layers.lora import (LoRAConfig, LoRALinear, LoRAParam, apply_lora, merge_lora,
-                                       trainable_filter, unmerge_lora)
+from genrec.models.layers.lora import (
+  LoRAConfig,
+  LoRALinear,
+  LoRAParam,
+  apply_lora,
+  merge_lora,
+  trainable_filter,
+  unmerge_lora,
+)
 from genrec.models.llm import DecoderLM, LLMConfig
 
 CFG = LLMConfig(layers=1)
 ALL = ("q", "k", "v", "o", "gate", "up", "down")
-LORA = LoRAConfig(rank=4, alpha=8.0, targets=ALL)      # one adapter shape throughout: compiled forwards are reused
+LORA = LoRAConfig(rank=4, alpha=8.0, targets=ALL)  # one adapter shape throughout: compiled forwards are reused
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, CFG.vocab_size, (2, 8)), jnp.int32)
 
 
@@ -28,8 +36,9 @@ def forward(lm, ids_BxL):
 
 
 def base_params(lm):
-  return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(lm, nnx.Param))
-          if not isinstance(v, LoRAParam)}
+  return {
+    p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(lm, nnx.Param)) if not isinstance(v, LoRAParam)
+  }
 
 
 def adapters(lm):
@@ -40,9 +49,10 @@ def test_fresh_adapter_leaves_outputs_unchanged_and_keeps_base_paths(base):
   lm = nnx.clone(base)
   before, paths = np.asarray(forward(lm, IDS)), set(base_params(lm))
   wrapped = apply_lora(lm, LORA, rngs=nnx.Rngs(1))
-  assert sorted(wrapped) == sorted(f"layers.0.{m}" for m in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate",
-                                                              "mlp.up", "mlp.down"))
-  assert set(base_params(lm)) == paths                 # base weights keep their state paths (HF import, checkpoints)
+  assert sorted(wrapped) == sorted(
+    f"layers.0.{m}" for m in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")
+  )
+  assert set(base_params(lm)) == paths  # base weights keep their state paths (HF import, checkpoints)
   ad = adapters(lm)
   assert len(ad) == 2 * len(ALL)
   assert all(not v.any() for p, v in ad.items() if p[-1] == "lora_b")
@@ -64,14 +74,16 @@ def test_merge_and_unmerge_keep_outputs(base):
     layer.lora_b[...] = 0.5 * jax.random.normal(sub, layer.lora_b.shape)
   kernel0 = np.asarray(lm.layers[0].attn.q.kernel.get_value())
   adapted = np.asarray(forward(lm, IDS))
-  assert np.abs(adapted - plain).max() > 1e-2             # the adapter does something
+  assert np.abs(adapted - plain).max() > 1e-2  # the adapter does something
   merge_lora(lm)
   assert lm.layers[0].attn.q.merged and not np.allclose(lm.layers[0].attn.q.kernel.get_value(), kernel0)
   merged = np.asarray(forward(lm, IDS))
   unmerge_lora(lm)
   unmerged = np.asarray(forward(lm, IDS))
-  print(f"LoRA merged vs adapter path max abs diff {np.abs(merged - adapted).max():.2e}; unmerged "
-        f"{np.abs(unmerged - adapted).max():.2e}")
+  print(
+    f"LoRA merged vs adapter path max abs diff {np.abs(merged - adapted).max():.2e}; unmerged "
+    f"{np.abs(unmerged - adapted).max():.2e}"
+  )
   np.testing.assert_allclose(merged, adapted, atol=1e-5)
   np.testing.assert_allclose(unmerged, adapted, atol=1e-5)
   np.testing.assert_allclose(lm.layers[0].attn.q.kernel.get_value(), kernel0, atol=1e-6)
@@ -89,6 +101,7 @@ def test_optimizer_over_adapters_only_leaves_base_weights_exactly_unchanged(base
   def step(lm, opt):
     def loss_fn(lm):
       return optax.softmax_cross_entropy_with_integer_labels(lm(IDS), targets).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, trainable_filter(lora)))(lm)
     opt.update(lm, grads)
     return loss
@@ -97,7 +110,7 @@ def test_optimizer_over_adapters_only_leaves_base_weights_exactly_unchanged(base
   assert losses[-1] < losses[0]
   base1, ad1 = base_params(lm), adapters(lm)
   assert base1.keys() == base0.keys() and all(np.array_equal(base1[p], base0[p]) for p in base0)
-  assert all(not np.array_equal(ad1[p], ad0[p]) for p in ad0)           # both A and B moved
+  assert all(not np.array_equal(ad1[p], ad0[p]) for p in ad0)  # both A and B moved
   assert trainable_filter(None) is nnx.Param
 
 
@@ -114,8 +127,11 @@ def test_dropout_acts_in_train_mode_only():
 
 def test_bad_targets_and_config_are_named(base):
   lm = nnx.clone(base)
-  with pytest.raises(ValueError, match=r"LoRA targets \['q_proj'\] name no linear layer of DecoderLM; .*"
-                     r"\['down', 'gate', 'k', 'lm_head', 'o', 'q', 'up', 'v'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"LoRA targets \['q_proj'\] name no linear layer of DecoderLM; .*"
+    r"\['down', 'gate', 'k', 'lm_head', 'o', 'q', 'up', 'v'\]",
+  ):
     apply_lora(lm, LoRAConfig(targets=("q", "q_proj")), rngs=nnx.Rngs(1))
   with pytest.raises(ValueError, match="rank must be >= 1"):
     LoRAConfig(rank=0)

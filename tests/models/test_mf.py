@@ -1,5 +1,6 @@
 """MF through the pointwise task: numerics against a NumPy forward pass, learning on planted clusters through
 the real Trainer, 1-device == 8-device, the CF artifact round trip and its errors, the results table."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,15 @@ from scipy.stats import mannwhitneyu
 import genrec
 import genrec.configs
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import ConfigError, MeshConfig
-from genrec.files import PathEscapeError
 from genrec.data import load_dataset
 from genrec.data.pointwise import pointwise_data
 from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact, save_cf_artifact
+from genrec.families.llm_cf.pointwise import make_predictor
+from genrec.files import PathEscapeError
 from genrec.models.mf import MF, MFConfig
 from genrec.train import report, sharding
-from genrec.families.llm_cf.pointwise import make_predictor
-from genrec import pipeline
 
 
 def tiny(*overrides):
@@ -58,12 +59,16 @@ def test_shapes_and_numerics_against_numpy():
   cfg = MFConfig(num_users=5, num_items=7, dim=4, l2=0.5)
   model = MF(cfg, rngs=nnx.Rngs(params=0))
   params = nnx.state(model, nnx.Param)
-  params["user_bias"][...] = jnp.arange(5.0) / 10                      # non-zero biases so they are checked
+  params["user_bias"][...] = jnp.arange(5.0) / 10  # non-zero biases so they are checked
   params["item_bias"][...] = -jnp.arange(8.0) / 20
   params["bias"][...] = jnp.asarray(0.3)
   nnx.update(model, params)
-  batch = {"user": np.array([0, 4, 2], np.int32), "item": np.array([1, 7, 3], np.int32),
-           "label": np.array([1.0, 0.0, 1.0], np.float32), "history": np.zeros((3, 2), np.int32)}
+  batch = {
+    "user": np.array([0, 4, 2], np.int32),
+    "item": np.array([1, 7, 3], np.int32),
+    "label": np.array([1.0, 0.0, 1.0], np.float32),
+    "history": np.zeros((3, 2), np.int32),
+  }
   probs = model.predict(batch)
   assert probs.shape == (3,) and probs.dtype == jnp.float32
   expected = np_predict(params, batch["user"], batch["item"])
@@ -72,7 +77,7 @@ def test_shapes_and_numerics_against_numpy():
   bce = -np.mean(batch["label"] * np.log(expected) + (1 - batch["label"]) * np.log(1 - expected))
   P = np.asarray(params["user_emb"]["embedding"][...], np.float64)[batch["user"]]
   Q = np.asarray(params["item_emb"]["embedding"][...], np.float64)[batch["item"]]
-  reg = np.mean((P ** 2).sum(1) + (Q ** 2).sum(1))
+  reg = np.mean((P**2).sum(1) + (Q**2).sum(1))
   assert float(metrics["bce"]) == pytest.approx(bce, rel=1e-5)
   assert float(loss) == pytest.approx(bce + 0.5 * reg, rel=1e-5)
   assert model.user_embeddings().shape == (5, 4) and model.item_embeddings().shape == (8, 4)
@@ -136,7 +141,7 @@ def test_cf_artifact_round_trip(trained):
   np.testing.assert_array_equal(items, params["item_emb"]["embedding"])
   assert users.dtype == np.float32 and users.shape == (256, 16) and items.shape == (65, 16)
   assert meta == {"model": "mf", "num_users": 256, "num_items": 64, "dim": 16, "dataset": "synthetic"}
-  assert load_cf_artifact(workdir, points)[2] == meta                    # the pointwise view works too
+  assert load_cf_artifact(workdir, points)[2] == meta  # the pointwise view works too
 
 
 def test_cf_artifact_errors(trained, tmp_path):

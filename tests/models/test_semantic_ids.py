@@ -1,5 +1,6 @@
 """Semantic IDs: k-means, RQ-KMeans, the RQ-VAE (learning, k-means init, rotation trick, dead-code restart),
 TIGER's collision digit and code statistics."""
+
 import functools
 import itertools
 
@@ -11,8 +12,20 @@ import pytest
 from flax import nnx
 
 from genrec import registry
-from genrec.models.semantic_ids import (RQVAE, CodeTableError, RQVAEConfig, code_stats, dedup_codes, fit_rqkmeans,
-                                        kmeans, lloyd_step, nearest, rotate_to, rq_decode, rq_encode)
+from genrec.models.semantic_ids import (
+  RQVAE,
+  CodeTableError,
+  RQVAEConfig,
+  code_stats,
+  dedup_codes,
+  fit_rqkmeans,
+  kmeans,
+  lloyd_step,
+  nearest,
+  rotate_to,
+  rq_decode,
+  rq_encode,
+)
 
 
 def planted(n=512, d=16, seed=0, top_scale=10.0, sub_scale=2.0, noise=0.05):
@@ -46,9 +59,9 @@ def test_kmeans_recovers_planted_clusters():
 
 def test_kmeans_reseeds_empty_clusters():
   x = np.array([[0.0], [1.0], [10.0], [14.0]], np.float32)
-  centroids = np.array([[0.5], [11.0], [100.0]], np.float32)         # the third owns no point
+  centroids = np.array([[0.5], [11.0], [100.0]], np.float32)  # the third owns no point
   new = jax.jit(lloyd_step)(x, centroids)
-  np.testing.assert_allclose(new, [[0.5], [12.0], [14.0]])           # re-seeded on the point fitted worst
+  np.testing.assert_allclose(new, [[0.5], [12.0], [14.0]])  # re-seeded on the point fitted worst
   # Fewer distinct points than clusters: finite centroids, each distinct point's copies kept together.
   x, i, _ = planted()
   x = x[np.arange(512) % 3]
@@ -101,7 +114,7 @@ def build(cfg):
 
 def split(model):
   graphdef, *states = nnx.split(model, nnx.Param, nnx.RngState, ...)
-  return graphdef, *jax.device_put(states, jax.devices()[0])     # committed, like the step's outputs: one compile
+  return graphdef, *jax.device_put(states, jax.devices()[0])  # committed, like the step's outputs: one compile
 
 
 def functional_loss(graphdef):
@@ -148,15 +161,15 @@ def test_rqvae_learns_planted_data_with_kmeans_init():
   assert model.init_codebooks(x, jax.random.key(0)).shape == (2, 4, 16)
   params, other, history = train(*split(model)[1::2], 300)
   first, last = history[0], history[-1]
-  assert first["commitment"] < 0.2 * random_step0["commitment"]        # k-means init beats random at step 0
+  assert first["commitment"] < 0.2 * random_step0["commitment"]  # k-means init beats random at step 0
   assert last["recon_rel"] < 0.05 and last["recon_rel"] < 0.5 * first["recon_rel"], (first, last)
   trained = nnx.merge(graphdef, params, rngs, other)
   codes = np.asarray(nnx.jit(lambda m, b: m.encode(b))(trained, {"embedding": x}))
   stats = code_stats(codes, cfg.codebook_size)
   assert stats["usage"] == [1.0, 1.0] and stats["distinct_tuples"] == 16, stats
-  assert same_partition(i * 4 + j, codes[:, 0] * 4 + codes[:, 1])      # the planted 16 clusters, one tuple each
+  assert same_partition(i * 4 + j, codes[:, 0] * 4 + codes[:, 1])  # the planted 16 clusters, one tuple each
   x_hat = nnx.jit(lambda m, c: m.decode_codes(c))(trained, codes)
-  assert np.mean(np.sum((np.asarray(x_hat) - x) ** 2, -1)) < 0.05 * np.mean(np.sum(x ** 2, -1))
+  assert np.mean(np.sum((np.asarray(x_hat) - x) ** 2, -1)) < 0.05 * np.mean(np.sum(x**2, -1))
 
 
 def test_rotation_trick_same_forward_as_ste_and_grads_reach_encoder():
@@ -189,18 +202,19 @@ def test_rotation_trick_same_forward_as_ste_and_grads_reach_encoder():
   np.testing.assert_allclose(loss_rot, loss_ste, rtol=1e-5)
   k_ste, k_rot = g_ste["encoder"][0]["kernel"][...], g_rot["encoder"][0]["kernel"][...]
   assert np.isfinite(k_rot).all() and float(jnp.abs(k_rot).max()) > 0
-  assert float(jnp.abs(k_rot - k_ste).max()) > 1e-6         # a different gradient, not the STE's copy
-  np.testing.assert_allclose(g_rot["decoder"][0]["kernel"][...], g_ste["decoder"][0]["kernel"][...], rtol=1e-4,
-                             atol=1e-6)
+  assert float(jnp.abs(k_rot - k_ste).max()) > 1e-6  # a different gradient, not the STE's copy
+  np.testing.assert_allclose(
+    g_rot["decoder"][0]["kernel"][...], g_ste["decoder"][0]["kernel"][...], rtol=1e-4, atol=1e-6
+  )
 
 
 def test_dead_code_restart_revives_an_unused_code():
   x, _, _ = scaled_planted(64)
   cfg = rqvae_cfg(dead_code_steps=3)
   model = build(cfg)
-  model.codebooks[...] = model.codebooks[...].at[0, 3].set(100.0)    # code 3 of level 0: nobody's nearest
+  model.codebooks[...] = model.codebooks[...].at[0, 3].set(100.0)  # code 3 of level 0: nobody's nearest
   counters = np.zeros((2, 4), np.int32)
-  counters[0, 3] = 2                                                   # one step short of dead
+  counters[0, 3] = 2  # one step short of dead
   model.unused_steps[...] = jnp.asarray(counters)
   batch = {"embedding": x, "item": np.arange(64)}
   encode = nnx.jit(lambda m, b: m.encode(b))
@@ -213,9 +227,9 @@ def test_dead_code_restart_revives_an_unused_code():
   revived = nnx.merge(graphdef, params, rngs, new_other)
   used = np.stack([np.bincount(codes_before[:, level], minlength=4) > 0 for level in range(2)])
   expected = np.where(used, 0, counters + 1)
-  expected[0, 3] = 0                                                   # restarted: counter reset
+  expected[0, 3] = 0  # restarted: counter reset
   np.testing.assert_array_equal(revived.unused_steps[...], expected)
-  np.testing.assert_array_equal(revived.codebooks[...], model.codebooks[...])    # parameters untouched
+  np.testing.assert_array_equal(revived.codebooks[...], model.codebooks[...])  # parameters untouched
   # Only code 3 moved, onto the batch latent that level 0 fitted worst; that row now picks it.
   latents = np.asarray(nnx.jit(lambda m, x: m.latent(x, deterministic=True))(model, x))
   books = np.asarray(model.codebook())
@@ -225,7 +239,7 @@ def test_dead_code_restart_revives_an_unused_code():
   np.testing.assert_array_equal(np.delete(new_books[0], 3, axis=0), np.delete(books[0], 3, axis=0))
   assert np.asarray(encode(revived, batch))[worst, 0] == 3
 
-  model.eval()                                                         # eval mode: counters stay put
+  model.eval()  # eval mode: counters stay put
   nnx.jit(lambda m, b: m.loss(b))(model, batch)
   np.testing.assert_array_equal(model.unused_steps[...], counters)
 
@@ -257,8 +271,13 @@ def test_code_stats_literal():
   stats = code_stats(CODES, 4)
   perplexity = float(np.exp(-(2 / 6 * np.log(2 / 6) + 3 / 6 * np.log(3 / 6) + 1 / 6 * np.log(1 / 6))))
   assert {k: v for k, v in stats.items() if k != "perplexity"} == {
-      "num_items": 6, "levels": 2, "distinct_tuples": 3, "collision_rate": 5 / 6, "max_items_per_tuple": 3,
-      "usage": [0.75, 0.75]}
+    "num_items": 6,
+    "levels": 2,
+    "distinct_tuples": 3,
+    "collision_rate": 5 / 6,
+    "max_items_per_tuple": 3,
+    "usage": [0.75, 0.75],
+  }
   assert stats["perplexity"] == pytest.approx([perplexity, perplexity])
   unique = code_stats(np.array(list(itertools.product(range(2), range(2)))), 2)
   assert unique["collision_rate"] == 0.0 and unique["perplexity"] == pytest.approx([2.0, 2.0])
@@ -275,19 +294,22 @@ def test_code_table_errors():
     dedup_codes(np.zeros((0, 3), np.int32))
   with pytest.raises(CodeTableError, match="empty"):
     code_stats(np.zeros((0, 3), np.int32), 4)
-  with pytest.raises(CodeTableError, match=r"3 items share the code tuple \(1, 2\) \(item rows 0, 2, 4\); the extra "
-                                           r"digit would reach 2 but must stay below extra_size=2"):
+  with pytest.raises(
+    CodeTableError,
+    match=r"3 items share the code tuple \(1, 2\) \(item rows 0, 2, 4\); the extra "
+    r"digit would reach 2 but must stay below extra_size=2",
+  ):
     dedup_codes(CODES, extra_size=2)
   with pytest.raises(CodeTableError, match="integers"):
     dedup_codes(np.zeros((2, 2), np.float32))
 
 
-@pytest.mark.parametrize("high, levels", [(4, 3), (64, 4), (2 ** 40, 2)])    # the last: keys would overflow
+@pytest.mark.parametrize("high, levels", [(4, 3), (64, 4), (2**40, 2)])  # the last: keys would overflow
 def test_group_rows_equals_numpy_unique_over_rows(high, levels):
   from genrec.models.semantic_ids.collisions import group_rows
 
   codes = np.random.default_rng(0).integers(0, high, (500, levels))
-  codes[250:] = codes[:250]                          # every row has a twin
+  codes[250:] = codes[:250]  # every row has a twin
   inverse, counts = group_rows(codes)
   _, want_inverse, want_counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
   np.testing.assert_array_equal(inverse, want_inverse.reshape(-1))

@@ -1,5 +1,6 @@
 """The BERT text tower against an independent NumPy forward pass (real all-MiniLM-L6-v2 and a tiny random
 BERT), checkpoint errors, and the embedding cache."""
+
 import json
 import shutil
 
@@ -13,12 +14,12 @@ from tokenizers import Tokenizer
 from genrec.models.text import CheckpointError, TextEncoder, load_bert
 
 SENTENCES = [
-    "Toy Story (1995). Genres: Animation, Children's, Comedy.",
-    "GoldenEye (1995). Genres: Action, Adventure, Thriller.",
-    "A",
-    "Four Rooms (1995). Genres: Thriller.",
-    " ".join(["Shawshank Redemption, The (1994). Genres: Drama."] * 12),    # ~150 tokens: truncated to 64
-    "Hello world",
+  "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+  "GoldenEye (1995). Genres: Action, Adventure, Thriller.",
+  "A",
+  "Four Rooms (1995). Genres: Thriller.",
+  " ".join(["Shawshank Redemption, The (1994). Genres: Drama."] * 12),  # ~150 tokens: truncated to 64
+  "Hello world",
 ]
 MAX_LENGTH = 64
 
@@ -32,8 +33,11 @@ def np_layer_norm(x, w, b, eps):
 def np_sentence_embedding(weights, hf_cfg, ids):
   g = lambda name: weights[name].astype(np.float64)
   eps, heads, length = hf_cfg["layer_norm_eps"], hf_cfg["num_attention_heads"], len(ids)
-  x = (g("embeddings.word_embeddings.weight")[ids] + g("embeddings.position_embeddings.weight")[:length]
-       + g("embeddings.token_type_embeddings.weight")[0])
+  x = (
+    g("embeddings.word_embeddings.weight")[ids]
+    + g("embeddings.position_embeddings.weight")[:length]
+    + g("embeddings.token_type_embeddings.weight")[0]
+  )
   x = np_layer_norm(x, g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"), eps)
   for i in range(hf_cfg["num_hidden_layers"]):
     p = f"encoder.layer.{i}."
@@ -43,12 +47,15 @@ def np_sentence_embedding(weights, hf_cfg, ids):
     a = np.exp(s - s.max(-1, keepdims=True))
     a = a / a.sum(-1, keepdims=True)
     ctx = np.einsum("hls,shd->lhd", a, v).reshape(length, -1)
-    x = np_layer_norm(x + lin(ctx, "attention.output.dense"), g(p + "attention.output.LayerNorm.weight"),
-                      g(p + "attention.output.LayerNorm.bias"), eps)
+    x = np_layer_norm(
+      x + lin(ctx, "attention.output.dense"),
+      g(p + "attention.output.LayerNorm.weight"),
+      g(p + "attention.output.LayerNorm.bias"),
+      eps,
+    )
     h = lin(x, "intermediate.dense")
     h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
-    x = np_layer_norm(x + lin(h, "output.dense"), g(p + "output.LayerNorm.weight"),
-                      g(p + "output.LayerNorm.bias"), eps)
+    x = np_layer_norm(x + lin(h, "output.dense"), g(p + "output.LayerNorm.weight"), g(p + "output.LayerNorm.bias"), eps)
   e = x.mean(0)
   return e / np.linalg.norm(e)
 
@@ -72,7 +79,7 @@ def test_minilm_matches_numpy_reference(minilm, minilm_dir):
   tok.no_padding()
   tok.enable_truncation(MAX_LENGTH)
   ids = [e.ids for e in tok.encode_batch(SENTENCES)]
-  assert len(ids[4]) == MAX_LENGTH and ids[4][-1] == 102           # truncated, still ends with [SEP]
+  assert len(ids[4]) == MAX_LENGTH and ids[4][-1] == 102  # truncated, still ends with [SEP]
   ref_NxD = np.stack([np_sentence_embedding(weights, hf_cfg, x) for x in ids])
   got_NxD = minilm.encode(SENTENCES, batch_size=4, progress=False)
   assert got_NxD.shape == (len(SENTENCES), 384) and got_NxD.dtype == np.float32
@@ -85,8 +92,9 @@ def test_minilm_padding_and_bucketing_do_not_change_embeddings(minilm):
   batch_NxD = minilm.encode(SENTENCES, batch_size=4, progress=False)
   alone_1xD = minilm.encode([SENTENCES[0]], batch_size=4, progress=False)
   np.testing.assert_allclose(alone_1xD[0], batch_NxD[0], atol=1e-6)
-  one_bucket = TextEncoder(minilm.model, minilm.tokenizer, max_length=MAX_LENGTH, buckets=(MAX_LENGTH,),
-                           identity="same weights")
+  one_bucket = TextEncoder(
+    minilm.model, minilm.tokenizer, max_length=MAX_LENGTH, buckets=(MAX_LENGTH,), identity="same weights"
+  )
   np.testing.assert_allclose(one_bucket.encode(SENTENCES, batch_size=4, progress=False), batch_NxD, atol=1e-6)
 
 
@@ -99,20 +107,34 @@ def test_minilm_bad_input_is_named(minilm):
 
 
 # ---- a tiny random BERT written in HF layout
-TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu",
-            model_type="bert", architectures=["BertModel"], pad_token_id=0)
+TINY = dict(
+  vocab_size=30522,
+  hidden_size=32,
+  num_hidden_layers=2,
+  num_attention_heads=4,
+  intermediate_size=64,
+  max_position_embeddings=64,
+  type_vocab_size=2,
+  layer_norm_eps=1e-12,
+  hidden_act="gelu",
+  model_type="bert",
+  architectures=["BertModel"],
+  pad_token_id=0,
+)
 
 
 def tiny_tensors(seed=0):
   rng = np.random.default_rng(seed)
   d, f = TINY["hidden_size"], TINY["intermediate_size"]
   r = lambda *shape: (rng.standard_normal(shape) * 0.2).astype(np.float32)
-  t = {"embeddings.word_embeddings.weight": r(TINY["vocab_size"], d),
-       "embeddings.position_embeddings.weight": r(TINY["max_position_embeddings"], d),
-       "embeddings.token_type_embeddings.weight": r(2, d),
-       "embeddings.LayerNorm.weight": 1 + r(d), "embeddings.LayerNorm.bias": r(d),
-       "embeddings.position_ids": np.arange(TINY["max_position_embeddings"], dtype=np.int64)[None]}
+  t = {
+    "embeddings.word_embeddings.weight": r(TINY["vocab_size"], d),
+    "embeddings.position_embeddings.weight": r(TINY["max_position_embeddings"], d),
+    "embeddings.token_type_embeddings.weight": r(2, d),
+    "embeddings.LayerNorm.weight": 1 + r(d),
+    "embeddings.LayerNorm.bias": r(d),
+    "embeddings.position_ids": np.arange(TINY["max_position_embeddings"], dtype=np.int64)[None],
+  }
   for i in range(TINY["num_hidden_layers"]):
     p = f"encoder.layer.{i}."
     for name in ("query", "key", "value"):
@@ -162,8 +184,11 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
   tensors = tiny_tensors()
   del tensors["encoder.layer.0.attention.self.key.bias"]
   tensors["encoder.layer.7.output.dense.weight"] = np.zeros((32, 64), np.float32)
-  with pytest.raises(CheckpointError, match=r"missing tensors \['encoder\.layer\.0\.attention\.self\.key\.bias'\]"
-                     r".*unexpected tensors \['encoder\.layer\.7\.output\.dense\.weight'\]"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"missing tensors \['encoder\.layer\.0\.attention\.self\.key\.bias'\]"
+    r".*unexpected tensors \['encoder\.layer\.7\.output\.dense\.weight'\]",
+  ):
     load_bert(write_tiny(tmp_path / "bad", tensors))
 
 
@@ -191,9 +216,9 @@ def test_cache_hit_returns_identical_array_without_recomputing(tiny_encoder, tmp
   again = tiny_encoder.encode(SENTENCES, batch_size=4, progress=False, cache=tmp_path / "cache")
   assert len(calls) == 1 and np.array_equal(first, again) and first.shape == (len(SENTENCES), 32)
   tiny_encoder.encode(SENTENCES[:3], batch_size=4, progress=False, cache=tmp_path / "cache")
-  assert len(calls) == 2                                   # other texts: another key
+  assert len(calls) == 2  # other texts: another key
   assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
-  assert not list((tmp_path / "cache").glob("*.tmp"))     # atomic writes leave no temporaries
+  assert not list((tmp_path / "cache").glob("*.tmp"))  # atomic writes leave no temporaries
 
 
 def test_corrupt_cache_file_is_recomputed(tiny_encoder, tmp_path, monkeypatch):
@@ -201,7 +226,7 @@ def test_corrupt_cache_file_is_recomputed(tiny_encoder, tmp_path, monkeypatch):
   first = tiny_encoder.encode(SENTENCES, batch_size=4, progress=False, cache=tmp_path / "cache")
   (npy,) = (tmp_path / "cache").glob("*.npy")
   data = bytearray(npy.read_bytes())
-  data[-5] ^= 0xFF                                          # a flipped byte in the values: still loads
+  data[-5] ^= 0xFF  # a flipped byte in the values: still loads
   npy.write_bytes(bytes(data))
   with pytest.warns(UserWarning, match="not intact"):
     again = tiny_encoder.encode(SENTENCES, batch_size=4, progress=False, cache=tmp_path / "cache")

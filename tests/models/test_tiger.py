@@ -1,5 +1,6 @@
 """TIGER and constrained beam search: real items only, beam == brute force, seen filter, KV cache == full
 recomputation, T5 buckets by hand, decoder causality, code-table errors, learning a planted rule."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,15 +19,28 @@ def catalogue_codes(num_items=N, seed=0):
   """[N, C]: random (level 0, level 1) pairs with repeats, made unique by TIGER's collision digit."""
   rng = np.random.default_rng(seed)
   pairs = rng.integers(0, K, (num_items, C - 1))
-  pairs[:, 0] = np.minimum(pairs[:, 0], 2)          # level-0 code 3 unused: a dead branch for the search
+  pairs[:, 0] = np.minimum(pairs[:, 0], 2)  # level-0 code 3 unused: a dead branch for the search
   extra = np.array([sum((pairs[j] == pairs[i]).all() for j in range(i)) for i in range(num_items)])
   return np.concatenate([pairs, extra[:, None]], axis=1)
 
 
 def make_model(*, beam_size=4, num_items=N, codes=None, dropout=0.0, seed=0, **kw):
-  cfg = TigerConfig(num_items=num_items, code_levels=C, codebook_size=K, num_user_buckets=7, dim=32,
-                    enc_layers=1, dec_layers=1, num_heads=2, head_dim=16, mlp_dim=64, dropout=dropout,
-                    max_len=L, beam_size=beam_size, **kw)
+  cfg = TigerConfig(
+    num_items=num_items,
+    code_levels=C,
+    codebook_size=K,
+    num_user_buckets=7,
+    dim=32,
+    enc_layers=1,
+    dec_layers=1,
+    num_heads=2,
+    head_dim=16,
+    mlp_dim=64,
+    dropout=dropout,
+    max_len=L,
+    beam_size=beam_size,
+    **kw,
+  )
   model = nnx.jit(lambda: Tiger(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1)))()
   model.set_item_codes(catalogue_codes(num_items) if codes is None else codes)
   model.eval()
@@ -36,8 +50,8 @@ def make_model(*, beam_size=4, num_items=N, codes=None, dropout=0.0, seed=0, **k
 def eval_batch():
   history = np.array([[0, 0, 3, 5], [1, 2, 4, 6], [0, 0, 0, 7]], np.int32)
   seen = np.zeros((3, N), np.int32)
-  seen[1, :8] = [1, 2, 4, 6, 8, 9, 10, 11]         # leaves 3, 5, 7, 12
-  seen[2, :3] = [7, 7, 0]                           # duplicates and padding are fine
+  seen[1, :8] = [1, 2, 4, 6, 8, 9, 10, 11]  # leaves 3, 5, 7, 12
+  seen[2, :3] = [7, 7, 0]  # duplicates and padding are fine
   return {"history": history, "seen": seen, "user": np.array([0, 5, 13], np.int32)}
 
 
@@ -57,22 +71,25 @@ def test_beam_search_equals_brute_force_and_filters_seen(wide):
     unseen = [i for i in range(1, N + 1) if i not in seen]
     want = sorted(unseen, key=lambda i: -brute[row, i - 1])
     got = np.asarray(items[row])
-    np.testing.assert_array_equal(got[:len(want)], want)
-    np.testing.assert_allclose(scores[row, :len(want)], brute[row, np.array(want) - 1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[: len(want)], want)
+    np.testing.assert_allclose(scores[row, : len(want)], brute[row, np.array(want) - 1], rtol=1e-5, atol=1e-5)
     # fewer valid items than k: the tail is -1 / -inf
-    assert (got[len(want):] == -1).all() and np.isneginf(np.asarray(scores[row, len(want):])).all()
+    assert (got[len(want) :] == -1).all() and np.isneginf(np.asarray(scores[row, len(want) :])).all()
 
 
 def test_narrow_beam_returns_real_unseen_items(wide):
   codes = catalogue_codes()
   batch = eval_batch()
-  keep = [4, 11]                                    # two unseen items under different level-0 codes
+  keep = [4, 11]  # two unseen items under different level-0 codes
   assert codes[keep[0] - 1, 0] != codes[keep[1] - 1, 0]
   batch["seen"][0] = [i for i in range(1, N + 1) if i not in keep] + [0, 0]
 
   def run(model, batch):
-    return (model.recommend(batch, 2, beam_size=2), model.invalid_rate(batch, 2, beam_size=2),
-            model.recommend(batch, 2, constrained=False, beam_size=2)[0])
+    return (
+      model.recommend(batch, 2, beam_size=2),
+      model.invalid_rate(batch, 2, beam_size=2),
+      model.recommend(batch, 2, constrained=False, beam_size=2)[0],
+    )
 
   (items, scores), rate, free = nnx.jit(run)(wide, batch)
   # pruning seen items only at the last level could spend both beams on a fully-seen prefix
@@ -93,11 +110,11 @@ def test_new_items_enter_by_their_prefix_score_within_the_cap():
   codes = catalogue_codes()
   new = {3, 7, 10}
   trained = np.array([False] + [i not in new for i in range(1, N + 1)])
-  model = make_model(beam_size=16, new_item_fraction=0.5)     # beam 16 >= every prefix: the search is exact
+  model = make_model(beam_size=16, new_item_fraction=0.5)  # beam 16 >= every prefix: the search is exact
   model.set_item_codes(codes, trained)
   batch = eval_batch()
-  batch["seen"][0, :2] = [10, 1]                              # a seen new item is never returned
-  k = 6                                                       # 3 slots for new items
+  batch["seen"][0, :2] = [10, 1]  # a seen new item is never returned
+  k = 6  # 3 slots for new items
 
   def digits(m, b, items_BxM):
     enc, valid = m.encode_batch(b)
@@ -111,16 +128,19 @@ def test_new_items_enter_by_their_prefix_score_within_the_cap():
   (items, scores), (items0, _) = nnx.jit(lambda m, b: (m.recommend(b, k), m.recommend(b, 2)))(model, batch)
   for row in range(3):
     seen = set(batch["seen"][row].tolist()) - {0}
-    cands = [(per_digit[row, i - 1].sum() if i not in new else per_digit[row, i - 1, :-1].sum(), i in new, i)
-             for i in range(1, N + 1) if i not in seen]
+    cands = [
+      (per_digit[row, i - 1].sum() if i not in new else per_digit[row, i - 1, :-1].sum(), i in new, i)
+      for i in range(1, N + 1)
+      if i not in seen
+    ]
     warm = sorted([c for c in cands if not c[1]], key=lambda c: -c[0])[:k]
-    cold = sorted([c for c in cands if c[1]], key=lambda c: (-c[0], c[2]))[:k // 2]
+    cold = sorted([c for c in cands if c[1]], key=lambda c: (-c[0], c[2]))[: k // 2]
     want = sorted(warm + cold, key=lambda c: (-c[0], c[1]))[:k]
-    np.testing.assert_array_equal(np.asarray(items[row])[:len(want)], [c[2] for c in want])
-    np.testing.assert_allclose(np.asarray(scores[row])[:len(want)], [c[0] for c in want], rtol=1e-5, atol=1e-5)
-    assert sum(int(i) in new for i in np.asarray(items0[row])) <= 1            # floor(0.5 * 2) = 1 slot
+    np.testing.assert_array_equal(np.asarray(items[row])[: len(want)], [c[2] for c in want])
+    np.testing.assert_allclose(np.asarray(scores[row])[: len(want)], [c[0] for c in want], rtol=1e-5, atol=1e-5)
+    assert sum(int(i) in new for i in np.asarray(items0[row])) <= 1  # floor(0.5 * 2) = 1 slot
   assert 10 not in np.asarray(items[0]).tolist()
-  assert any(int(i) in new for i in np.asarray(items).ravel())                 # the rule did let some in
+  assert any(int(i) in new for i in np.asarray(items).ravel())  # the rule did let some in
   # new_item_fraction=0 (or every item trained) is the plain search: new items only through their full tuple
   plain = make_model(beam_size=16, new_item_fraction=0.0)
   plain.set_item_codes(codes, trained)
@@ -132,12 +152,12 @@ def test_new_items_enter_by_their_prefix_score_within_the_cap():
 
 def test_kv_cache_decoding_equals_full_forward(wide):
   batch = eval_batch()
-  codes = jnp.asarray(catalogue_codes()[[4, 0, 9]])                 # a target tuple per row
+  codes = jnp.asarray(catalogue_codes()[[4, 0, 9]])  # a target tuple per row
 
   def both(model, batch, codes):
     enc, valid = model.encode_batch(batch)
-    full = model.decode(enc, valid, codes)                          # [B, C, K]
-    group = 2                                                       # two "beams" per row share the encoder
+    full = model.decode(enc, valid, codes)  # [B, C, K]
+    group = 2  # two "beams" per row share the encoder
     rows_codes = jnp.repeat(codes, group, axis=0)
     context = model.start_decoding(enc, valid)
     cache, steps = model.init_cache(3 * group), []
@@ -156,16 +176,15 @@ def test_decoder_is_causal(wide):
   x = jax.random.normal(jax.random.key(0), (3, C, 32))
   t = 1
   grad = nnx.jit(lambda m, x: jax.grad(lambda x: m.decoder_hidden(x, enc, valid)[:, t].sum())(x))(wide, x)
-  assert float(jnp.abs(grad[:, t + 1:]).max()) == 0.0
-  assert float(jnp.abs(grad[:, :t + 1]).min(axis=-1).max()) > 0.0
+  assert float(jnp.abs(grad[:, t + 1 :]).max()) == 0.0
+  assert float(jnp.abs(grad[:, : t + 1]).min(axis=-1).max()) > 0.0
 
 
 def test_relative_position_buckets_by_hand():
-  rel = jnp.array([0, -1, 1, -7, -8, -16, -100, -1000, 20, 7])   # key - query
+  rel = jnp.array([0, -1, 1, -7, -8, -16, -100, -1000, 20, 7])  # key - query
   # bidirectional, 32 buckets: 16 per side, exact below 8, then 8 + floor(ln(n/8) / ln(16) * 8) capped at 15
   # n=16: 8 + floor(0.25 * 8) = 10; n=100: 8 + floor(0.911 * 8) = 15; n=20 after the query: 16 + 8 + 2
-  np.testing.assert_array_equal(relative_position_bucket(rel, bidirectional=True),
-                                [0, 1, 17, 7, 8, 10, 15, 15, 26, 23])
+  np.testing.assert_array_equal(relative_position_bucket(rel, bidirectional=True), [0, 1, 17, 7, 8, 10, 15, 15, 26, 23])
   # causal: keys after the query → 0; exact below 16, then 16 + floor(ln(n/16) / ln(8) * 16) capped at 31
   # n=32: 16 + floor(16/3) = 21; n=200: 31
   rel = jnp.array([3, 0, -5, -16, -32, -200])
@@ -214,7 +233,7 @@ def test_tables_handle_dead_beams_and_tiny_catalogues():
   tables = jax.tree.map(jnp.asarray, bs.build_tables(np.concatenate([[[0, 0]], codes]), K))
 
   def step(level, prev, cache):
-    assert prev.shape == (1, 1 if level == 0 else 5)        # one live beam at level 0, then the width
+    assert prev.shape == (1, 1 if level == 0 else 5)  # one live beam at level 0, then the width
     return jax.nn.log_softmax(jnp.broadcast_to(jnp.arange(K, dtype=jnp.float32), prev.shape + (K,))), cache
 
   result = bs.beam_search(step, (), tables, batch_size=1, beam_size=5, k=3)
@@ -227,7 +246,7 @@ def test_learns_planted_next_item_rule():
   """64 items, base-4 codes; the next item is a fixed random permutation of the last one."""
   n, steps = 64, 120
   codes = np.stack([(np.arange(n) // K ** (C - 1 - l)) % K for l in range(C)], axis=1)
-  successor = np.random.default_rng(0).permutation(n) + 1          # item i → successor[i - 1]
+  successor = np.random.default_rng(0).permutation(n) + 1  # item i → successor[i - 1]
   model = make_model(num_items=n, codes=codes, beam_size=10, dropout=0.0)
   model.train()
 
@@ -236,7 +255,7 @@ def test_learns_planted_next_item_rule():
     walk[:, 0] = rng.integers(1, n + 1, rows)
     for t in range(1, L + 1):
       walk[:, t] = successor[walk[:, t - 1] - 1]
-    walk[: rows // 4, 0] = 0                                        # some left-padded rows
+    walk[: rows // 4, 0] = 0  # some left-padded rows
     return walk
 
   graphdef, params, other = nnx.split(model, nnx.Param, ...)
@@ -248,6 +267,7 @@ def test_learns_planted_next_item_rule():
     def loss_fn(params):
       batch = {"inputs": walk[:, :-1], "targets": walk[:, 1:], "user": user}
       return nnx.merge(graphdef, params, other).loss(batch)[0]
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt, loss

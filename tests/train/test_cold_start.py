@@ -1,5 +1,6 @@
 """The cold-start protocol: which interactions leave training, which test cases are cold, and that an ID-only
 model cannot reach cold targets while a content model can."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import pytest
 import genrec
 import genrec.configs
 from fixtures_runs import genrec_cli
-from genrec import artifacts
+from genrec import artifacts, pipeline
 from genrec import config as config_lib
 from genrec.api import evaluate_run
 from genrec.config import DataConfig, EvalConfig
@@ -21,30 +22,40 @@ from genrec.data.cold import choose_cold_items, hold_out
 from genrec.data.errors import DataError
 from genrec.data.synthetic import planted_successor
 from genrec.data.types import SeqData
+from genrec.families.add_items import write_overlay
+from genrec.families.content.sources import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_of_run
 from genrec.models.tiger import Tiger
 from genrec.train import evaluate as eval_lib
 from genrec.train import metrics
-from genrec.families.add_items import write_overlay
-from genrec.families.content.sources import ITEM_EMBEDDINGS, catalogue_fingerprint, cold_fingerprint, embeddings_of_run
-from genrec import pipeline
 
-pytestmark = pytest.mark.usefixtures("stage_cache")     # TIGER's tokenizer stages train into a private cache
+pytestmark = pytest.mark.usefixtures("stage_cache")  # TIGER's tokenizer stages train into a private cache
 
 # Cold items 2 and 5. Each user's last two items are the valid and test targets.
-HAND = [[1, 2, 3, 5, 4, 6],     # train 1 2 3 5 -> 1 3;  valid 4 warm, test 6 warm
-        [3, 2, 4, 5],           # train 3 2 -> 3;        valid 4 warm, test 5 COLD
-        [2, 5, 2, 1],           # train 2 5 -> (empty);  valid 2 COLD, test 1 warm (history holds cold item 2)
-        [6, 1, 5, 3]]           # train 6 1 kept;        valid 5 COLD, test 3 warm
+HAND = [
+  [1, 2, 3, 5, 4, 6],  # train 1 2 3 5 -> 1 3;  valid 4 warm, test 6 warm
+  [3, 2, 4, 5],  # train 3 2 -> 3;        valid 4 warm, test 5 COLD
+  [2, 5, 2, 1],  # train 2 5 -> (empty);  valid 2 COLD, test 1 warm (history holds cold item 2)
+  [6, 1, 5, 3],
+]  # train 6 1 kept;        valid 5 COLD, test 3 warm
 
 
 def _hand_data() -> SeqData:
   n = 6
   return SeqData(
-      name="hand", num_items=n, sequences=[np.asarray(s, np.int32) for s in HAND],
-      timestamps=[10 * np.arange(len(s), dtype=np.int64) for s in HAND],
-      user_raw=[f"u{u}" for u in range(len(HAND))], item_raw=["[PAD]"] + [f"i{i}" for i in range(1, n + 1)],
-      item_titles=[""] * (n + 1), item_text=[""] * (n + 1), item_genres=None, genre_names=[],
-      user_features={}, stats={}, ratings=[np.arange(len(s), dtype=np.float32) for s in HAND])
+    name="hand",
+    num_items=n,
+    sequences=[np.asarray(s, np.int32) for s in HAND],
+    timestamps=[10 * np.arange(len(s), dtype=np.int64) for s in HAND],
+    user_raw=[f"u{u}" for u in range(len(HAND))],
+    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, n + 1)],
+    item_titles=[""] * (n + 1),
+    item_text=[""] * (n + 1),
+    item_genres=None,
+    genre_names=[],
+    user_features={},
+    stats={},
+    ratings=[np.arange(len(s), dtype=np.float32) for s in HAND],
+  )
 
 
 def test_cold_items_leave_every_training_position_and_nothing_else():
@@ -55,20 +66,22 @@ def test_cold_items_leave_every_training_position_and_nothing_else():
   assert [r.tolist() for r in data.ratings] == [[0, 2, 4, 5], [0, 2, 3], [2, 3], [0, 1, 2, 3]]
   assert data.stats["interactions_removed_cold"] == 5 and data.stats["cold_items"] == 2
   assert [data.train_sequence(u).tolist() for u in range(4)] == [[1, 3], [3], [], [6, 1]]
-  assert data.eval_example(1, "test")[1] == 5                       # a cold test target
-  assert data.eval_example(2, "test")[0].tolist() == [2]            # the cold valid item is test history
+  assert data.eval_example(1, "test")[1] == 5  # a cold test target
+  assert data.eval_example(2, "test")[0].tolist() == [2]  # the cold valid item is test history
   history, target = data.eval_example(3, "valid")
   assert history.tolist() == [6, 1] and target == 5
 
 
 def _fake_step(cold_ids, kmax):
   """Ranks warm targets first and cold ones last: the cold/warm groups must split recall exactly."""
+
   def run(batch, key):
     del key
     cold = np.isin(batch["target"], cold_ids)
     rank = jnp.asarray(np.where(cold, 100, 0), jnp.int32)
     top = np.tile(np.arange(1, kmax + 1) % 7, (len(rank), 1))
     return {**metrics.ranking_metrics(rank, (1, 2)), "rank": rank}, top
+
   return run
 
 
@@ -98,7 +111,8 @@ def test_cold_items_are_drawn_by_seed_on_a_real_loader():
     kept = base.train_sequence(u)[~np.isin(base.train_sequence(u), data.cold_items)]
     np.testing.assert_array_equal(data.train_sequence(u), kept)
   assert data.stats["interactions_removed_cold"] == sum(len(s) for s in base.sequences) - sum(
-      len(s) for s in data.sequences)
+    len(s) for s in data.sequences
+  )
   assert load_dataset(cfg) is data
 
 
@@ -127,9 +141,18 @@ def cold_runs(tmp_path_factory):
   out = {}
   for spec, steps in (("sasrec:tiny", 30), ("contentrec:tiny", 30), ("tiger:tiny", 150)):
     workdir = tmp_path_factory.mktemp(spec.split(":")[0])
-    cfg = config_lib.override(genrec.configs.get(spec), [
-        "trainer.progress=false", "data.cold_items=0.25", f"data.item_embeddings={content}", "mesh.data=1",
-        f"trainer.steps={steps}", f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}"])
+    cfg = config_lib.override(
+      genrec.configs.get(spec),
+      [
+        "trainer.progress=false",
+        "data.cold_items=0.25",
+        f"data.item_embeddings={content}",
+        "mesh.data=1",
+        f"trainer.steps={steps}",
+        f"trainer.eval_every={steps}",
+        f"trainer.checkpoint_every={steps}",
+      ],
+    )
     out[spec] = (workdir, pipeline.trainer(cfg, workdir, resume=False).run())
   return out
 
@@ -138,9 +161,9 @@ def test_id_only_model_misses_cold_targets_a_content_model_finds_them(cold_runs)
   sasrec = cold_runs["sasrec:tiny"][1]["groups"]["test"]["cold_start"]["groups"]
   content = cold_runs["contentrec:tiny"][1]["groups"]["test"]["cold_start"]["groups"]
   assert sasrec["cold"]["users"] == content["cold"]["users"] > 30
-  assert sasrec["cold"]["recall@10"] < 0.05            # untrained ID embeddings: ~0
-  assert sasrec["warm"]["recall@10"] > 0.5             # the same model does learn warm items
-  assert content["cold"]["recall@10"] > 0.6            # content carries the rule to unseen items
+  assert sasrec["cold"]["recall@10"] < 0.05  # untrained ID embeddings: ~0
+  assert sasrec["warm"]["recall@10"] > 0.5  # the same model does learn warm items
+  assert content["cold"]["recall@10"] > 0.6  # content carries the rule to unseen items
   assert cold_runs["contentrec:tiny"][1]["protocol"]["cold_start"]["cold_items"] == 16
 
 
@@ -152,7 +175,7 @@ def test_tiger_reaches_cold_items_through_their_prefix(cold_runs):
   tiger = results["groups"]["test"]["cold_start"]["groups"]
   assert tiger["cold"]["users"] == 59 and tiger["cold"]["recall@10"] > 0.3 and tiger["warm"]["recall@10"] > 0.5
   run = genrec.load(workdir)
-  assert int((~np.asarray(run.model.trained[...])[1:]).sum()) == 16         # exactly the cold items are new
+  assert int((~np.asarray(run.model.trained[...])[1:]).sum()) == 16  # exactly the cold items are new
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(Tiger, "new_item_slots", lambda self, k: 0)
     plain = evaluate_run(run, write=False)["groups"]["test"]["cold_start"]["groups"]
@@ -187,7 +210,7 @@ def test_an_encoder_run_on_another_cold_split_is_refused(tmp_path):
   meta = {"items": data.num_items, "dim": 4, "dataset": data.name, "catalogue": catalogue_fingerprint(data)}
   artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": cold_fingerprint(data)})
   assert embeddings_of_run(tmp_path, data, "run:DIR").shape == (data.num_items, 4)
-  artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": ""})      # trained on every item
+  artifacts.write(tmp_path, ITEM_EMBEDDINGS, {"embeddings": emb}, {**meta, "cold": ""})  # trained on every item
   with pytest.raises(DataError, match="run:DIR: the encoder was trained on another cold-start split"):
     embeddings_of_run(tmp_path, data, "run:DIR")
 

@@ -1,21 +1,23 @@
 """ContentRec's frozen content table is split over the mesh's item axis (mesh.tensor), and training on that mesh
 gives the parameters of a purely data-parallel mesh."""
+
 import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
 import genrec.configs
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import MeshConfig
 from genrec.train import sharding
-from genrec import pipeline
 
 
 def _train(mesh_cfg, workdir):
   # 63 items: the table's 64 rows (padding row included) divide over the tensor axis
-  cfg = config_lib.override(genrec.configs.get("contentrec:tiny"), [
-      "trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000",
-      "data.synthetic_items=63"])
+  cfg = config_lib.override(
+    genrec.configs.get("contentrec:tiny"),
+    ["trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000", "data.synthetic_items=63"],
+  )
   trainer = pipeline.trainer(cfg, workdir, mesh=sharding.make_mesh(mesh_cfg, devices=jax.devices()), resume=False)
   trainer.run(stop_at=3)
   content = trainer.state["other"]["content"]

@@ -1,5 +1,6 @@
 """Every registered model's `tiny` preset: the same seed and config give bit-identical parameters on the same
 mesh, and 1 device gives the 8-device parameters within float tolerance (a few optimizer steps each)."""
+
 import jax
 import numpy as np
 import pytest
@@ -7,9 +8,9 @@ import pytest
 import genrec
 import genrec.configs
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import MeshConfig
 from genrec.train import sharding
-from genrec import pipeline
 
 TINY = sorted(spec for spec in genrec.list_configs() if spec.endswith(":tiny"))
 STEPS = 3
@@ -19,12 +20,14 @@ STEPS = 3
 ZERO_GRADIENT = ("['k']['bias'].value", "['score']['bias'].value")
 
 
-pytestmark = pytest.mark.usefixtures("stage_cache")     # dependency stages train into this module's own cache
+pytestmark = pytest.mark.usefixtures("stage_cache")  # dependency stages train into this module's own cache
 
 
 def _params(spec, devices, workdir):
-  cfg = config_lib.override(genrec.configs.get(spec), [
-      "trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000", "trainer.log_every=1"])
+  cfg = config_lib.override(
+    genrec.configs.get(spec),
+    ["trainer.progress=false", "trainer.eval_every=1000", "trainer.checkpoint_every=1000", "trainer.log_every=1"],
+  )
   mesh = sharding.make_mesh(MeshConfig(data=len(devices)), devices=devices)
   trainer = pipeline.trainer(cfg, workdir, mesh=mesh, resume=False)
   trainer.run(stop_at=min(STEPS, cfg.trainer.steps))
@@ -50,5 +53,6 @@ def test_same_seed_same_parameters_and_one_device_matches_eight(spec, tmp_path):
     np.testing.assert_array_equal(again[name], eight[name], err_msg=f"{spec} {name}: same seed, same mesh")
     if name.endswith(ZERO_GRADIENT):
       continue
-    np.testing.assert_allclose(one[name], eight[name], rtol=2e-4, atol=2e-5 * max(1, step),
-                               err_msg=f"{spec} {name}: 1 device vs 8")
+    np.testing.assert_allclose(
+      one[name], eight[name], rtol=2e-4, atol=2e-5 * max(1, step), err_msg=f"{spec} {name}: 1 device vs 8"
+    )

@@ -4,6 +4,7 @@ A training subprocess is killed with SIGKILL twice — once while a checkpoint i
 temporary folder exists), once at a random moment — and restarted with the same command each time; its
 final parameters equal those of an uninterrupted run bit for bit.
 """
+
 import os
 import random
 import signal
@@ -18,13 +19,29 @@ import pytest
 import genrec
 from fixtures_runs import copy_run, genrec_cli, sasrec_run
 
-SETTINGS = ("trainer.steps=14", "trainer.eval_every=7", "trainer.checkpoint_every=1", "trainer.log_every=1",
-            "trainer.progress=false")
+SETTINGS = (
+  "trainer.steps=14",
+  "trainer.eval_every=7",
+  "trainer.checkpoint_every=1",
+  "trainer.log_every=1",
+  "trainer.progress=false",
+)
 
 
 def _command(workdir):
-  return [sys.executable, "-m", "genrec.cli", "train", "sasrec:tiny", "--workdir", str(workdir),
-          "--local-devices", "8", "--set", *SETTINGS]
+  return [
+    sys.executable,
+    "-m",
+    "genrec.cli",
+    "train",
+    "sasrec:tiny",
+    "--workdir",
+    str(workdir),
+    "--local-devices",
+    "8",
+    "--set",
+    *SETTINGS,
+  ]
 
 
 def _steps(workdir) -> list[int]:
@@ -68,12 +85,12 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted(tmp_path):
   assert code == 0, err
 
   run = tmp_path / "killed"
-  assert _run_until(run, lambda w: max(_steps(w), default=0) >= 3 and _saving(w)) is None     # mid-save
+  assert _run_until(run, lambda w: max(_steps(w), default=0) >= 3 and _saving(w)) is None  # mid-save
   killed_at = _steps(run)
   delay = random.Random(0).uniform(0.0, 0.5)
   start = {}
 
-  def later(w):     # at a random moment once the resumed run has trained past its first new checkpoint
+  def later(w):  # at a random moment once the resumed run has trained past its first new checkpoint
     if max(_steps(w), default=0) > max(killed_at):
       start.setdefault("t", time.time())
       return time.time() - start["t"] >= delay
@@ -113,4 +130,4 @@ def test_damaged_checkpoint_is_named_and_skipped(tmp_path_factory, tmp_path, dam
   assert code == 0, err
   assert f"skipping a damaged checkpoint: checkpoint step {steps[-1]}" in err
   assert f"resuming from step {steps[-2]}" in err
-  assert genrec.load(run, which="latest").step == steps[-1]        # rewritten, readable again
+  assert genrec.load(run, which="latest").step == steps[-1]  # rewritten, readable again

@@ -7,6 +7,7 @@ The worked example: 2 users, 6 columns (item 0 is padding, items 1..5).
   user 1: scores [0.0, 0.2, 0.8, 0.6, 0.4, 0.9], target 3 (0.6), exclude marks items 1 and 3 (the target).
     Candidates 2, 4, 5. Ahead of 0.6: items 2 (0.8) and 5 (0.9) -> rank 2.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,9 @@ import pytest
 
 from genrec.train import metrics
 
-SCORES_BxN = np.array([[9.0, 0.5, 0.7, 0.95, 0.7, 0.1],
-                       [0.0, 0.2, 0.8, 0.6, 0.4, 0.9]], np.float32)
+SCORES_BxN = np.array([[9.0, 0.5, 0.7, 0.95, 0.7, 0.1], [0.0, 0.2, 0.8, 0.6, 0.4, 0.9]], np.float32)
 TARGET_B = np.array([2, 3], np.int32)
-EXCLUDE_BxN = np.array([[0, 0, 0, 1, 0, 0],
-                        [0, 1, 0, 1, 0, 0]], bool)
+EXCLUDE_BxN = np.array([[0, 0, 0, 1, 0, 0], [0, 1, 0, 1, 0, 0]], bool)
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +64,7 @@ def test_ranking_metrics_literals_at_k_boundary():
   np.testing.assert_array_equal(out["recall@5"], [1, 1, 1, 0, 0, 0])
   np.testing.assert_array_equal(out["recall@10"], [1, 1, 1, 1, 1, 0])
   np.testing.assert_allclose(out["ndcg@5"], [1.0, 1 / math.log2(3), 1 / math.log2(6), 0, 0, 0], rtol=1e-6)
-  np.testing.assert_allclose(out["ndcg@10"], [1.0, 0.63092975, 0.38685281, 0.35620718, 0.28906483, 0.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(out["ndcg@10"], [1.0, 0.63092975, 0.38685281, 0.35620718, 0.28906483, 0.0], rtol=1e-6)
   np.testing.assert_allclose(out["mrr@5"], [1.0, 0.5, 0.2, 0, 0, 0], rtol=1e-6)
   np.testing.assert_allclose(out["mrr@10"], [1.0, 0.5, 0.2, 1 / 6, 0.1, 0.0], rtol=1e-6)
 
@@ -194,8 +192,7 @@ def test_summarize():
 
 
 def test_group_metrics_and_disparity():
-  per_user = {"ndcg@10": np.array([1.0, 0.0, 0.5, 0.25, 0.6]),
-              "recall@10": np.array([1.0, 0.0, 1.0, 1.0, 1.0])}
+  per_user = {"ndcg@10": np.array([1.0, 0.0, 0.5, 0.25, 0.6]), "recall@10": np.array([1.0, 0.0, 1.0, 1.0, 1.0])}
   groups_U = ["M", "F", "M", "F", "X"]
   out = metrics.group_metrics(per_user, groups_U)
   assert list(out["groups"]) == ["F", "M", "X"]
@@ -205,6 +202,7 @@ def test_group_metrics_and_disparity():
   assert out["disparity"]["ndcg@10"] == pytest.approx({"max_minus_min": 0.625, "worst": "F"})
   assert out["disparity"]["recall@10"] == pytest.approx({"max_minus_min": 0.5, "worst": "F"})
   import json
+
   assert json.loads(json.dumps(out)) == out
   with pytest.raises(ValueError, match="groups has 4"):
     metrics.group_metrics(per_user, groups_U[:4])

@@ -1,5 +1,6 @@
 """2 processes x 4 simulated CPU devices on loopback (gloo) reproduce 1 process x 8 devices: the same losses
 and final parameters, checkpoints written by both processes and restored by both on a second launch."""
+
 import json
 import os
 import socket
@@ -25,11 +26,36 @@ def _free_port() -> int:
 def _launch_two(workdir, *extra):
   port = _free_port()
   env = {**os.environ, "TQDM_DISABLE": "1", "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "genrec.cli", "train", "sasrec:tiny", "--workdir", str(workdir),
-       *extra, "--set", "trainer.steps=8", *STEPS, "--coordinator", f"127.0.0.1:{port}",
-       "--num-processes", "2", "--process-id", str(i), "--local-devices", "4"],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "genrec.cli",
+        "train",
+        "sasrec:tiny",
+        "--workdir",
+        str(workdir),
+        *extra,
+        "--set",
+        "trainer.steps=8",
+        *STEPS,
+        "--coordinator",
+        f"127.0.0.1:{port}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        str(i),
+        "--local-devices",
+        "4",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:
@@ -53,10 +79,10 @@ def test_two_processes_match_one(tmp_path):
   code, _, err = genrec_cli("train", "sasrec:tiny", "--workdir", one, "--set", "trainer.steps=8", *STEPS)
   assert code == 0, err
   two = tmp_path / "two"
-  first = _launch_two(two, "--stop-at", "4")           # stops at step 4 with a checkpoint from both processes
+  first = _launch_two(two, "--stop-at", "4")  # stops at step 4 with a checkpoint from both processes
   assert "results:" not in first[0] + first[1]
   assert sorted(int(p.name) for p in (two / "checkpoints").iterdir() if p.name.isdigit()) == [4]
-  _launch_two(two)                  # both restore step 4 and continue
+  _launch_two(two)  # both restore step 4 and continue
   a, b = _losses(one), _losses(two)
   assert sorted(a) == sorted(b) == list(range(1, 9))
   np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=2e-5)
@@ -77,12 +103,15 @@ def test_two_processes_match_one(tmp_path):
   assert max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(la, l4)) > 1e-3
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["--coordinator", "127.0.0.1:1"], "missing"),
     (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
     (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "not in [0, 2)"),
     (["--distributed", "auto", "--num-processes", "2"], "detects the cluster itself"),
-])
+  ],
+)
 def test_launch_flag_errors(tmp_path, argv, message):
   code, _, err = genrec_cli("train", "sasrec:tiny", "--workdir", tmp_path, *argv)
   assert code == 2 and message in err, err

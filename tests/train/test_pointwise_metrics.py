@@ -4,6 +4,7 @@ The worked AUC example: labels [1, 0, 1, 0, 1], scores [0.9, 0.9, 0.3, 0.1, 0.5]
 negatives 0.9, 0.1. The 6 pairs: 0.9~0.9 tie (1/2), 0.9>0.1 (1), 0.3<0.9 (0), 0.3>0.1 (1), 0.5<0.9 (0),
 0.5>0.1 (1) -> 3.5 / 6.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,10 +26,10 @@ def brute_auc(labels, scores):
 def test_auc_worked_example_with_ties():
   labels = np.array([1, 0, 1, 0, 1])
   assert metrics.auc(labels, np.array([0.9, 0.9, 0.3, 0.1, 0.5])) == pytest.approx(3.5 / 6)
-  assert metrics.auc(labels, np.ones(5)) == pytest.approx(0.5)             # a constant model: every pair ties
+  assert metrics.auc(labels, np.ones(5)) == pytest.approx(0.5)  # a constant model: every pair ties
   assert metrics.auc(labels, labels.astype(float)) == 1.0
   assert metrics.auc(labels, -labels.astype(float)) == 0.0
-  assert math.isnan(metrics.auc(np.ones(3), np.array([0.1, 0.2, 0.3])))   # no negative: undefined
+  assert math.isnan(metrics.auc(np.ones(3), np.array([0.1, 0.2, 0.3])))  # no negative: undefined
 
 
 def test_uauc_worked_example():
@@ -49,7 +50,7 @@ def test_auc_and_uauc_match_brute_force_pair_counts():
   for _ in range(20):
     n = int(rng.integers(2, 60))
     labels = rng.integers(0, 2, n)
-    scores = rng.integers(0, 6, n) / 5.0                                     # many ties
+    scores = rng.integers(0, 6, n) / 5.0  # many ties
     users = rng.integers(0, 5, n) * 11
     expected = brute_auc(labels, scores)
     got = metrics.auc(labels, scores)
@@ -65,7 +66,8 @@ def test_auc_and_uauc_match_brute_force_pair_counts():
 def test_logloss_hand_value_and_clipping():
   # -(log 0.8 + log 0.75) / 2
   assert metrics.logloss(np.array([1, 0]), np.array([0.8, 0.25])) == pytest.approx(
-      -(math.log(0.8) + math.log(0.75)) / 2)
+    -(math.log(0.8) + math.log(0.75)) / 2
+  )
   assert math.isfinite(metrics.logloss(np.array([1, 0]), np.array([0.0, 1.0])))
 
 

@@ -1,4 +1,5 @@
 """Tokenizer stages through the shared trainer: item embeddings in, a versioned semantic-ID table out."""
+
 import dataclasses
 import json
 
@@ -6,17 +7,16 @@ import numpy as np
 import pytest
 
 import genrec.configs
+from fixtures_stages import stage_config
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import DataConfig
 from genrec.data import load_dataset
 from genrec.data.errors import DataError
-from fixtures_stages import stage_config
-from genrec import pipeline
 from genrec.families import semantic_ids
 from genrec.families.content import sources
 
-
-NUM_ITEMS = 64   # the synthetic catalogue of the tiny presets
+NUM_ITEMS = 64  # the synthetic catalogue of the tiny presets
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,9 @@ def planted(tmp_path_factory):
 
 
 def tokenizer_cfg(spec, planted, *extra):
-  return config_lib.override(genrec.configs.get(spec), ["trainer.progress=false", f"data.item_embeddings=npy:{planted}",
-                                                         *extra])
+  return config_lib.override(
+    genrec.configs.get(spec), ["trainer.progress=false", f"data.item_embeddings=npy:{planted}", *extra]
+  )
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,12 @@ def test_rqkmeans_codes_recover_planted_clusters(rqkmeans_run):
   table, meta = semantic_ids.read_semantic_ids(workdir)
   assert table.shape == (NUM_ITEMS + 1, 3) and (table[0] == 0).all()
   first = table[1:, 0]
-  for c in range(4):                          # every item of a cluster shares its first code, clusters differ
-    assert len(set(first[c * 16:(c + 1) * 16])) == 1
+  for c in range(4):  # every item of a cluster shares its first code, clusters differ
+    assert len(set(first[c * 16 : (c + 1) * 16])) == 1
   assert len(set(first)) == 4
-  assert len({tuple(r) for r in table[1:]}) == NUM_ITEMS          # the extra digit makes every tuple unique
+  assert len({tuple(r) for r in table[1:]}) == NUM_ITEMS  # the extra digit makes every tuple unique
   assert meta["stats"]["usage"][0] == 1.0 and results["semantic_ids"]["version"] == meta["version"]
-  assert results["valid"]["recon"] < 1.0      # clusters of spread 0.1 in 24 dims: ~0.24 after level 1
+  assert results["valid"]["recon"] < 1.0  # clusters of spread 0.1 in 24 dims: ~0.24 after level 1
 
 
 def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
@@ -62,7 +63,7 @@ def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
   assert semantic_ids.read_semantic_ids(tmp_path)[1]["version"] == meta["version"]
   table[5, 0] = (table[5, 0] + 1) % 4
   (codes,) = (tmp_path / "artifacts").glob("semantic_ids.codes.*.npy")
-  np.save(codes, table, allow_pickle=False)                                      # changed by hand
+  np.save(codes, table, allow_pickle=False)  # changed by hand
   with pytest.raises(DataError, match="does not match its recorded version"):
     semantic_ids.read_semantic_ids(tmp_path)
   with pytest.raises(DataError, match="no readable semantic-ID table"):
@@ -70,15 +71,16 @@ def test_tampered_table_is_detected(rqkmeans_run, tmp_path):
 
 
 def test_rqvae_trains_and_exports(planted, tmp_path):
-  cfg = tokenizer_cfg("rqvae:tiny", planted, "model.levels=2", "model.codebook_size=4", "trainer.steps=60",
-                      "trainer.eval_every=30")
+  cfg = tokenizer_cfg(
+    "rqvae:tiny", planted, "model.levels=2", "model.codebook_size=4", "trainer.steps=60", "trainer.eval_every=30"
+  )
   results = pipeline.trainer(cfg, tmp_path, resume=False).run()
   log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   valid = [r["recon"] for r in log if r["split"] == "valid"]
   assert valid[-1] < valid[0] or valid[0] < 0.05
   table, _ = semantic_ids.read_semantic_ids(tmp_path)
   assert table.shape == (NUM_ITEMS + 1, 3)
-  assert results["semantic_ids"]["stats"]["usage"][0] == 1.0       # k-means init puts a code on each cluster
+  assert results["semantic_ids"]["stats"]["usage"][0] == 1.0  # k-means init puts a code on each cluster
 
 
 def test_run_stage_reuses_a_finished_run(planted, tmp_path, monkeypatch):
@@ -133,7 +135,7 @@ def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch
   data_cfg = DataConfig(dataset="synthetic", item_embeddings="run:mmenc:tiny")
   cfg = stage_config("rqkmeans:tiny", ["trainer.progress=false"], data_cfg)
   before = pipeline.stage_dir(cfg)
-  assert pipeline.stage_dir(cfg) == before                      # deterministic
+  assert pipeline.stage_dir(cfg) == before  # deterministic
   get = genrec.configs.get
 
   def changed(spec):
@@ -144,15 +146,16 @@ def test_a_changed_encoder_preset_is_a_new_tokenizer_stage(tmp_path, monkeypatch
 
   monkeypatch.setattr(genrec.configs, "get", changed)
   assert pipeline.stage_dir(cfg) != before
-  assert not any(tmp_path.glob("stages/mmenc-*"))             # computing a key trains nothing
+  assert not any(tmp_path.glob("stages/mmenc-*"))  # computing a key trains nothing
 
 
 def test_tokenizer_stage_key_is_the_catalogue_not_the_history_window(tmp_path, monkeypatch):
   """A dependent run's history length or window does not change its tokenizer stage (the stage keeps its own
   preset's sequence fields); its catalogue, embeddings or seed do."""
   monkeypatch.setenv("GENREC_CACHE", str(tmp_path))
-  key = lambda **data: pipeline.stage_dir(stage_config(
-      "rqkmeans:tiny", [], DataConfig(**{"dataset": "synthetic", "item_embeddings": "random:8", **data})))
+  key = lambda **data: pipeline.stage_dir(
+    stage_config("rqkmeans:tiny", [], DataConfig(**{"dataset": "synthetic", "item_embeddings": "random:8", **data}))
+  )
   base = key(max_len=10, train_window="random")
   assert key(max_len=30, train_window="last") == base
   own = genrec.configs.get("rqkmeans:tiny").data

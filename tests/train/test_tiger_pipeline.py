@@ -1,4 +1,5 @@
 """TIGER end to end: the tokenizer stage runs first, its table travels inside TIGER's checkpoint."""
+
 import contextlib
 import io
 
@@ -8,10 +9,10 @@ import pytest
 import genrec
 import genrec.configs
 from genrec import config as config_lib
+from genrec import pipeline
 from genrec.config import ConfigError
 from genrec.data import load_dataset
 from genrec.families import semantic_ids
-from genrec import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,8 @@ def tiger_run(cache, tmp_path_factory):
 
 def test_tiger_learns_through_its_tokenizer_stage(tiger_run, cache):
   workdir, results, stderr = tiger_run
-  assert "stage rqkmeans:tiny" in stderr and "step/s" not in stderr and "train:" not in stderr   # no bars
-  assert results["test"]["ndcg@10"] > 0.4          # popularity on the planted cycle: ~0.15
+  assert "stage rqkmeans:tiny" in stderr and "step/s" not in stderr and "train:" not in stderr  # no bars
+  assert results["test"]["ndcg@10"] > 0.4  # popularity on the planted cycle: ~0.15
   assert 0.0 <= results["test"]["invalid_unconstrained@20"] < 1.0
   (stage,) = (cache / "stages").iterdir()
   assert stage.name.startswith("rqkmeans-")
@@ -56,8 +57,9 @@ def test_recommend_returns_real_unseen_items(tiger_run):
 
 def test_a_different_semantic_id_table_is_refused(tiger_run, cache, tmp_path):
   workdir = tiger_run[0]
-  cfg = config_lib.override(genrec.configs.get("tiger:tiny"),
-                            ["trainer.progress=false", "model.semantic_ids_version=0123456789abcdef"])
+  cfg = config_lib.override(
+    genrec.configs.get("tiger:tiny"), ["trainer.progress=false", "model.semantic_ids_version=0123456789abcdef"]
+  )
   with pytest.raises(ConfigError, match="semantic-ID table 0123456789abcdef.*gives table"):
     pipeline.trainer(cfg, tmp_path)
   # Resuming the finished run after its tokenizer stage produced another table (same config, new codes).

@@ -1,4 +1,5 @@
 """The trainer end to end on the synthetic dataset: learning, sharding invariance, checkpoints, resume."""
+
 import dataclasses
 
 import jax

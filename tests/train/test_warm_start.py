@@ -1,23 +1,34 @@
 """--init-from: a model trained on an older snapshot of ml-100k, updated with the newer interactions, beats both
 the stale model and a cold start given the same small budget; the grown catalogue keeps every known item's row."""
+
 import json
 
 import numpy as np
 import pytest
 
 from fixtures_runs import genrec_cli
-from genrec.config import ConfigError, DataConfig
+from genrec.config import DataConfig
 from genrec.data import DataError, load_dataset
 from genrec.train.warm_start import item_rows
 
-SMALL = ("model.dim=32", "model.num_layers=1", "model.mlp_dim=64", "data.max_len=20", "trainer.batch_size=128",
-         "trainer.eval_every=1000", "trainer.checkpoint_every=1000", "trainer.progress=false",
-         "trainer.warmup_steps=10", "trainer.learning_rate=3e-3")
+SMALL = (
+  "model.dim=32",
+  "model.num_layers=1",
+  "model.mlp_dim=64",
+  "data.max_len=20",
+  "trainer.batch_size=128",
+  "trainer.eval_every=1000",
+  "trainer.checkpoint_every=1000",
+  "trainer.progress=false",
+  "trainer.warmup_steps=10",
+  "trainer.learning_rate=3e-3",
+)
 
 
 def _train(workdir, *flags, steps, data=()):
-  code, _, err = genrec_cli("train", "sasrec:ml100k", "--workdir", workdir, *flags, "--set", *SMALL,
-                            f"trainer.steps={steps}", *data)
+  code, _, err = genrec_cli(
+    "train", "sasrec:ml100k", "--workdir", workdir, *flags, "--set", *SMALL, f"trainer.steps={steps}", *data
+  )
   assert code == 0, err
   return json.loads((workdir / "results.json").read_text()), err
 
@@ -32,7 +43,7 @@ def old_run(tmp_path_factory):
 def test_warm_start_beats_stale_and_cold(old_run, tmp_path):
   old_items = load_dataset(DataConfig(time_fraction=0.6)).num_items
   new_items = load_dataset(DataConfig()).num_items
-  assert new_items > old_items                   # the newer snapshot has items the old model never saw
+  assert new_items > old_items  # the newer snapshot has items the old model never saw
   stale, err = _train(tmp_path / "stale", "--init-from", old_run, steps=0)
   assert f"{old_items} items carried over, {new_items - old_items} new" in err
   warm, _ = _train(tmp_path / "warm", "--init-from", old_run, steps=30)
@@ -44,11 +55,13 @@ def test_warm_start_beats_stale_and_cold(old_run, tmp_path):
 
 
 def test_incompatible_sources_are_refused(old_run, tmp_path):
-  code, _, err = genrec_cli("train", "sasrec:ml100k", "--workdir", tmp_path / "a", "--init-from", old_run,
-                            "--set", *SMALL, "model.dim=48")
+  code, _, err = genrec_cli(
+    "train", "sasrec:ml100k", "--workdir", tmp_path / "a", "--init-from", old_run, "--set", *SMALL, "model.dim=48"
+  )
   assert code == 2 and "model config differs (dim: 32 -> 48)" in err
-  code, _, err = genrec_cli("train", "hstu:ml100k", "--workdir", tmp_path / "b", "--init-from", old_run,
-                            "--set", "trainer.progress=false")
+  code, _, err = genrec_cli(
+    "train", "hstu:ml100k", "--workdir", tmp_path / "b", "--init-from", old_run, "--set", "trainer.progress=false"
+  )
   assert code == 2 and "it is a 'sasrec' run; this is 'hstu'" in err
   code, _, err = genrec_cli("train", "sasrec:ml100k", "--workdir", tmp_path / "c", "--init-from", tmp_path / "nope")
   assert code == 2 and "does not exist" in err

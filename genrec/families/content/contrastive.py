@@ -28,6 +28,7 @@ NDCG@k, MRR@k as in `metrics.ranking_metrics`, averaged over pairs.
 `finish` writes the fused embeddings [num_items + 1, D] (row 0 zeros) as the run artifact "item_embeddings"
 (`sources.write_item_embeddings`); `data.item_embeddings=run:mmenc:PRESET` (or run:DIR) reads them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,16 +54,17 @@ from genrec.train.tasks import Task, register_task
 @dataclasses.dataclass(frozen=True)
 class ItemFeatures:
   """Frozen tower outputs per item (what an mmenc config's `resolve()` sees)."""
+
   name: str
   num_items: int
-  modalities: tuple[str, ...]                 # the model's, "id" included
-  features: dict[str, np.ndarray]             # input modality -> float32 [N+1, D_m]
-  present: np.ndarray                         # bool [N+1, M] over `modalities`; row 0 all False
-  tokens: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # tuned towers' inputs [N+1, ...]
-  text_tower: object = None                   # lora on text: the tower's BertConfig
-  text_folder: str = ""                       # lora on text: its HF folder
-  image_tower: object = None                  # lora on image: the tower's ClipVisionConfig
-  image_preprocessing: object = None          # lora on image: its ImageConfig
+  modalities: tuple[str, ...]  # the model's, "id" included
+  features: dict[str, np.ndarray]  # input modality -> float32 [N+1, D_m]
+  present: np.ndarray  # bool [N+1, M] over `modalities`; row 0 all False
+  tokens: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # tuned towers' inputs [N+1, ...]
+  text_tower: object = None  # lora on text: the tower's BertConfig
+  text_folder: str = ""  # lora on text: its HF folder
+  image_tower: object = None  # lora on image: the tower's ClipVisionConfig
+  image_preprocessing: object = None  # lora on image: its ImageConfig
 
   @property
   def widths(self) -> dict[str, int]:
@@ -74,8 +76,11 @@ class ItemFeatures:
   def rows(self, items: np.ndarray) -> dict[str, np.ndarray]:
     """An encode batch for `items` (any shape): {"item", "present", <modality>, <tokens>}."""
     items = np.asarray(items, np.int32)
-    return {"item": items, "present": self.present[items],
-            **{m: f[items] for m, f in {**self.features, **self.tokens}.items()}}
+    return {
+      "item": items,
+      "present": self.present[items],
+      **{m: f[items] for m, f in {**self.features, **self.tokens}.items()},
+    }
 
 
 def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[np.ndarray | None, np.ndarray]:
@@ -83,11 +88,14 @@ def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[n
   if name == "text":
     source = cfg.data.item_embeddings
     if source.startswith("run:"):
-      raise ConfigError(f"data.item_embeddings={source!r}: the text modality of {cfg.model_name} needs a text "
-                        "tower's output (text:minilm, text:HF_DIR, npy:FILE), not another run's fused embeddings")
+      raise ConfigError(
+        f"data.item_embeddings={source!r}: the text modality of {cfg.model_name} needs a text "
+        "tower's output (text:minilm, text:HF_DIR, npy:FILE), not another run's fused embeddings"
+      )
     table = sources.item_embeddings(data, cfg.data, progress=progress)
-    present = np.array([bool(t.strip()) for t in data.item_text]) if source.startswith("text") else \
-        np.abs(table).sum(1) > 0
+    present = (
+      np.array([bool(t.strip()) for t in data.item_text]) if source.startswith("text") else np.abs(table).sum(1) > 0
+    )
     return table, present
   if name == "genre":
     if data.item_genres is None:
@@ -106,8 +114,15 @@ def _modality(name: str, data, cfg: ExperimentConfig, progress: bool) -> tuple[n
 def item_features(data, cfg: ExperimentConfig, *, progress: bool = False) -> ItemFeatures:
   """Every modality of `cfg.model` for items 0..N, checked: finite, and each item has at least one."""
   model = cfg.model
-  key = (tuple(model.modalities), model.image_encoder, cfg.data.item_embeddings, cfg.data.empty_item_text,
-         model.towers, model.tower_lora_towers, model.text_max_length)
+  key = (
+    tuple(model.modalities),
+    model.image_encoder,
+    cfg.data.item_embeddings,
+    cfg.data.empty_item_text,
+    model.towers,
+    model.tower_lora_towers,
+    model.text_max_length,
+  )
   memo = getattr(data, "_mm_features", {})
   if key in memo:
     return memo[key]
@@ -135,9 +150,11 @@ def item_features(data, cfg: ExperimentConfig, *, progress: bool = False) -> Ite
   empty = np.flatnonzero(~present_NxM[1:].any(1)) + 1
   if len(empty):
     shown = ", ".join(repr(data.item_raw[i]) for i in empty[:5])
-    raise DataError(f"{len(empty)} item(s) of {data.name} have none of the modalities {model.modalities} (items "
-                    f"{shown}{', ...' if len(empty) > 5 else ''}); give them content or add 'id' to "
-                    "model.modalities")
+    raise DataError(
+      f"{len(empty)} item(s) of {data.name} have none of the modalities {model.modalities} (items "
+      f"{shown}{', ...' if len(empty) > 5 else ''}); give them content or add 'id' to "
+      "model.modalities"
+    )
   out = ItemFeatures(data.name, data.num_items, tuple(model.modalities), features, present_NxM, inputs, **tuned)
   memo[key] = out
   object.__setattr__(data, "_mm_features", memo)
@@ -169,13 +186,16 @@ def held_out_pairs(data, split: str) -> tuple[np.ndarray, np.ndarray]:
   return q[keep], t[keep]
 
 
-def pair_ranks(emb_NxD: np.ndarray, query_Q: np.ndarray, target_Q: np.ndarray, *,
-               chunk_scores: int = 2 ** 24) -> np.ndarray:
+def pair_ranks(
+  emb_NxD: np.ndarray, query_Q: np.ndarray, target_Q: np.ndarray, *, chunk_scores: int = 2**24
+) -> np.ndarray:
   """0-based rank of each target among all items but the query and padding (ties pessimistic). Queries go in
   chunks of at most `chunk_scores` scores (64 MiB of float32), not one [Q, N] matrix (GBs on Amazon)."""
   step = max(1, chunk_scores // max(len(emb_NxD), 1))
-  return np.concatenate([_pair_ranks(emb_NxD, query_Q[i:i + step], target_Q[i:i + step])
-                         for i in range(0, len(query_Q), step)] or [np.zeros(0, np.int64)])
+  return np.concatenate(
+    [_pair_ranks(emb_NxD, query_Q[i : i + step], target_Q[i : i + step]) for i in range(0, len(query_Q), step)]
+    or [np.zeros(0, np.int64)]
+  )
 
 
 def _pair_ranks(emb_NxD, query_Q, target_Q):
@@ -215,8 +235,7 @@ class ItemContrastiveTask(Task):
       raise ValueError(f"batch size {batch} does not divide over {process_count} processes")
     order = grain.MapDataset.range(len(self.pairs)).seed(self.cfg.data.seed).shuffle().repeat(None)
     rows = grain.MapDataset.source(ProcessRows(order, batch, process_index, process_count))
-    return rows.map(lambda ex: self.features.rows(self.pairs[ex[1]])).batch(batch // process_count,
-                                                                             drop_remainder=True)
+    return rows.map(lambda ex: self.features.rows(self.pairs[ex[1]])).batch(batch // process_count, drop_remainder=True)
 
   def encode_items(self, placed, params, other, *, progress: bool = False) -> np.ndarray:
     """float32 [N+1, D]: the fused embedding of every item (row 0 zeros), in jitted chunks of
@@ -232,10 +251,10 @@ class ItemContrastiveTask(Task):
     out = []
     with tqdm(total=n, desc="encoding items", unit="item", disable=not progress) as bar:
       for start in range(0, n, chunk):
-        items = 1 + (np.arange(start, start + chunk) % n)      # the last chunk wraps around: one shape
+        items = 1 + (np.arange(start, start + chunk) % n)  # the last chunk wraps around: one shape
         rows = self.features.rows(items)
         batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx]) for k, v in rows.items()}
-        out.append(np.asarray(self._encode(params, other, placed.rngs, batch))[:min(chunk, n - start)])
+        out.append(np.asarray(self._encode(params, other, placed.rngs, batch))[: min(chunk, n - start)])
         bar.update(min(chunk, n - start))
     emb = np.concatenate(out)
     return np.concatenate([np.zeros((1, emb.shape[1]), np.float32), emb])
@@ -258,8 +277,16 @@ class ItemContrastiveTask(Task):
     return {}
 
   def protocol(self) -> dict:
-    return {"dataset": self.data.name, "split": "held-out pairs (last train item -> valid item, valid -> test)",
-            "candidates": "all items but the query", "ks": list(self.cfg.eval.ks), "users": self.data.num_users,
-            "items": self.data.num_items, "task": "item_contrastive", "modalities": list(self.features.modalities),
-            "train_pairs": int(len(self.pairs)), "window": self.cfg.model.window,
-            "ties": "pessimistic (an item scored equal to the target ranks ahead of it)"}
+    return {
+      "dataset": self.data.name,
+      "split": "held-out pairs (last train item -> valid item, valid -> test)",
+      "candidates": "all items but the query",
+      "ks": list(self.cfg.eval.ks),
+      "users": self.data.num_users,
+      "items": self.data.num_items,
+      "task": "item_contrastive",
+      "modalities": list(self.features.modalities),
+      "train_pairs": int(len(self.pairs)),
+      "window": self.cfg.model.window,
+      "ties": "pessimistic (an item scored equal to the target ranks ahead of it)",
+    }

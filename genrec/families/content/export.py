@@ -1,4 +1,5 @@
 """`genrec export-embeddings RUN`: a run's item embeddings for people and other tools."""
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,26 @@ def export_embeddings(workdir: str | Path, out: str | Path | None = None, *, pro
   elif protocols.provides(run.model, protocols.CFExporter):
     table = np.asarray(run.model.item_embeddings(), np.float32)
   else:
-    raise ValueError(f"{workdir} is a {cfg.model_name} run: it has no item embeddings to export (train an item "
-                     "encoder such as mmenc, or a model with item_embeddings())")
+    raise ValueError(
+      f"{workdir} is a {cfg.model_name} run: it has no item embeddings to export (train an item "
+      "encoder such as mmenc, or a model with item_embeddings())"
+    )
   if table.ndim != 2 or len(table) != data.num_items + 1:
-    raise ValueError(f"{cfg.model_name} gave item embeddings of shape {table.shape}; {data.name} has "
-                     f"{data.num_items} items, so expected [{data.num_items + 1}, D] (row 0 padding)")
-  meta = {"run": str(workdir), "model": cfg.model_name, "preset": cfg.preset, "step": run.step,
-          "items": int(len(table) - 1), "dim": int(table.shape[1]), "rows": "row i = item id i; row 0 = padding",
-          "dataset": data.name, "item_ids": data.item_raw[1:]}
+    raise ValueError(
+      f"{cfg.model_name} gave item embeddings of shape {table.shape}; {data.name} has "
+      f"{data.num_items} items, so expected [{data.num_items + 1}, D] (row 0 padding)"
+    )
+  meta = {
+    "run": str(workdir),
+    "model": cfg.model_name,
+    "preset": cfg.preset,
+    "step": run.step,
+    "items": int(len(table) - 1),
+    "dim": int(table.shape[1]),
+    "rows": "row i = item id i; row 0 = padding",
+    "dataset": data.name,
+    "item_ids": data.item_raw[1:],
+  }
   out.parent.mkdir(parents=True, exist_ok=True)
   atomic_write(out, lambda f: np.save(f, np.ascontiguousarray(table, np.float32), allow_pickle=False))
   atomic_write(out.with_suffix(".json"), json.dumps(meta, indent=2))

@@ -4,6 +4,7 @@ ranking as in the engine's next_item task, plus the item content table. When tra
 model (`with_item_content`) and is loaded into it with which items training sees (`set_item_content`); it is
 checkpointed with the model, so evaluation and loading never read the content source again.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -10,6 +10,7 @@ multimodal encoder's text modality reads.
 An item-encoder run writes its table with `write_item_embeddings` and the catalogue and cold-start split it was
 trained on; a reader refuses a table of another catalogue or split.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +37,11 @@ def item_texts(data: SeqData, policy: str) -> list[str]:
   empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
   if empty and policy == "error":
     shown = ", ".join(f"{data.item_raw[i]!r}" for i in empty[:5])
-    raise DataError(f"{len(empty)} item(s) of {data.name} have no text to embed (item ids {shown}"
-                    f"{', ...' if len(empty) > 5 else ''}); give them text, or set "
-                    "data.empty_item_text=placeholder to embed 'item <id>' for them")
+    raise DataError(
+      f"{len(empty)} item(s) of {data.name} have no text to embed (item ids {shown}"
+      f"{', ...' if len(empty) > 5 else ''}); give them text, or set "
+      "data.empty_item_text=placeholder to embed 'item <id>' for them"
+    )
   for i in empty:
     texts[i - 1] = f"item {data.item_raw[i]}"
   return texts
@@ -76,13 +79,17 @@ def item_embeddings(data: SeqData, data_cfg: DataConfig, stages=None, *, progres
       raise DataError(f"data.item_embeddings={source!r}: no such file")
     table = np.load(path, allow_pickle=False)
     if table.ndim != 2 or table.shape[0] != data.num_items:
-      raise DataError(f"item embeddings {path} have shape {table.shape}; the catalogue of {data.name} has "
-                      f"{data.num_items} items, so expected [{data.num_items}, D] (one row per item id 1..N)")
+      raise DataError(
+        f"item embeddings {path} have shape {table.shape}; the catalogue of {data.name} has "
+        f"{data.num_items} items, so expected [{data.num_items}, D] (one row per item id 1..N)"
+      )
   elif kind == "run":
     table = embeddings_of_run(folder, data, f"data.item_embeddings={source}")
   else:
-    raise ConfigError("data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE', 'random:D' or "
-                      f"'run:MODEL:PRESET' / 'run:DIR' (fused item embeddings of an encoder run), got {source!r}")
+    raise ConfigError(
+      "data.item_embeddings must be 'text:minilm', 'text:HF_DIR', 'npy:FILE', 'random:D' or "
+      f"'run:MODEL:PRESET' / 'run:DIR' (fused item embeddings of an encoder run), got {source!r}"
+    )
   table = np.concatenate([np.zeros((1, table.shape[1]), np.float32), np.asarray(table, np.float32)])
   memo[key] = table
   object.__setattr__(data, "_item_embeddings", memo)
@@ -112,9 +119,17 @@ def cold_fingerprint(data) -> str:
 def write_item_embeddings(workdir: Path, emb_NxD: np.ndarray, cfg: ExperimentConfig, data) -> dict:
   """The run artifact "item_embeddings" ([N+1, D] float32, row 0 padding) with the catalogue it covers."""
   emb_NxD = np.asarray(emb_NxD, np.float32)
-  meta = {"items": int(len(emb_NxD) - 1), "dim": int(emb_NxD.shape[1]), "dataset": data.name,
-          "catalogue": catalogue_fingerprint(data), "model": cfg.model_name, "preset": cfg.preset,
-          "modalities": list(cfg.model.modalities), "fusion": cfg.model.fusion, "cold": cold_fingerprint(data)}
+  meta = {
+    "items": int(len(emb_NxD) - 1),
+    "dim": int(emb_NxD.shape[1]),
+    "dataset": data.name,
+    "catalogue": catalogue_fingerprint(data),
+    "model": cfg.model_name,
+    "preset": cfg.preset,
+    "modalities": list(cfg.model.modalities),
+    "fusion": cfg.model.fusion,
+    "cold": cold_fingerprint(data),
+  }
   return artifacts.write(workdir, ITEM_EMBEDDINGS, {"embeddings": emb_NxD}, meta)
 
 
@@ -122,8 +137,10 @@ def read_item_embeddings(workdir: str | Path) -> tuple[np.ndarray, dict]:
   found = artifacts.read(workdir, ITEM_EMBEDDINGS, what="item embeddings", hint="is it a finished mmenc run?")
   table, meta = found["embeddings"], {"version": found.version, **found.meta}
   if table.ndim != 2 or table.shape != (meta.get("items", -2) + 1, meta.get("dim")):
-    raise DataError(f"item embeddings in {workdir} have shape {table.shape}; their meta says "
-                    f"[{meta.get('items')} + 1, {meta.get('dim')}]")
+    raise DataError(
+      f"item embeddings in {workdir} have shape {table.shape}; their meta says "
+      f"[{meta.get('items')} + 1, {meta.get('dim')}]"
+    )
   return table, meta
 
 
@@ -132,11 +149,15 @@ def embeddings_of_run(workdir: str | Path, data, setting: str) -> np.ndarray:
   catalogue and cold-start split (`setting` names where the run was asked for, for the errors)."""
   table, meta = read_item_embeddings(workdir)
   if meta["items"] != data.num_items or meta["catalogue"] != catalogue_fingerprint(data):
-    raise DataError(f"{setting}: its embeddings cover the {meta['items']} items of "
-                    f"{meta['dataset']}, which is not this run's catalogue ({data.num_items} items of {data.name}"
-                    f"{', other item ids' if meta['items'] == data.num_items else ''})")
+    raise DataError(
+      f"{setting}: its embeddings cover the {meta['items']} items of "
+      f"{meta['dataset']}, which is not this run's catalogue ({data.num_items} items of {data.name}"
+      f"{', other item ids' if meta['items'] == data.num_items else ''})"
+    )
   if meta.get("cold", "") != cold_fingerprint(data):
-    raise DataError(f"{setting}: the encoder was trained on another cold-start split than "
-                    f"this run's (data.cold_items / data.seed differ), so it saw interactions this run holds out "
-                    "or the reverse; train the encoder with the same data.cold_items and data.seed")
+    raise DataError(
+      f"{setting}: the encoder was trained on another cold-start split than "
+      f"this run's (data.cold_items / data.seed differ), so it saw interactions this run holds out "
+      "or the reverse; train the encoder with the same data.cold_items and data.seed"
+    )
   return table[1:]

@@ -13,6 +13,7 @@ padding), held by the task's `ItemFeatures.tokens` and gathered per batch like a
 `load_towers` puts the towers' pretrained weights (the text tower's HF folder of data.item_embeddings; the image
 tower of model.image_encoder) into a freshly placed model's frozen state, so the run's checkpoint carries them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,10 @@ def text_tower_folder(source: str) -> Path:
 
   kind, _, arg = source.partition(":")
   if kind != "text":
-    raise ConfigError(f"data.item_embeddings={source!r} is a fixed table with no tower to tune; model.towers=lora "
-                      "needs a text tower: data.item_embeddings=text:minilm or text:HF_DIR")
+    raise ConfigError(
+      f"data.item_embeddings={source!r} is a fixed table with no tower to tune; model.towers=lora "
+      "needs a text tower: data.item_embeddings=text:minilm or text:HF_DIR"
+    )
   return minilm_path() if arg in ("", "minilm") else Path(arg).expanduser()
 
 
@@ -59,13 +62,16 @@ def _image(data, cfg: ExperimentConfig, progress: bool) -> tuple[dict, np.ndarra
   spec = cfg.model.image_encoder
   encoder = image_encoder(spec)
   pre = encoder.preprocessing
-  table = (data.num_items + 1) * pre.image_size ** 2 * 3
+  table = (data.num_items + 1) * pre.image_size**2 * 3
   images = item_images(cfg.data)[1:]
   lazy = table > PIXEL_BUDGET_BYTES
   if lazy:
-    print(f"the {len(images)} item images of {data.name} at {pre.image_size} px take {table / 2**30:.2f} GiB, over "
-          f"the {PIXEL_BUDGET_BYTES / 2**30:g} GiB budget for a pixel table: checking which load now, then each "
-          "batch decodes its own", file=sys.stderr)
+    print(
+      f"the {len(images)} item images of {data.name} at {pre.image_size} px take {table / 2**30:.2f} GiB, over "
+      f"the {PIXEL_BUDGET_BYTES / 2**30:g} GiB budget for a pixel table: checking which load now, then each "
+      "batch decodes its own",
+      file=sys.stderr,
+    )
   elif progress:
     print(f"preprocessing {len(images)} item images of {data.name} for {spec}", file=sys.stderr)
   pixels, valid = load_pixels(images, pre, keep=not lazy, progress=progress)
@@ -97,8 +103,9 @@ class LazyPixels:
 TUNED = {"text": _text, "image": _image}
 
 
-def tuned_inputs(modality: str, data, cfg: ExperimentConfig, *, progress: bool = False
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+def tuned_inputs(
+  modality: str, data, cfg: ExperimentConfig, *, progress: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
   """(the tower's inputs {name: [N+1, ...]}, presence bool [N+1], the ItemFeatures fields it sets)."""
   return TUNED[modality](data, cfg, progress)
 
@@ -124,7 +131,9 @@ def load_towers(placed, features) -> None:
     for path, var in nnx.to_flat_state(nnx.state(tower, nnx.Param)):
       full = (name, *path)
       if full not in other or other[full].shape != var.shape:
-        raise ConfigError(f"the pretrained {name} has {'/'.join(map(str, path))} of shape {var.shape}; the model "
-                          f"expects {other[full].shape if full in other else 'no such weight'}")
+        raise ConfigError(
+          f"the pretrained {name} has {'/'.join(map(str, path))} of shape {var.shape}; the model "
+          f"expects {other[full].shape if full in other else 'no such weight'}"
+        )
       other[full] = other[full].replace(jax.device_put(var.get_value(), shardings[full].get_value()))
   placed.other = nnx.from_flat_state(list(other.items()))

@@ -14,6 +14,7 @@ never rated in any split, drawn uniformly without replacement by rng (eval.seed,
 each candidate in the target's place of the same example (history, prompt template). hr@1 = the fraction whose
 target scores strictly above every negative (a tie is a miss); ndcg@{N+1} uses the same pessimistic rank.
 """
+
 from __future__ import annotations
 
 import jax
@@ -45,10 +46,9 @@ def make_predictor(placed: PlacedModel, batch_size: int):
 
   def predict(params, other, arrays: dict[str, np.ndarray]) -> np.ndarray:
     out = []
-    for batch in batches({k: v for k, v in arrays.items() if k != "label"}, batch_size):   # never the label
+    for batch in batches({k: v for k, v in arrays.items() if k != "label"}, batch_size):  # never the label
       valid = batch.pop("valid")
-      placed_batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx])
-                      for k, v in batch.items()}
+      placed_batch = {k: jax.make_array_from_callback(v.shape, bsh, lambda idx, v=v: v[idx]) for k, v in batch.items()}
       out.append(np.asarray(jitted(params, other, placed.rngs, placed_batch))[valid])
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -57,8 +57,12 @@ def make_predictor(placed: PlacedModel, batch_size: int):
 
 def pointwise_metrics(users_M, labels_M, probs_M) -> dict[str, float]:
   value, counted = metrics.uauc(users_M, labels_M, probs_M)
-  return {"auc": metrics.auc(labels_M, probs_M), "uauc": value, "uauc_users": counted,
-          "logloss": metrics.logloss(labels_M, probs_M)}
+  return {
+    "auc": metrics.auc(labels_M, probs_M),
+    "uauc": value,
+    "uauc_users": counted,
+    "logloss": metrics.logloss(labels_M, probs_M),
+  }
 
 
 def sample_negatives(points: PointwiseData, rows_R, num_neg: int, seed: int) -> np.ndarray:
@@ -71,10 +75,12 @@ def sample_negatives(points: PointwiseData, rows_R, num_neg: int, seed: int) -> 
   out = np.zeros((len(rows_R), num_neg), np.int32)
   for i, r in enumerate(rows_R):
     u = points.user[r]
-    unseen = np.setdiff1d(catalogue, points.item[by_user[starts[u]:starts[u + 1]]], assume_unique=False)
+    unseen = np.setdiff1d(catalogue, points.item[by_user[starts[u] : starts[u + 1]]], assume_unique=False)
     if len(unseen) < num_neg:
-      raise ConfigError(f"eval.candidates=sampled:{num_neg}: user {u} of {points.name} rated all but "
-                        f"{len(unseen)} of the {points.num_items} items; lower N")
+      raise ConfigError(
+        f"eval.candidates=sampled:{num_neg}: user {u} of {points.name} rated all but "
+        f"{len(unseen)} of the {points.num_items} items; lower N"
+      )
     out[i] = np.random.default_rng((seed, int(r))).choice(unseen, num_neg, replace=False)
   return out
 
@@ -86,8 +92,11 @@ def candidate_metrics(scores_RxC) -> dict[str, float]:
   if num == 0:
     return {"hr@1": float("nan"), f"ndcg@{width}": float("nan"), "ranked": 0}
   rank_R = (scores_RxC[:, 1:] >= scores_RxC[:, :1]).sum(axis=1)
-  return {"hr@1": float(np.mean(rank_R == 0)), f"ndcg@{width}": float(np.mean(1 / np.log2(rank_R + 2))),
-          "ranked": int(num)}
+  return {
+    "hr@1": float(np.mean(rank_R == 0)),
+    f"ndcg@{width}": float(np.mean(1 / np.log2(rank_R + 2))),
+    "ranked": int(num),
+  }
 
 
 @register_task("pointwise")
@@ -107,8 +116,13 @@ class PointwiseTask(Task):
     self._candidates = {s: self._draw(s) for s in ("valid", "test")} if self.num_neg else {}
 
   def train_dataset(self, *, process_index: int, process_count: int):
-    return pointwise_train(self.points, global_batch=self.cfg.trainer.batch_size, seed=self.cfg.data.seed,
-                           process_index=process_index, process_count=process_count)
+    return pointwise_train(
+      self.points,
+      global_batch=self.cfg.trainer.batch_size,
+      seed=self.cfg.data.seed,
+      process_index=process_index,
+      process_count=process_count,
+    )
 
   def inputs(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The model inputs of examples `arrays` (of split `name`): the examples themselves here."""
@@ -132,8 +146,11 @@ class PointwiseTask(Task):
     if name not in self._ranked:
       rows_R, items_RxC = self._candidates[name]
       width = items_RxC.shape[1]
-      arrays = {"user": np.repeat(self.points.user[rows_R], width), "item": items_RxC.reshape(-1),
-                "history": np.repeat(self.points.history[rows_R], width, axis=0)}
+      arrays = {
+        "user": np.repeat(self.points.user[rows_R], width),
+        "item": items_RxC.reshape(-1),
+        "history": np.repeat(self.points.history[rows_R], width, axis=0),
+      }
       self._ranked[name] = {**self.inputs(f"{name}/ranked", arrays), "rows": rows_R}
     return self._ranked[name]
 
@@ -157,31 +174,45 @@ class PointwiseTask(Task):
     model = nnx.merge(trainer.placed.eval_graphdef, params, trainer.placed.rngs, other)
     if not protocols.provides(model, protocols.CFExporter):
       return {}
-    gather = jax.jit(lambda m: (m.user_embeddings(), m.item_embeddings()),
-                     out_shardings=sharding.replicated(trainer.placed.mesh))
+    gather = jax.jit(
+      lambda m: (m.user_embeddings(), m.item_embeddings()), out_shardings=sharding.replicated(trainer.placed.mesh)
+    )
     users, items = gather(model)
     if jax.process_index() != 0:
       return {}
-    return {"cf_artifact": save_cf_artifact(trainer.workdir, np.asarray(users), np.asarray(items),
-                                            model=self.cfg.model_name, dataset=self.points.name)}
+    return {
+      "cf_artifact": save_cf_artifact(
+        trainer.workdir, np.asarray(users), np.asarray(items), model=self.cfg.model_name, dataset=self.points.name
+      )
+    }
 
   def protocol(self) -> dict:
     p = self.points
-    return {"dataset": p.name, "users": p.num_users, "items": p.num_items, "task": "pointwise",
-            "split": "global time 80/10/10 (sorted by timestamp, then user, then the user's own order)",
-            "label": f"rating > {POSITIVE_ABOVE:g}", "history": f"last {p.history.shape[1]} positive items",
-            "candidates": self.cfg.eval.candidates if self.num_neg else "-", "ks": [],
-            "ties": "a positive scored equal to a negative counts 1/2 in AUC",
-            "examples": {k: p.stats[k] for k in ("train", "valid", "test")},
-            "uauc": "unweighted mean over users with a positive and a negative in the split",
-            **({"ranking": self.ranking_protocol()} if self.num_neg else {})}
+    return {
+      "dataset": p.name,
+      "users": p.num_users,
+      "items": p.num_items,
+      "task": "pointwise",
+      "split": "global time 80/10/10 (sorted by timestamp, then user, then the user's own order)",
+      "label": f"rating > {POSITIVE_ABOVE:g}",
+      "history": f"last {p.history.shape[1]} positive items",
+      "candidates": self.cfg.eval.candidates if self.num_neg else "-",
+      "ks": [],
+      "ties": "a positive scored equal to a negative counts 1/2 in AUC",
+      "examples": {k: p.stats[k] for k in ("train", "valid", "test")},
+      "uauc": "unweighted mean over users with a positive and a negative in the split",
+      **({"ranking": self.ranking_protocol()} if self.num_neg else {}),
+    }
 
   def ranking_protocol(self) -> dict:
     cap, n = self.cfg.eval.ranked_examples, self.num_neg
-    return {"candidates": f"the target + {n} negatives: items the user rated in no split (train, valid or test), "
-                          f"uniform without replacement, rng (eval.seed={self.cfg.eval.seed}, example index)",
-            "examples": f"the first {cap} positive examples of each split in time order" if cap
-                        else "every positive example of each split",
-            "scored": "P(yes) of the example with the candidate as its target (same history and prompt)",
-            "metrics": ["hr@1", f"ndcg@{n + 1}"],
-            "ties": "pessimistic: a negative scored equal to the target ranks ahead of it (hr@1 counts a miss)"}
+    return {
+      "candidates": f"the target + {n} negatives: items the user rated in no split (train, valid or test), "
+      f"uniform without replacement, rng (eval.seed={self.cfg.eval.seed}, example index)",
+      "examples": f"the first {cap} positive examples of each split in time order"
+      if cap
+      else "every positive example of each split",
+      "scored": "P(yes) of the example with the candidate as its target (same history and prompt)",
+      "metrics": ["hr@1", f"ndcg@{n + 1}"],
+      "ties": "pessimistic: a negative scored equal to the target ranks ahead of it (hr@1 counts a miss)",
+    }

@@ -14,6 +14,7 @@ their config names (protocols of the config: `PromptedConfig`).
   - `prepare(placed)`: streams the HF weights onto their shardings (one tensor at a time) and the CF tables;
   - `protocol()`: the template, the window and how many examples lost history items to it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,6 +37,7 @@ from genrec.train.tasks import StageRef, register_task
 @dataclasses.dataclass(frozen=True)
 class PromptView:
   """What an LLM-CF config's resolve() sees."""
+
   name: str
   num_users: int
   num_items: int
@@ -61,14 +63,25 @@ class PromptedExamples:
       tokenizer, source = load_tokenizer(model.llm_path), f"{model.llm_path}/tokenizer.json"
     else:
       tokenizer, source = word_tokenizer(item_titles), "the built-in word tokenizer"
-    self.builder = PromptBuilder(tokenizer, item_titles, template=model.template, max_len=model.max_prompt_len,
-                                 max_title_tokens=model.max_title_tokens, pad_token=model.pad_token,
-                                 answer_words=model.answer_words, bos_token=model.bos_token, source=source)
+    self.builder = PromptBuilder(
+      tokenizer,
+      item_titles,
+      template=model.template,
+      max_len=model.max_prompt_len,
+      max_title_tokens=model.max_title_tokens,
+      pad_token=model.pad_token,
+      answer_words=model.answer_words,
+      bos_token=model.bos_token,
+      source=source,
+    )
     if self.llm is not None and self.builder.vocab_size > self.llm.vocab_size:
-      raise ConfigError(f"{source} has {self.builder.vocab_size} tokens but the LLM in {model.llm_path} embeds "
-                        f"{self.llm.vocab_size}: they are not from the same model")
-    self.kept = {s: self.builder.kept(a["item"], a["history"]) for s in ("train", "valid", "test")
-                 for a in [points.split(s)]}
+      raise ConfigError(
+        f"{source} has {self.builder.vocab_size} tokens but the LLM in {model.llm_path} embeds "
+        f"{self.llm.vocab_size}: they are not from the same model"
+      )
+    self.kept = {
+      s: self.builder.kept(a["item"], a["history"]) for s in ("train", "valid", "test") for a in [points.split(s)]
+    }
     self._splits = {}
 
   @functools.cached_property
@@ -87,8 +100,15 @@ class PromptedExamples:
   @property
   def view(self) -> PromptView:
     p = self.points
-    return PromptView(p.name, p.num_users, p.num_items, self.builder.vocab_size, tuple(self.builder.answer_ids),
-                      0 if self.cf is None else self.cf[0].shape[1], self.llm)
+    return PromptView(
+      p.name,
+      p.num_users,
+      p.num_items,
+      self.builder.vocab_size,
+      tuple(self.builder.answer_ids),
+      0 if self.cf is None else self.cf[0].shape[1],
+      self.llm,
+    )
 
   # -- batches ----------------------------------------------------------------------------------------------
   def hybrid_probability(self, step: int) -> float:
@@ -104,7 +124,7 @@ class PromptedExamples:
     def add(step, batch):
       hybrid = None
       if curriculum:
-        draws = np.random.default_rng((seed, step, 11)).random(global_batch)[process_index * local:][:local]
+        draws = np.random.default_rng((seed, step, 11)).random(global_batch)[process_index * local :][:local]
         hybrid = draws < self.hybrid_probability(step)
       return {**batch, **self.builder.build(batch["user"], batch["item"], batch["history"], hybrid)}
 
@@ -124,7 +144,7 @@ class PromptedExamples:
       return
     states = {"params": dict(nnx.to_flat_state(placed.params)), "other": dict(nnx.to_flat_state(placed.other))}
     shardings = {**dict(nnx.to_flat_state(placed.param_shardings)), **dict(nnx.to_flat_state(placed.other_shardings))}
-    placed.params = placed.other = None          # old buffers go as their replacements arrive
+    placed.params = placed.other = None  # old buffers go as their replacements arrive
 
     def put(path, array):
       flat = states["params"] if path in states["params"] else states["other"]
@@ -143,14 +163,21 @@ class PromptedExamples:
   def protocol(self) -> dict:
     model, b = self.cfg.model, self.builder
     counts = {s: int((k < (self.points.split(s)["history"] > 0).sum(1)).sum()) for s, k in self.kept.items()}
-    out = {"template": model.template, "text": TEXT[model.template], "max_prompt_len": b.max_len,
-           "max_title_tokens": model.max_title_tokens, "tokenizer": model.llm_path or "built-in word-level",
-           "vocab": b.vocab_size, "answer": f"P(yes) = sigmoid(logit[{model.answer_words[0]!r}] - "
-                                            f"logit[{model.answer_words[1]!r}]) after the last prompt token",
-           "truncated_examples": counts,
-           "history_items_dropped": {s: int(((self.points.split(s)["history"] > 0).sum(1) - k).sum())
-                                     for s, k in self.kept.items()}}
-    if model.uses_cf and CF in self.stages and self.cf is not None:    # training, or its stage at hand
+    out = {
+      "template": model.template,
+      "text": TEXT[model.template],
+      "max_prompt_len": b.max_len,
+      "max_title_tokens": model.max_title_tokens,
+      "tokenizer": model.llm_path or "built-in word-level",
+      "vocab": b.vocab_size,
+      "answer": f"P(yes) = sigmoid(logit[{model.answer_words[0]!r}] - "
+      f"logit[{model.answer_words[1]!r}]) after the last prompt token",
+      "truncated_examples": counts,
+      "history_items_dropped": {
+        s: int(((self.points.split(s)["history"] > 0).sum(1) - k).sum()) for s, k in self.kept.items()
+      },
+    }
+    if model.uses_cf and CF in self.stages and self.cf is not None:  # training, or its stage at hand
       out["cf"] = self.cf_source
     if model.curriculum_steps:
       out["curriculum"] = f"P(hybrid tokens) = min(1, step / {model.curriculum_steps}) in training, 1 in eval"

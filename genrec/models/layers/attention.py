@@ -1,4 +1,5 @@
 """Multi-head attention and the pre-norm transformer block shared by every family."""
+
 from __future__ import annotations
 
 import jax
@@ -28,7 +29,7 @@ def dot_product_attention(q_BxLxHxK, k_BxSxHxK, v_BxSxHxK, mask=None, bias=None)
   encoder attention (256 x 81 tokens, padding mask + relative bias) 5x faster on XLA CPU (65 -> 12 ms). The
   1/sqrt(K) scale goes on q, not on the logits: XLA CPU wrote a scale broadcast to the logits' shape to memory.
   """
-  q_BxLxHxK = q_BxLxHxK * jnp.asarray(q_BxLxHxK.shape[-1] ** -0.5, q_BxLxHxK.dtype)    # scaled at [B, L, H, K]
+  q_BxLxHxK = q_BxLxHxK * jnp.asarray(q_BxLxHxK.shape[-1] ** -0.5, q_BxLxHxK.dtype)  # scaled at [B, L, H, K]
   logits = jnp.einsum("blhk,bshk->bhls", q_BxLxHxK, k_BxSxHxK).astype(jnp.float32)
   if bias is not None:
     logits = logits + bias
@@ -48,8 +49,16 @@ def softmax_parts(logits, mask=None):
 
 
 class MultiHeadAttention(nnx.Module):
-  def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, *, dropout: float = 0.0,
-               use_bias: bool = True, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    num_heads: int,
+    head_dim: int | None = None,
+    *,
+    dropout: float = 0.0,
+    use_bias: bool = True,
+    rngs: nnx.Rngs,
+  ):
     self.num_heads = num_heads
     self.head_dim = head_dim or dim // num_heads
     inner = self.num_heads * self.head_dim
@@ -82,8 +91,17 @@ class MLP(nnx.Module):
 class TransformerBlock(nnx.Module):
   """Pre-norm self-attention + MLP, each with a residual."""
 
-  def __init__(self, dim: int, num_heads: int, mlp_dim: int, *, dropout: float = 0.0, norm: str = "layer",
-               activation: str = "gelu", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    num_heads: int,
+    mlp_dim: int,
+    *,
+    dropout: float = 0.0,
+    norm: str = "layer",
+    activation: str = "gelu",
+    rngs: nnx.Rngs,
+  ):
     norm_cls = {"layer": LayerNorm, "rms": RMSNorm}[norm]
     self.attn_norm = norm_cls(dim, rngs=rngs)
     self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rngs=rngs)

@@ -3,6 +3,7 @@
 Logical names (see `genrec.train.sharding` for the rules table that maps them to mesh axes):
 `item`, `vocab`, `embed`, `mlp`, `heads`, `kv`, `codebook`; `None` means replicated.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,13 +45,24 @@ class Linear(nnx.Linear):
     return on_rows(super().__call__, inputs)
 
 
-def dense(in_features: int, out_features: int, axes: Axes, *, rngs: nnx.Rngs, use_bias: bool = True,
-          kernel_init=default_kernel_init) -> nnx.Linear:
+def dense(
+  in_features: int,
+  out_features: int,
+  axes: Axes,
+  *,
+  rngs: nnx.Rngs,
+  use_bias: bool = True,
+  kernel_init=default_kernel_init,
+) -> nnx.Linear:
   """A Linear layer whose kernel is annotated `axes` (in, out) and bias `(axes[1],)`."""
   return Linear(
-      in_features, out_features, use_bias=use_bias, rngs=rngs,
-      kernel_init=partitioned(kernel_init, axes),
-      bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)))
+    in_features,
+    out_features,
+    use_bias=use_bias,
+    rngs=rngs,
+    kernel_init=partitioned(kernel_init, axes),
+    bias_init=partitioned(nnx.initializers.zeros_init(), (axes[1],)),
+  )
 
 
 def _bcast(v_D, x):
@@ -91,7 +103,7 @@ class Embed(nnx.Module):
   """A lookup table [num, dim] that can also score against its rows (tied output layer)."""
 
   def __init__(self, num: int, dim: int, axes: Axes, *, rngs: nnx.Rngs, stddev: float | None = None):
-    init = nnx.initializers.normal(stddev if stddev is not None else dim ** -0.5)
+    init = nnx.initializers.normal(stddev if stddev is not None else dim**-0.5)
     self.embedding = param(init(rngs.params(), (num, dim)), axes)
 
   def __call__(self, ids):

@@ -8,6 +8,7 @@ a subclass of `nnx.Param`: `trainable_filter(cfg)` selects only them for the opt
 while the trainer's `nnx.Param` split still checkpoints everything. B starts at zero, so a fresh adapter
 leaves the model's outputs unchanged. `merge_lora` folds A B into W for inference; `unmerge_lora` takes it out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ from genrec.models.layers.core import on_rows
 @dataclasses.dataclass(frozen=True)
 class LoRAConfig:
   """targets: attribute names of the linear layers to adapt (DecoderLM: q, k, v, o, gate, up, down)."""
+
   rank: int = 8
   alpha: float = 16.0
   targets: tuple[str, ...] = ("q", "k", "v", "o")
@@ -59,10 +61,12 @@ class LoRALinear(nnx.Module):
     in_axis, out_axis = base.kernel.get_metadata().get("out_sharding") or (None, None)
     # PEFT's kaiming_uniform(a=sqrt(5)) on A: U(-1/sqrt(d_in), 1/sqrt(d_in))
     a_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-    self.lora_a = LoRAParam(a_init(rngs.params(), (d_in, cfg.rank), jnp.float32), out_sharding=(in_axis, None),
-                            eager_sharding=False)
-    self.lora_b = LoRAParam(jnp.zeros((cfg.rank, d_out), jnp.float32), out_sharding=(None, out_axis),
-                            eager_sharding=False)
+    self.lora_a = LoRAParam(
+      a_init(rngs.params(), (d_in, cfg.rank), jnp.float32), out_sharding=(in_axis, None), eager_sharding=False
+    )
+    self.lora_b = LoRAParam(
+      jnp.zeros((cfg.rank, d_out), jnp.float32), out_sharding=(None, out_axis), eager_sharding=False
+    )
     self.scale = cfg.scale
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs) if cfg.dropout else None
     self.merged = False
@@ -72,7 +76,7 @@ class LoRALinear(nnx.Module):
     return self.scale * (self.lora_a[...].astype(jnp.float32) @ self.lora_b[...].astype(jnp.float32))
 
   def __call__(self, x):
-    return on_rows(self._call_2d, x)           # a 2-D product, as layers.core.Linear
+    return on_rows(self._call_2d, x)  # a 2-D product, as layers.core.Linear
 
   def _call_2d(self, x):
     kernel = self.kernel[...]
@@ -114,8 +118,9 @@ def apply_lora(module: nnx.Module, cfg: LoRAConfig, *, rngs: nnx.Rngs) -> list[s
   names = sorted({str(path[-1]) for path, _ in linears})
   unknown = [t for t in cfg.targets if t not in names]
   if unknown:
-    raise ValueError(f"LoRA targets {unknown} name no linear layer of {type(module).__name__}; its linear layers "
-                     f"are named {names}")
+    raise ValueError(
+      f"LoRA targets {unknown} name no linear layer of {type(module).__name__}; its linear layers are named {names}"
+    )
   wrapped = []
   for path, linear in linears:
     if path[-1] in cfg.targets:

@@ -4,6 +4,7 @@ Protocol: `inv_freq = inverse_frequencies(head_dim, RopeConfig(...))` once (NumP
 `apply_rope(x_BxLxHxK, positions_BxL, inv_freq)` rotates pairs (i, i + head_dim/2) — not interleaved pairs
 (2i, 2i+1) as in the RoFormer paper; HF checkpoints permute q/k weights to this layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,6 +21,7 @@ SCALINGS = ("none", "linear", "llama3")
 class RopeConfig:
   """theta: the base; scaling: "none" | "linear" (positions / factor) | "llama3" (Llama 3.1's per-frequency
   interpolation between `low_freq_factor` and `high_freq_factor` over `original_max_position`)."""
+
   theta: float = 10000.0
   scaling: str = "none"
   factor: float = 1.0
@@ -31,11 +33,13 @@ class RopeConfig:
     if self.scaling not in SCALINGS:
       raise ValueError(f"RopeConfig: scaling {self.scaling!r} is not one of {SCALINGS}")
     if self.scaling == "llama3" and self.high_freq_factor <= self.low_freq_factor:
-      raise ValueError(f"RopeConfig: llama3 scaling needs high_freq_factor ({self.high_freq_factor}) > "
-                       f"low_freq_factor ({self.low_freq_factor})")
+      raise ValueError(
+        f"RopeConfig: llama3 scaling needs high_freq_factor ({self.high_freq_factor}) > "
+        f"low_freq_factor ({self.low_freq_factor})"
+      )
 
   @classmethod
-  def from_hf(cls, hf: dict) -> "RopeConfig":
+  def from_hf(cls, hf: dict) -> RopeConfig:
     """From a HF config.json dict: `rope_theta` + `rope_scaling`, or transformers v5's `rope_parameters`."""
     params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
@@ -45,21 +49,30 @@ class RopeConfig:
     if kind == "linear":
       return cls(theta=theta, scaling="linear", factor=float(params["factor"]))
     if kind == "llama3":
-      return cls(theta=theta, scaling="llama3", factor=float(params["factor"]),
-                 low_freq_factor=float(params["low_freq_factor"]),
-                 high_freq_factor=float(params["high_freq_factor"]),
-                 original_max_position=int(params["original_max_position_embeddings"]))
-    raise ValueError(f"config.json rope_scaling type {kind!r} is not supported; supported: 'default' (none), "
-                     "'linear', 'llama3'")
+      return cls(
+        theta=theta,
+        scaling="llama3",
+        factor=float(params["factor"]),
+        low_freq_factor=float(params["low_freq_factor"]),
+        high_freq_factor=float(params["high_freq_factor"]),
+        original_max_position=int(params["original_max_position_embeddings"]),
+      )
+    raise ValueError(
+      f"config.json rope_scaling type {kind!r} is not supported; supported: 'default' (none), 'linear', 'llama3'"
+    )
 
   def to_hf(self) -> dict:
     out: dict = {"rope_theta": self.theta}
     if self.scaling == "linear":
       out["rope_scaling"] = {"rope_type": "linear", "factor": self.factor}
     elif self.scaling == "llama3":
-      out["rope_scaling"] = {"rope_type": "llama3", "factor": self.factor, "low_freq_factor": self.low_freq_factor,
-                             "high_freq_factor": self.high_freq_factor,
-                             "original_max_position_embeddings": self.original_max_position}
+      out["rope_scaling"] = {
+        "rope_type": "llama3",
+        "factor": self.factor,
+        "low_freq_factor": self.low_freq_factor,
+        "high_freq_factor": self.high_freq_factor,
+        "original_max_position_embeddings": self.original_max_position,
+      }
     return out
 
 
@@ -72,10 +85,9 @@ def inverse_frequencies(head_dim: int, cfg: RopeConfig) -> np.ndarray:
     inv = inv / cfg.factor
   elif cfg.scaling == "llama3":
     wavelen = 2 * math.pi / inv
-    low_wavelen = cfg.original_max_position / cfg.low_freq_factor      # longer than this: fully interpolated
-    high_wavelen = cfg.original_max_position / cfg.high_freq_factor    # shorter than this: untouched
-    smooth = (cfg.original_max_position / wavelen - cfg.low_freq_factor) / (
-        cfg.high_freq_factor - cfg.low_freq_factor)
+    low_wavelen = cfg.original_max_position / cfg.low_freq_factor  # longer than this: fully interpolated
+    high_wavelen = cfg.original_max_position / cfg.high_freq_factor  # shorter than this: untouched
+    smooth = (cfg.original_max_position / wavelen - cfg.low_freq_factor) / (cfg.high_freq_factor - cfg.low_freq_factor)
     mixed = (1 - smooth) * inv / cfg.factor + smooth * inv
     inv = np.where(wavelen > low_wavelen, inv / cfg.factor, np.where(wavelen < high_wavelen, inv, mixed))
   return inv.astype(np.float32)

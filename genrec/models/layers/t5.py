@@ -4,6 +4,7 @@ with a functional KV cache, cross-attention.
 The KV cache is a plain pair of arrays (k, v), each [B, T, H, Dh], passed in and returned: no mutable module
 state, so a decode step jits and scans like any other function.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,15 +17,14 @@ from genrec.models.layers.attention import MLP, dot_product_attention
 from genrec.models.layers.core import RMSNorm, dense, param
 
 
-def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int = 32,
-                             max_distance: int = 128):
+def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
   """T5's bucket of `relative_position` = key position - query position (int array, any shape).
 
   Bidirectional: half the buckets for keys before the query, half for keys after it. Causal: keys after the
   query all fall in bucket 0 (the mask hides them anyway). Within each half, distances below half the half
   get a bucket each; larger ones share log-spaced buckets up to `max_distance`, beyond which all share the last.
   """
-  n = -jnp.asarray(relative_position, jnp.int32)        # distance back from the query
+  n = -jnp.asarray(relative_position, jnp.int32)  # distance back from the query
   offset = jnp.zeros_like(n)
   if bidirectional:
     num_buckets //= 2
@@ -42,16 +42,18 @@ def relative_position_bucket(relative_position, *, bidirectional: bool, num_buck
 class RelativePositionBias(nnx.Module):
   """A learned scalar per (bucket, head), added to attention logits: [1, H, Q, K]."""
 
-  def __init__(self, num_heads: int, *, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, num_heads: int, *, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128, rngs: nnx.Rngs
+  ):
     self.bidirectional, self.num_buckets, self.max_distance = bidirectional, num_buckets, max_distance
     init = nnx.initializers.normal(0.02)
     self.embedding = param(init(rngs.params(), (num_buckets, num_heads)), (None, "heads"))
 
   def __call__(self, query_pos_Q, key_pos_K):
     rel_QxK = key_pos_K[None, :] - query_pos_Q[:, None]
-    bucket = relative_position_bucket(rel_QxK, bidirectional=self.bidirectional, num_buckets=self.num_buckets,
-                                      max_distance=self.max_distance)
+    bucket = relative_position_bucket(
+      rel_QxK, bidirectional=self.bidirectional, num_buckets=self.num_buckets, max_distance=self.max_distance
+    )
     bias_QxKxH = jnp.take(self.embedding[...], bucket, axis=0)
     return jnp.transpose(bias_QxKxH, (2, 0, 1))[None].astype(jnp.float32)
 
@@ -109,8 +111,17 @@ class Attention(nnx.Module):
 class EncoderBlock(nnx.Module):
   """Pre-norm (RMSNorm) bidirectional self-attention + MLP, each with a residual."""
 
-  def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_dim: int, *, dropout: float = 0.0,
-               activation: str = "relu", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    num_heads: int,
+    head_dim: int,
+    mlp_dim: int,
+    *,
+    dropout: float = 0.0,
+    activation: str = "relu",
+    rngs: nnx.Rngs,
+  ):
     self.attn_norm = RMSNorm(dim, rngs=rngs)
     self.attn = Attention(dim, num_heads, head_dim, dropout=dropout, rngs=rngs)
     self.mlp_norm = RMSNorm(dim, rngs=rngs)
@@ -128,8 +139,17 @@ class DecoderBlock(nnx.Module):
   writes the new positions at `index` and returns the updated cache; without it, it attends within x only.
   """
 
-  def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_dim: int, *, dropout: float = 0.0,
-               activation: str = "relu", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    num_heads: int,
+    head_dim: int,
+    mlp_dim: int,
+    *,
+    dropout: float = 0.0,
+    activation: str = "relu",
+    rngs: nnx.Rngs,
+  ):
     self.self_norm = RMSNorm(dim, rngs=rngs)
     self.self_attn = Attention(dim, num_heads, head_dim, dropout=dropout, rngs=rngs)
     self.cross_norm = RMSNorm(dim, rngs=rngs)
@@ -137,8 +157,7 @@ class DecoderBlock(nnx.Module):
     self.mlp_norm = RMSNorm(dim, rngs=rngs)
     self.mlp = MLP(dim, mlp_dim, activation=activation, dropout=dropout, rngs=rngs)
 
-  def __call__(self, x_BxTxD, cross_kv, *, self_mask=None, self_bias=None, cross_mask=None, cache=None,
-               index=0):
+  def __call__(self, x_BxTxD, cross_kv, *, self_mask=None, self_bias=None, cross_mask=None, cache=None, index=0):
     h = self.self_norm(x_BxTxD)
     if cache is None:
       x_BxTxD = x_BxTxD + self.self_attn(h, mask=self_mask, bias=self_bias)

@@ -8,6 +8,7 @@ shape does not fit the config, is an error that names it. HF `Linear.weight` is 
 kernel [in, out]. bfloat16 tensors are read from their raw bytes (older safetensors' NumPy backend cannot).
 Nothing is unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,15 @@ TOKENIZER = "tokenizer.json"
 
 # NNX module name → HF module name, inside model.layers.{i}.
 LAYER_MODULES = {
-    ("attn", "q"): "self_attn.q_proj", ("attn", "k"): "self_attn.k_proj", ("attn", "v"): "self_attn.v_proj",
-    ("attn", "o"): "self_attn.o_proj", ("mlp", "gate"): "mlp.gate_proj", ("mlp", "up"): "mlp.up_proj",
-    ("mlp", "down"): "mlp.down_proj", ("attn_norm",): "input_layernorm", ("mlp_norm",): "post_attention_layernorm",
+  ("attn", "q"): "self_attn.q_proj",
+  ("attn", "k"): "self_attn.k_proj",
+  ("attn", "v"): "self_attn.v_proj",
+  ("attn", "o"): "self_attn.o_proj",
+  ("mlp", "gate"): "mlp.gate_proj",
+  ("mlp", "up"): "mlp.up_proj",
+  ("mlp", "down"): "mlp.down_proj",
+  ("attn_norm",): "input_layernorm",
+  ("mlp_norm",): "post_attention_layernorm",
 }
 TOP_MODULES = {("tokens",): "model.embed_tokens", ("norm",): "model.norm", ("lm_head",): "lm_head"}
 LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
@@ -63,8 +70,7 @@ def _ignored(name: str, cfg: LLMConfig) -> bool:
 
 def load_config(path: str | os.PathLike, **overrides) -> LLMConfig:
   """The LLMConfig from the folder's config.json (model_type llama or qwen2)."""
-  file = find_file(path, CONFIG, "the model's shape: hidden_size, num_hidden_layers, …; "
-                   "or pass config=LLMConfig(...)")
+  file = find_file(path, CONFIG, "the model's shape: hidden_size, num_hidden_layers, …; or pass config=LLMConfig(...)")
   try:
     hf = json.loads(file.read_text())
     return LLMConfig.from_hf_config(hf, **overrides)
@@ -120,8 +126,9 @@ def abstract_lm(cfg: LLMConfig) -> DecoderLM:
   return nnx.eval_shape(lambda: DecoderLM(cfg, rngs=nnx.Rngs(0)))
 
 
-def load_llm(path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | None = None,
-             place: Place | None = None) -> DecoderLM:
+def load_llm(
+  path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | None = None, place: Place | None = None
+) -> DecoderLM:
   """A `DecoderLM` from a HF folder; parameters in `dtype`. `place(path, array)` puts one parameter where it
   belongs (default: `jnp.asarray`); `path` is its NNX state path, e.g. ("layers", 0, "mlp", "up", "kernel")."""
   from safetensors import safe_open
@@ -137,9 +144,10 @@ def load_llm(path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | 
   if missing or unexpected:
     shapes = ", ".join(f"{n} {hf_shape(table[n], flat[table[n]].shape)}" for n in missing)
     raise CheckpointError(
-        f"{folder} does not match {cfg.family} LLMConfig(hidden={cfg.hidden}, layers={cfg.layers}, "
-        f"tie_embeddings={cfg.tie_embeddings}, qkv_bias={cfg.qkv_bias}): missing tensors {missing or 'none'}"
-        f"{f' (expected {shapes})' if missing else ''}; unexpected tensors {unexpected or 'none'}")
+      f"{folder} does not match {cfg.family} LLMConfig(hidden={cfg.hidden}, layers={cfg.layers}, "
+      f"tie_embeddings={cfg.tie_embeddings}, qkv_bias={cfg.qkv_bias}): missing tensors {missing or 'none'}"
+      f"{f' (expected {shapes})' if missing else ''}; unexpected tensors {unexpected or 'none'}"
+    )
   place = place or (lambda _, array: jnp.asarray(array))
   np_dtype = np.dtype(dtype)
   by_file: dict[Path, list[str]] = {}
@@ -158,8 +166,9 @@ def load_llm(path: str | os.PathLike, *, dtype=jnp.float32, config: LLMConfig | 
         tensor_slice = f.get_slice(name)
         if tuple(tensor_slice.get_shape()) != expected:
           raise CheckpointError(
-              f"{file.name}: tensor {name} has shape {tuple(tensor_slice.get_shape())} but the config implies "
-              f"{expected} (HF layout); is config.json the one these weights were saved with?")
+            f"{file.name}: tensor {name} has shape {tuple(tensor_slice.get_shape())} but the config implies "
+            f"{expected} (HF layout); is config.json the one these weights were saved with?"
+          )
         if tensor_slice.get_dtype() == "BF16":
           header = header or _raw_header(file)
           value = read_bf16(file, name, header)
@@ -175,8 +184,10 @@ def check_special_tokens(tokenizer, required: Sequence[str], source: str = "toke
   """token → id for each of `required`; a token the vocabulary lacks is an error naming it."""
   missing = [t for t in required if tokenizer.token_to_id(t) is None]
   if missing:
-    raise CheckpointError(f"{source} lacks the special token(s) {missing}; the model needs them (is this the "
-                          "tokenizer of the same model family?)")
+    raise CheckpointError(
+      f"{source} lacks the special token(s) {missing}; the model needs them (is this the "
+      "tokenizer of the same model family?)"
+    )
   return {t: tokenizer.token_to_id(t) for t in required}
 
 

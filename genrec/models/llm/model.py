@@ -14,6 +14,7 @@ position id is the count of real tokens before it, and no real token ever attend
 changes a real position's output. Blocks are pre-norm: RMSNorm → grouped-query attention (RoPE, optional q/k/v
 bias) → residual → RMSNorm → SwiGLU MLP → residual; then a final RMSNorm and a tied or separate lm_head.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,26 +29,27 @@ from genrec.models import layers
 from genrec.models.layers.rope import RopeConfig, apply_rope, inverse_frequencies
 
 FAMILIES = ("llama", "qwen2")
-init_normal = nnx.initializers.normal(0.02)     # HF's initializer_range for both families
+init_normal = nnx.initializers.normal(0.02)  # HF's initializer_range for both families
 
 
 @dataclasses.dataclass(frozen=True)
 class LLMConfig:
   """Shape of a Llama/Qwen2 decoder. The defaults are the tiny test model (`LLMConfig.tiny()`)."""
-  family: str = "llama"              # the HF model_type: llama | qwen2
+
+  family: str = "llama"  # the HF model_type: llama | qwen2
   vocab_size: int = 256
   hidden: int = 64
   layers: int = 2
   heads: int = 4
-  kv_heads: int = 2                  # grouped-query attention: heads / kv_heads query heads share a k/v head
-  head_dim: int | None = None        # None: hidden // heads
+  kv_heads: int = 2  # grouped-query attention: heads / kv_heads query heads share a k/v head
+  head_dim: int | None = None  # None: hidden // heads
   intermediate: int = 128
   rms_norm_eps: float = 1e-6
   rope: RopeConfig = RopeConfig()
-  qkv_bias: bool = False             # Qwen2: True; Llama: config.json attention_bias
-  o_bias: bool = False               # Llama's attention_bias also biases o_proj; Qwen2's o_proj has none
+  qkv_bias: bool = False  # Qwen2: True; Llama: config.json attention_bias
+  o_bias: bool = False  # Llama's attention_bias also biases o_proj; Qwen2's o_proj has none
   mlp_bias: bool = False
-  tie_embeddings: bool = False       # logits from the token embedding table (no lm_head)
+  tie_embeddings: bool = False  # logits from the token embedding table (no lm_head)
   max_position: int = 2048
 
   def __post_init__(self):
@@ -63,25 +65,39 @@ class LLMConfig:
     return self.head_dim or self.hidden // self.heads
 
   @classmethod
-  def tiny(cls) -> "LLMConfig":
+  def tiny(cls) -> LLMConfig:
     """vocab 256, d 64, 2 layers, 4 heads over 2 k/v heads, MLP 128: for tests."""
     return cls()
 
   @classmethod
-  def qwen2_0_5b(cls) -> "LLMConfig":
+  def qwen2_0_5b(cls) -> LLMConfig:
     """Qwen2-0.5B's shape (494M parameters): for benchmarks and memory estimates."""
-    return cls(family="qwen2", vocab_size=151936, hidden=896, layers=24, heads=14, kv_heads=2,
-               intermediate=4864, rms_norm_eps=1e-6, rope=RopeConfig(theta=1000000.0), qkv_bias=True,
-               tie_embeddings=True, max_position=32768)
+    return cls(
+      family="qwen2",
+      vocab_size=151936,
+      hidden=896,
+      layers=24,
+      heads=14,
+      kv_heads=2,
+      intermediate=4864,
+      rms_norm_eps=1e-6,
+      rope=RopeConfig(theta=1000000.0),
+      qkv_bias=True,
+      tie_embeddings=True,
+      max_position=32768,
+    )
 
   @classmethod
-  def from_hf_config(cls, hf: dict, **overrides) -> "LLMConfig":
+  def from_hf_config(cls, hf: dict, **overrides) -> LLMConfig:
     """Reads a Hugging Face `config.json` (as a dict) of model_type llama or qwen2."""
     kind = hf.get("model_type")
     if kind not in FAMILIES:
       raise ValueError(f"config.json model_type {kind!r} is not supported; supported model types: {FAMILIES}")
-    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                           "intermediate_size") if k not in hf]
+    missing = [
+      k
+      for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+      if k not in hf
+    ]
     if missing:
       raise ValueError(f"config.json lacks {missing}; these fix the {kind} model's shape")
     if hf.get("hidden_act", "silu") != "silu":
@@ -92,22 +108,41 @@ class LLMConfig:
     head_dim = hf.get("head_dim")
     bias = kind == "qwen2" or bool(hf.get("attention_bias", False))
     fields = dict(
-        family=kind, vocab_size=hf["vocab_size"], hidden=hidden, layers=hf["num_hidden_layers"], heads=heads,
-        kv_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=None if head_dim in (None, hidden // heads) else head_dim,
-        intermediate=hf["intermediate_size"], rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-        rope=RopeConfig.from_hf(hf), qkv_bias=bias, o_bias=kind == "llama" and bias,
-        mlp_bias=bool(hf.get("mlp_bias", False)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        max_position=hf.get("max_position_embeddings", 2048))
+      family=kind,
+      vocab_size=hf["vocab_size"],
+      hidden=hidden,
+      layers=hf["num_hidden_layers"],
+      heads=heads,
+      kv_heads=hf.get("num_key_value_heads") or heads,
+      head_dim=None if head_dim in (None, hidden // heads) else head_dim,
+      intermediate=hf["intermediate_size"],
+      rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+      rope=RopeConfig.from_hf(hf),
+      qkv_bias=bias,
+      o_bias=kind == "llama" and bias,
+      mlp_bias=bool(hf.get("mlp_bias", False)),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      max_position=hf.get("max_position_embeddings", 2048),
+    )
     return cls(**{**fields, **overrides})
 
   def to_hf_config(self) -> dict:
     arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[self.family]
-    out = {"model_type": self.family, "architectures": [arch], "vocab_size": self.vocab_size,
-           "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-           "num_key_value_heads": self.kv_heads, "intermediate_size": self.intermediate, "hidden_act": "silu",
-           "rms_norm_eps": self.rms_norm_eps, "tie_word_embeddings": self.tie_embeddings,
-           "max_position_embeddings": self.max_position, **self.rope.to_hf()}
+    out = {
+      "model_type": self.family,
+      "architectures": [arch],
+      "vocab_size": self.vocab_size,
+      "hidden_size": self.hidden,
+      "num_hidden_layers": self.layers,
+      "num_attention_heads": self.heads,
+      "num_key_value_heads": self.kv_heads,
+      "intermediate_size": self.intermediate,
+      "hidden_act": "silu",
+      "rms_norm_eps": self.rms_norm_eps,
+      "tie_word_embeddings": self.tie_embeddings,
+      "max_position_embeddings": self.max_position,
+      **self.rope.to_hf(),
+    }
     if self.head_dim is not None:
       out["head_dim"] = self.head_dim
     if self.family == "llama":
@@ -118,6 +153,7 @@ class LLMConfig:
 class KVCache(NamedTuple):
   """Per layer keys/values [B, S, kv_heads, head_dim]; which slots hold real tokens; the next slot to write;
   each row's next position id. A pytree: pass it in and out of jitted steps."""
+
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
   valid_BxS: jax.Array
@@ -130,7 +166,7 @@ def grouped_attention(q_BxLxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxLxS):
   b, length, heads, dim = q_BxLxHxK.shape
   groups = k_BxSxGxK.shape[2]
   q = q_BxLxHxK.reshape(b, length, groups, heads // groups, dim)
-  logits = jnp.einsum("blgrk,bsgk->bgrls", q, k_BxSxGxK).astype(jnp.float32) * dim ** -0.5
+  logits = jnp.einsum("blgrk,bsgk->bgrls", q, k_BxSxGxK).astype(jnp.float32) * dim**-0.5
   weights, sums = layers.softmax_parts(logits, mask_BxLxS[:, None, None])
   out = jnp.einsum("bgrls,bsgk->bgrlk", weights.astype(v_BxSxGxK.dtype), v_BxSxGxK).astype(jnp.float32) / sums
   return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, length, heads * dim).astype(v_BxSxGxK.dtype)
@@ -197,8 +233,13 @@ class DecoderLM(nnx.Module):
     self.tokens = layers.Embed(cfg.vocab_size, cfg.hidden, ("vocab", "embed"), stddev=0.02, rngs=rngs)
     self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.layers)])
     self.norm = layers.RMSNorm(cfg.hidden, eps=cfg.rms_norm_eps, rngs=rngs)
-    self.lm_head = None if cfg.tie_embeddings else layers.dense(
-        cfg.hidden, cfg.vocab_size, ("embed", "vocab"), use_bias=False, kernel_init=init_normal, rngs=rngs)
+    self.lm_head = (
+      None
+      if cfg.tie_embeddings
+      else layers.dense(
+        cfg.hidden, cfg.vocab_size, ("embed", "vocab"), use_bias=False, kernel_init=init_normal, rngs=rngs
+      )
+    )
 
   def embed(self, ids_BxL: jax.Array) -> jax.Array:
     return self.tokens(ids_BxL)
@@ -227,8 +268,9 @@ class DecoderLM(nnx.Module):
     dtype = dtype or self.tokens.embedding.get_value().dtype
     shape = (batch, max_len, self.cfg.kv_heads, self.cfg.dim_head)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in self.layers)
-    return KVCache(zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32),
-                   jnp.zeros((batch,), jnp.int32))
+    return KVCache(
+      zeros, zeros, jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32)
+    )
 
   def decode_hidden(self, ids_BxT, cache: KVCache, valid_BxT=None, *, embeds_BxTxD=None):
     """Appends T tokens (ids, or `embeds_BxTxD` instead) at slot `cache.index`; returns (h_BxTxD, cache).
@@ -247,8 +289,9 @@ class DecoderLM(nnx.Module):
       x_BxTxD, (k, v) = block(x_BxTxD, positions_BxT, inv_freq, mask_BxTxS, (k, v), cache.index)
       ks.append(k)
       vs.append(v)
-    cache = KVCache(tuple(ks), tuple(vs), valid_BxS, cache.index + steps,
-                    cache.next_pos_B + valid_BxT.sum(1, dtype=jnp.int32))
+    cache = KVCache(
+      tuple(ks), tuple(vs), valid_BxS, cache.index + steps, cache.next_pos_B + valid_BxT.sum(1, dtype=jnp.int32)
+    )
     return self.norm(x_BxTxD), cache
 
   def decode_step(self, ids_BxT, cache: KVCache, valid_BxT=None, *, embeds_BxTxD=None):

@@ -21,6 +21,7 @@ items each row keeps, so callers count the truncated examples.
 Tokenizers: a Hugging Face `tokenizers.Tokenizer` (a real model's tokenizer.json), or for tiny random LLMs
 `word_tokenizer(texts)`, a deterministic word-level one over the dataset's titles (no download).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,17 +33,23 @@ from genrec.models.llm.hf_import import check_special_tokens
 
 TEMPLATES = ("tallrec", "collm", "llara")
 SLOT_TEXT, SLOT_USER, SLOT_ITEM = 0, 1, 2
-PAD = "<|endoftext|>"           # Qwen2's pad token; the built-in tokenizer's too
+PAD = "<|endoftext|>"  # Qwen2's pad token; the built-in tokenizer's too
 PLACEHOLDERS = ("<UserID>", "<ItemID>", "<TargetItemID>")
-HEAD, USER, QUESTION, TAIL = ("User Preference:", " User feature:", " Whether the user will like the target movie",
-                              "? Answer:")
-TEXT = {"tallrec": f"{HEAD} t1, t2, ...{QUESTION} t{TAIL}",
-        "collm": f"{HEAD} t1 <ItemID>, t2 <ItemID>, ...{USER} <UserID>.{QUESTION} t <TargetItemID>{TAIL}",
-        "llara": f"{HEAD} t1 <ItemID>, t2 <ItemID>, ...{QUESTION} t <TargetItemID>{TAIL}"}
-WORDS = re.compile(r"\w+|[^\w\s]+")     # what tokenizers' Whitespace pre-tokenizer splits on
+HEAD, USER, QUESTION, TAIL = (
+  "User Preference:",
+  " User feature:",
+  " Whether the user will like the target movie",
+  "? Answer:",
+)
+TEXT = {
+  "tallrec": f"{HEAD} t1, t2, ...{QUESTION} t{TAIL}",
+  "collm": f"{HEAD} t1 <ItemID>, t2 <ItemID>, ...{USER} <UserID>.{QUESTION} t <TargetItemID>{TAIL}",
+  "llara": f"{HEAD} t1 <ItemID>, t2 <ItemID>, ...{QUESTION} t <TargetItemID>{TAIL}",
+}
+WORDS = re.compile(r"\w+|[^\w\s]+")  # what tokenizers' Whitespace pre-tokenizer splits on
 
 
-def word_tokenizer(texts) -> "tokenizers.Tokenizer":  # noqa: F821
+def word_tokenizer(texts) -> tokenizers.Tokenizer:  # noqa: F821
   """A word-level `tokenizers.Tokenizer` whose vocabulary is PAD, <unk>, the placeholders, then every word of
   the templates, the answers and `texts`, sorted: the same texts give the same ids."""
   from tokenizers import Tokenizer, models, pre_tokenizers
@@ -59,9 +66,19 @@ def word_tokenizer(texts) -> "tokenizers.Tokenizer":  # noqa: F821
 class PromptBuilder:
   """Token ids of every prompt of one template over one catalogue (`titles[i]` = item id i's title)."""
 
-  def __init__(self, tokenizer, titles: list[str], *, template: str, max_len: int, max_title_tokens: int = 16,
-               pad_token: str = PAD, answer_words: tuple[str, str] = ("Yes", "No"), bos_token: str = "",
-               source: str = "tokenizer"):
+  def __init__(
+    self,
+    tokenizer,
+    titles: list[str],
+    *,
+    template: str,
+    max_len: int,
+    max_title_tokens: int = 16,
+    pad_token: str = PAD,
+    answer_words: tuple[str, str] = ("Yes", "No"),
+    bos_token: str = "",
+    source: str = "tokenizer",
+  ):
     if template not in TEMPLATES:
       raise ConfigError(f"prompt template {template!r} is not one of {TEMPLATES}")
     if max_title_tokens < 1:
@@ -75,8 +92,10 @@ class PromptBuilder:
     for word in answer_words:
       ids = encode(" " + word)
       if len(ids) != 1:
-        raise ConfigError(f"{source}: the answer {word!r} is {len(ids)} tokens ({ids.tolist()}) after a space; "
-                          "P(answer) needs one token each: choose other model.answer_words")
+        raise ConfigError(
+          f"{source}: the answer {word!r} is {len(ids)} tokens ({ids.tolist()}) after a space; "
+          "P(answer) needs one token each: choose other model.answer_words"
+        )
       self.answer_ids.append(int(ids[0]))
     # Placeholder ids only need to be real tokens: their embeddings are replaced. A tokenizer without them
     # (any real one) uses the pad token, which the valid mask does not hide here.
@@ -94,9 +113,11 @@ class PromptBuilder:
       self.fixed += len(self.user) + 1 + len(self.dot)
     longest = int(self.item_len.max()) if len(self.item_len) > 1 else 0
     if self.fixed + longest > max_len:
-      raise ConfigError(f"model.max_prompt_len={max_len} is too short: a {template} prompt with no history "
-                        f"needs up to {self.fixed + longest} tokens ({self.fixed} of template, {longest} for the "
-                        "longest target title); raise it or lower model.max_title_tokens")
+      raise ConfigError(
+        f"model.max_prompt_len={max_len} is too short: a {template} prompt with no history "
+        f"needs up to {self.fixed + longest} tokens ({self.fixed} of template, {longest} for the "
+        "longest target title); raise it or lower model.max_title_tokens"
+      )
 
   @property
   def with_slots(self) -> bool:
@@ -107,7 +128,7 @@ class PromptBuilder:
     history_MxH = np.asarray(history_MxH)
     real_MxH = history_MxH > 0
     seg_MxH = np.where(real_MxH, self.item_len[history_MxH] + len(self.sep), 0)
-    newest_first_MxH = np.cumsum(seg_MxH[:, ::-1], axis=1) - len(self.sep)   # the newest k items and k-1 seps
+    newest_first_MxH = np.cumsum(seg_MxH[:, ::-1], axis=1) - len(self.sep)  # the newest k items and k-1 seps
     count_MxH = np.cumsum(real_MxH[:, ::-1], axis=1)
     budget_Mx1 = (self.max_len - self.fixed - self.item_len[np.asarray(item_M)])[:, None]
     return np.where(newest_first_MxH <= budget_Mx1, count_MxH, 0).max(axis=1, initial=0)
@@ -124,7 +145,7 @@ class PromptBuilder:
     for r, (user, target, history) in enumerate(zip(user_B, item_B, history_BxH)):
       history = history[history > 0]
       pieces = [(self.head, SLOT_TEXT, 0)]
-      for j, item in enumerate(history[len(history) - kept_B[r]:]):
+      for j, item in enumerate(history[len(history) - kept_B[r] :]):
         pieces += ([(self.sep, SLOT_TEXT, 0)] if j else []) + self._item(item, self.item_id)
       if self.template == "collm":
         pieces += [(self.user, SLOT_TEXT, 0), ([self.user_id], SLOT_USER, user), (self.dot, SLOT_TEXT, 0)]

@@ -2,6 +2,7 @@
 
 Rows are items in catalogue order; columns are code levels. NumPy only: this runs once per catalogue.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,10 @@ def _check(codes_NxL, codebook_size: int | None) -> np.ndarray:
   if len(bad):
     item, level = (int(v) for v in bad[0])
     where = f"[0, {codebook_size})" if codebook_size is not None else "non-negative"
-    raise CodeTableError(f"code {int(codes[item, level])} of item row {item} at level {level} is outside {where} "
-                         f"({len(bad)} bad codes in all)")
+    raise CodeTableError(
+      f"code {int(codes[item, level])} of item row {item} at level {level} is outside {where} "
+      f"({len(bad)} bad codes in all)"
+    )
   return codes
 
 
@@ -56,7 +59,7 @@ def dedup_codes(codes_NxL, *, codebook_size: int | None = None, extra_size: int 
   """
   codes = _check(codes_NxL, codebook_size)
   group_N, counts_G = group_rows(codes)
-  order = np.argsort(group_N, kind="stable")                     # items grouped, row order kept inside a group
+  order = np.argsort(group_N, kind="stable")  # items grouped, row order kept inside a group
   starts_G = np.concatenate([[0], np.cumsum(counts_G)[:-1]])
   extra = np.empty(len(codes), np.int64)
   extra[order] = np.arange(len(codes)) - starts_G[group_N[order]]
@@ -64,10 +67,11 @@ def dedup_codes(codes_NxL, *, codebook_size: int | None = None, extra_size: int 
     g = int(counts_G.argmax())
     members = np.flatnonzero(group_N == g)
     raise CodeTableError(
-        f"{int(counts_G.max())} items share the code tuple {tuple(int(c) for c in codes[members[0]])} (item rows "
-        f"{', '.join(str(int(i)) for i in members[:8])}{', ...' if len(members) > 8 else ''}); the extra digit would "
-        f"reach {int(counts_G.max()) - 1} but must stay below extra_size={extra_size}. Use more levels or larger "
-        f"codebooks, or train the tokenizer longer")
+      f"{int(counts_G.max())} items share the code tuple {tuple(int(c) for c in codes[members[0]])} (item rows "
+      f"{', '.join(str(int(i)) for i in members[:8])}{', ...' if len(members) > 8 else ''}); the extra digit would "
+      f"reach {int(counts_G.max()) - 1} but must stay below extra_size={extra_size}. Use more levels or larger "
+      f"codebooks, or train the tokenizer longer"
+    )
   return np.concatenate([codes, extra[:, None]], axis=1).astype(np.int32)
 
 
@@ -87,11 +91,11 @@ def code_stats(codes_NxL, codebook_size: int) -> dict:
   group_N, counts_G = group_rows(codes)
   per_level = [np.bincount(codes[:, level], minlength=codebook_size) for level in range(codes.shape[1])]
   return {
-      "num_items": int(codes.shape[0]),
-      "levels": int(codes.shape[1]),
-      "distinct_tuples": int(len(counts_G)),
-      "collision_rate": float((counts_G[group_N] > 1).mean()),
-      "max_items_per_tuple": int(counts_G.max()),
-      "usage": [float((c > 0).mean()) for c in per_level],
-      "perplexity": [_perplexity(c) for c in per_level],
+    "num_items": int(codes.shape[0]),
+    "levels": int(codes.shape[1]),
+    "distinct_tuples": int(len(counts_G)),
+    "collision_rate": float((counts_G[group_N] > 1).mean()),
+    "max_items_per_tuple": int(counts_G.max()),
+    "usage": [float((c > 0).mean()) for c in per_level],
+    "perplexity": [_perplexity(c) for c in per_level],
   }

@@ -6,6 +6,7 @@ re-seeded from the points farthest from their centroid.
 Float32 throughout. Distances are computed `chunk_size` rows at a time, never as a full [N, K] matrix: for
 N=1e5, K=256, D=384 the compiled program needs ~330 MB of scratch beside the 150 MB of data.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,7 @@ import numpy as np
 
 INITS = ("kmeans++", "random")
 DEFAULT_CHUNK = 8192
-_HI = jax.lax.Precision.HIGHEST     # TPUs/GPUs would otherwise round the x.c products to bf16/tf32
+_HI = jax.lax.Precision.HIGHEST  # TPUs/GPUs would otherwise round the x.c products to bf16/tf32
 
 
 def sq_distances(x_NxD: jax.Array, c_KxD: jax.Array) -> jax.Array:
@@ -96,8 +97,9 @@ def _kmeans(key, x_NxD, k, iters, init, chunk_size):
   return centroids, nearest(x_NxD, centroids, chunk_size=chunk_size)[0]
 
 
-def kmeans(key: jax.Array, x_NxD: jax.Array, k: int, *, iters: int = 20, init: str = "kmeans++",
-           chunk_size: int = DEFAULT_CHUNK) -> tuple[jax.Array, jax.Array]:
+def kmeans(
+  key: jax.Array, x_NxD: jax.Array, k: int, *, iters: int = 20, init: str = "kmeans++", chunk_size: int = DEFAULT_CHUNK
+) -> tuple[jax.Array, jax.Array]:
   """Clusters the rows of x into k groups: (centroids float32 [k, D], assignments int32 [N]).
 
   Deterministic given `key`. The assignments are to the returned centroids (one extra pass after the last
@@ -114,5 +116,7 @@ def check_kmeans_args(shape, k, iters, init) -> None:
   if k < 1 or iters < 0:
     raise ValueError(f"k-means needs k >= 1 and iters >= 0 (got k={k}, iters={iters})")
   if shape[0] < k:
-    raise ValueError(f"k-means with k={k} clusters needs at least {k} points; got {shape[0]} "
-                     "(use a smaller codebook for this catalogue)")
+    raise ValueError(
+      f"k-means with k={k} clusters needs at least {k} points; got {shape[0]} "
+      "(use a smaller codebook for this catalogue)"
+    )

@@ -5,6 +5,7 @@ gradients, no encoder: the codes live in the space of the input embeddings.
     codes_NxL = rq_encode(codebooks_LxKxD, x_NxD)        # greedy: nearest code of each level to the residual
     x_hat_NxD = rq_decode(codebooks_LxKxD, codes_NxL)    # the sum of the chosen codes
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,8 @@ import numpy as np
 from flax import nnx
 
 from genrec.models import layers
-from genrec.registry import register
 from genrec.models.semantic_ids.kmeans import DEFAULT_CHUNK, _kmeans, check_kmeans_args, nearest
+from genrec.registry import register
 
 
 @jax.jit
@@ -25,8 +26,16 @@ def _subtract_assigned(residual_NxD, c_KxD, assign_N):
   return residual_NxD - c_KxD[assign_N]
 
 
-def fit_rqkmeans(key: jax.Array, x_NxD: jax.Array, levels: int, codebook_size: int, iters: int = 20, *,
-                 init: str = "kmeans++", chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+def fit_rqkmeans(
+  key: jax.Array,
+  x_NxD: jax.Array,
+  levels: int,
+  codebook_size: int,
+  iters: int = 20,
+  *,
+  init: str = "kmeans++",
+  chunk_size: int = DEFAULT_CHUNK,
+) -> jax.Array:
   """Codebooks float32 [levels, codebook_size, D]; level l is k-means on the residual after levels < l.
 
   Each level's residual is taken against the k-means assignment of that level (what `rq_encode` reproduces,
@@ -36,9 +45,15 @@ def fit_rqkmeans(key: jax.Array, x_NxD: jax.Array, levels: int, codebook_size: i
   check_kmeans_args(np.shape(x_NxD), codebook_size, iters, init)
   residual = jnp.asarray(x_NxD, jnp.float32)
   codebooks = []
-  for level in range(levels):        # not one jit: every level reuses the same compiled k-means
-    c_KxD, assign_N = _kmeans(jax.random.fold_in(key, level), residual, k=int(codebook_size), iters=int(iters),
-                              init=init, chunk_size=int(chunk_size))
+  for level in range(levels):  # not one jit: every level reuses the same compiled k-means
+    c_KxD, assign_N = _kmeans(
+      jax.random.fold_in(key, level),
+      residual,
+      k=int(codebook_size),
+      iters=int(iters),
+      init=init,
+      chunk_size=int(chunk_size),
+    )
     residual = _subtract_assigned(residual, c_KxD, assign_N)
     codebooks.append(c_KxD)
   return jnp.stack(codebooks)
@@ -69,14 +84,15 @@ def rq_decode(codebooks_LxKxD: jax.Array, codes_NxL: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class RQKMeansConfig:
   """Residual k-means as a registered tokenizer: fitted once (trainer.steps=0), no gradients."""
-  input_dim: int = 0                 # 0: the width of the item embeddings
+
+  input_dim: int = 0  # 0: the width of the item embeddings
   levels: int = 3
   codebook_size: int = 256
   kmeans_iters: int = 20
 
   task: str = "item_embeddings"
 
-  def resolve(self, data, data_cfg) -> "RQKMeansConfig":
+  def resolve(self, data, data_cfg) -> RQKMeansConfig:
     del data_cfg
     return resolve_tokenizer(self, data, "RQ-KMeans")
 
@@ -89,8 +105,10 @@ def resolve_tokenizer(cfg, data, name: str, *, check_codebook: bool = True):
     cfg = dataclasses.replace(cfg, input_dim=int(np.shape(table)[-1]))
   num_items = getattr(data, "num_items", None)
   if check_codebook and num_items is not None and cfg.codebook_size > num_items:
-    raise ValueError(f"{name} codebook_size={cfg.codebook_size} is larger than the catalogue of {num_items} "
-                     "items; k-means cannot place that many codes (use a smaller model.codebook_size)")
+    raise ValueError(
+      f"{name} codebook_size={cfg.codebook_size} is larger than the catalogue of {num_items} "
+      "items; k-means cannot place that many codes (use a smaller model.codebook_size)"
+    )
   return cfg
 
 
@@ -113,8 +131,9 @@ class RQKMeans(nnx.Module):
     return recon, {"loss": recon, "recon": recon}
 
   def init_codebooks(self, x_NxD, key: jax.Array, **_) -> jax.Array:
-    books = fit_rqkmeans(key, jnp.asarray(x_NxD, jnp.float32), self.cfg.levels, self.cfg.codebook_size,
-                         self.cfg.kmeans_iters)
+    books = fit_rqkmeans(
+      key, jnp.asarray(x_NxD, jnp.float32), self.cfg.levels, self.cfg.codebook_size, self.cfg.kmeans_iters
+    )
     old = self.codebooks[...]
     self.codebooks[...] = jax.device_put(books, old.sharding) if isinstance(old, jax.Array) else books
     return books

@@ -18,6 +18,7 @@ A code unused for `dead_code_steps` train steps is moved onto a current-batch re
 fitted ones first) and its counter reset. `init_codebooks` (once, before training) sets the codebooks by
 residual k-means on the encoder's latents of the whole catalogue.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,9 +30,9 @@ import numpy as np
 from flax import nnx
 
 from genrec.models import layers
-from genrec.registry import register
 from genrec.models.semantic_ids.kmeans import DEFAULT_CHUNK
 from genrec.models.semantic_ids.rqkmeans import fit_rqkmeans, resolve_tokenizer
+from genrec.registry import register
 
 QUANTIZERS = ("ste", "rotation")
 sg = jax.lax.stop_gradient
@@ -40,37 +41,39 @@ _HI = jax.lax.Precision.HIGHEST
 
 @dataclasses.dataclass(frozen=True)
 class RQVAEConfig:
-  input_dim: int = 0                          # 0: the width of the item embeddings, when training starts
+  input_dim: int = 0  # 0: the width of the item embeddings, when training starts
   hidden_dims: tuple[int, ...] = (512, 256, 128)
   latent_dim: int = 32
   levels: int = 3
   codebook_size: int = 256
-  beta: float = 0.25                          # commitment weight
-  quantizer: str = "ste"                      # "ste" | "rotation"
-  kmeans_init: bool = True                    # the trainer calls init_codebooks(all embeddings) before step 1
+  beta: float = 0.25  # commitment weight
+  quantizer: str = "ste"  # "ste" | "rotation"
+  kmeans_init: bool = True  # the trainer calls init_codebooks(all embeddings) before step 1
   kmeans_iters: int = 20
-  dead_code_steps: int = 100                  # restart a code unused this many train steps; 0: never
+  dead_code_steps: int = 100  # restart a code unused this many train steps; 0: never
   dropout: float = 0.0
 
   task: str = "item_embeddings"
 
-  def resolve(self, data, data_cfg) -> "RQVAEConfig":
+  def resolve(self, data, data_cfg) -> RQVAEConfig:
     """Takes input_dim from `data.item_embeddings` [*, D] when unset; checks the codebook fits the catalogue."""
     del data_cfg
     return resolve_tokenizer(self, data, "RQ-VAE", check_codebook=self.kmeans_init)
 
   def validate(self) -> None:
     if self.input_dim <= 0:
-      raise ValueError("RQVAEConfig.input_dim is 0: call cfg.resolve(data, data_cfg) or set it to the "
-                       "embedding width")
+      raise ValueError("RQVAEConfig.input_dim is 0: call cfg.resolve(data, data_cfg) or set it to the embedding width")
     if self.quantizer not in QUANTIZERS:
       raise ValueError(f"RQVAEConfig.quantizer={self.quantizer!r} is not one of {QUANTIZERS}")
     if self.levels < 1 or self.codebook_size < 2 or self.latent_dim < 1:
-      raise ValueError(f"RQVAEConfig needs levels >= 1, codebook_size >= 2, latent_dim >= 1 (got {self.levels}, "
-                       f"{self.codebook_size}, {self.latent_dim})")
+      raise ValueError(
+        f"RQVAEConfig needs levels >= 1, codebook_size >= 2, latent_dim >= 1 (got {self.levels}, "
+        f"{self.codebook_size}, {self.latent_dim})"
+      )
     if self.dead_code_steps < 0 or not 0.0 <= self.dropout < 1.0:
-      raise ValueError(f"RQVAEConfig: dead_code_steps must be >= 0 and dropout in [0, 1) (got "
-                       f"{self.dead_code_steps}, {self.dropout})")
+      raise ValueError(
+        f"RQVAEConfig: dead_code_steps must be >= 0 and dropout in [0, 1) (got {self.dead_code_steps}, {self.dropout})"
+      )
 
 
 class CodebookShift(nnx.Variable):
@@ -92,8 +95,11 @@ def rotate_to(e_BxD: jax.Array, q_BxD: jax.Array, eps: float = 1e-6) -> jax.Arra
   w = u + q_hat
   w = w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), eps)
   # R e = e − 2 w (wᵀe) + 2 q̂ (uᵀe): Householder reflection through w, then the reflection taking u to q̂.
-  rotated = (e_BxD - 2.0 * w * jnp.sum(w * e_BxD, axis=-1, keepdims=True)
-             + 2.0 * q_hat * jnp.sum(u * e_BxD, axis=-1, keepdims=True))
+  rotated = (
+    e_BxD
+    - 2.0 * w * jnp.sum(w * e_BxD, axis=-1, keepdims=True)
+    + 2.0 * q_hat * jnp.sum(u * e_BxD, axis=-1, keepdims=True)
+  )
   return rotated * (q_norm / e_norm)
 
 
@@ -118,18 +124,26 @@ class RQVAE(nnx.Module):
     cfg.validate()
     self.cfg = cfg
     enc_dims = (cfg.input_dim, *cfg.hidden_dims, cfg.latent_dim)
-    self.encoder = nnx.List([layers.dense(a, b, axes, rngs=rngs) for a, b, axes in
-                             zip(enc_dims[:-1], enc_dims[1:], _mlp_axes(enc_dims, "embed"))])
+    self.encoder = nnx.List(
+      [
+        layers.dense(a, b, axes, rngs=rngs)
+        for a, b, axes in zip(enc_dims[:-1], enc_dims[1:], _mlp_axes(enc_dims, "embed"))
+      ]
+    )
     dec_dims = enc_dims[::-1]
-    self.decoder = nnx.List([layers.dense(a, b, axes[::-1], rngs=rngs) for a, b, axes in
-                             zip(dec_dims[:-1], dec_dims[1:], _mlp_axes(enc_dims, "embed")[::-1])])
+    self.decoder = nnx.List(
+      [
+        layers.dense(a, b, axes[::-1], rngs=rngs)
+        for a, b, axes in zip(dec_dims[:-1], dec_dims[1:], _mlp_axes(enc_dims, "embed")[::-1])
+      ]
+    )
     self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
     shape = (cfg.levels, cfg.codebook_size, cfg.latent_dim)
-    axes = (None, "codebook", None)          # the latent is narrow: splitting it over fsdp only adds gathers
-    self.codebooks = layers.param(nnx.initializers.normal(cfg.latent_dim ** -0.5)(rngs.params(), shape), axes)
+    axes = (None, "codebook", None)  # the latent is narrow: splitting it over fsdp only adds gathers
+    self.codebooks = layers.param(nnx.initializers.normal(cfg.latent_dim**-0.5)(rngs.params(), shape), axes)
     self.codebook_shift = CodebookShift(jnp.zeros(shape), out_sharding=axes, eager_sharding=False)
     self.unused_steps = CodeUsage(jnp.zeros(shape[:2], jnp.int32), out_sharding=axes[:2], eager_sharding=False)
-    self.deterministic = False                # flipped by .eval() / .train(): restarts happen in training only
+    self.deterministic = False  # flipped by .eval() / .train(): restarts happen in training only
 
   # -- pieces -----------------------------------------------------------------------------------------------
   def _mlp(self, blocks, h, deterministic):
@@ -157,9 +171,11 @@ class RQVAE(nnx.Module):
     codes, quantized, residuals, errors = [], [], [], []
     for level in range(self.cfg.levels):
       c_KxH = books[level]
-      d2_BxK = (jnp.sum(jnp.square(residual), -1, keepdims=True)
-                - 2.0 * jnp.einsum("bh,kh->bk", sg(residual), sg(c_KxH), precision=_HI)
-                + jnp.sum(jnp.square(sg(c_KxH)), -1)[None, :])
+      d2_BxK = (
+        jnp.sum(jnp.square(residual), -1, keepdims=True)
+        - 2.0 * jnp.einsum("bh,kh->bk", sg(residual), sg(c_KxH), precision=_HI)
+        + jnp.sum(jnp.square(sg(c_KxH)), -1)[None, :]
+      )
       idx_B = jnp.argmin(d2_BxK, axis=-1).astype(jnp.int32)
       q_BxH = jnp.take(c_KxH, idx_B, axis=0)
       codes.append(idx_B)
@@ -167,8 +183,13 @@ class RQVAE(nnx.Module):
       residuals.append(residual)
       errors.append(jnp.sum(jnp.square(sg(residual) - sg(q_BxH)), -1))
       residual = residual - sg(q_BxH)
-    return {"codes": jnp.stack(codes, axis=1), "z_q": sum(quantized[1:], quantized[0]),
-            "quantized": jnp.stack(quantized), "residuals": jnp.stack(residuals), "errors": jnp.stack(errors)}
+    return {
+      "codes": jnp.stack(codes, axis=1),
+      "z_q": sum(quantized[1:], quantized[0]),
+      "quantized": jnp.stack(quantized),
+      "residuals": jnp.stack(residuals),
+      "errors": jnp.stack(errors),
+    }
 
   # -- the protocol -----------------------------------------------------------------------------------------
   def loss(self, batch):
@@ -186,9 +207,13 @@ class RQVAE(nnx.Module):
 
     codes_BxL = quant["codes"]
     counts_LxK = jnp.sum(jax.nn.one_hot(codes_BxL.T, cfg.codebook_size, dtype=jnp.float32), axis=1)
-    metrics = {"recon": recon, "recon_rel": recon / jnp.maximum(jnp.mean(jnp.sum(jnp.square(x_BxD), -1)), 1e-12),
-               "codebook_loss": codebook_loss, "commitment": commitment,
-               "collision_rate": batch_collision_rate(codes_BxL, batch.get("item"))}
+    metrics = {
+      "recon": recon,
+      "recon_rel": recon / jnp.maximum(jnp.mean(jnp.sum(jnp.square(x_BxD), -1)), 1e-12),
+      "codebook_loss": codebook_loss,
+      "commitment": commitment,
+      "collision_rate": batch_collision_rate(codes_BxL, batch.get("item")),
+    }
     usage_L = jnp.mean(counts_LxK > 0, axis=-1)
     perplexity_L = _perplexity(counts_LxK)
     for level in range(cfg.levels):
@@ -207,7 +232,7 @@ class RQVAE(nnx.Module):
     residuals_LxBxH, errors_LxB = sg(quant["residuals"]), sg(quant["errors"])
     m = min(errors_LxB.shape[1], self.cfg.codebook_size)
     worst_LxM = jax.lax.top_k(errors_LxB, m)[1]
-    rank_LxK = jnp.maximum(jnp.cumsum(dead_LxK, axis=1) - 1, 0) % m      # the r-th dead code takes the r-th worst row
+    rank_LxK = jnp.maximum(jnp.cumsum(dead_LxK, axis=1) - 1, 0) % m  # the r-th dead code takes the r-th worst row
     rows_LxK = jnp.take_along_axis(worst_LxM, rank_LxK, axis=1)
     target_LxKxH = jnp.take_along_axis(residuals_LxBxH, rows_LxK[..., None], axis=1)
     shift = self.codebook_shift[...]
@@ -226,19 +251,28 @@ class RQVAE(nnx.Module):
     z_q = jnp.sum(books[jnp.arange(self.cfg.levels)[None, :], codes_BxL], axis=1)
     return self.reconstruct_from(z_q, deterministic=True)
 
-  def init_codebooks(self, x_NxD, key: jax.Array, *, iters: int | None = None,
-                     chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+  def init_codebooks(
+    self, x_NxD, key: jax.Array, *, iters: int | None = None, chunk_size: int = DEFAULT_CHUNK
+  ) -> jax.Array:
     """Sets the codebooks by residual k-means on the latents of x (the whole catalogue's embeddings), clears the
     restart shift and counters; returns the codebooks. Eager (call once, outside jit, before training); new
     values keep the shardings of the old ones."""
     n = np.shape(x_NxD)[0]
     if n < self.cfg.codebook_size:
-      raise ValueError(f"k-means initialisation of {self.cfg.codebook_size} codes needs at least that many items; "
-                       f"got {n} (use a smaller codebook_size)")
+      raise ValueError(
+        f"k-means initialisation of {self.cfg.codebook_size} codes needs at least that many items; "
+        f"got {n} (use a smaller codebook_size)"
+      )
     graphdef, state = nnx.split(self)
     latents = _latents(graphdef, state, jnp.asarray(x_NxD, jnp.float32), min(chunk_size, n))
-    books = fit_rqkmeans(key, latents, self.cfg.levels, self.cfg.codebook_size,
-                         self.cfg.kmeans_iters if iters is None else iters, chunk_size=chunk_size)
+    books = fit_rqkmeans(
+      key,
+      latents,
+      self.cfg.levels,
+      self.cfg.codebook_size,
+      self.cfg.kmeans_iters if iters is None else iters,
+      chunk_size=chunk_size,
+    )
     _assign(self.codebooks, books)
     _assign(self.codebook_shift, jnp.zeros_like(books))
     _assign(self.unused_steps, jnp.zeros(books.shape[:2], jnp.int32))

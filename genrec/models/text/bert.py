@@ -6,6 +6,7 @@ Normalize modules). Padding is right or left, anywhere: a padded position never 
 Post-norm layers (LayerNorm after each residual), exact erf GELU, learned absolute positions — the layout of
 Hugging Face `BertModel`, so its safetensors import by a name table (`hf_import.py`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,10 +19,10 @@ from flax import nnx
 from genrec.models import layers
 
 ACTIVATIONS = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),   # BERT's GELU is the exact erf form
-    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-    "relu": jax.nn.relu,
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT's GELU is the exact erf form
+  "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+  "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+  "relu": jax.nn.relu,
 }
 POOLINGS = ("mean", "cls")
 
@@ -38,9 +39,9 @@ class BertConfig:
   layer_norm_eps: float = 1e-12
   activation: str = "gelu"
   pad_token_id: int = 0
-  dropout: float = 0.0          # an imported encoder runs for inference: HF's dropout rates are not copied
-  pooling: str = "mean"         # "mean" over real tokens (sentence-transformers) or "cls" (first token)
-  normalize: bool = True        # L2-normalise the pooled vector
+  dropout: float = 0.0  # an imported encoder runs for inference: HF's dropout rates are not copied
+  pooling: str = "mean"  # "mean" over real tokens (sentence-transformers) or "cls" (first token)
+  normalize: bool = True  # L2-normalise the pooled vector
 
   def __post_init__(self):
     if self.hidden % self.heads:
@@ -51,19 +52,21 @@ class BertConfig:
       raise ValueError(f"BertConfig: pooling {self.pooling!r} is not one of {POOLINGS}")
 
   @classmethod
-  def minilm_l6(cls) -> "BertConfig":
+  def minilm_l6(cls) -> BertConfig:
     """all-MiniLM-L6-v2 (sentence-transformers): 6 layers, 384 wide, 12 heads, 22.7M parameters."""
     return cls()
 
   @classmethod
-  def from_hf_config(cls, hf: dict, **overrides) -> "BertConfig":
+  def from_hf_config(cls, hf: dict, **overrides) -> BertConfig:
     """Reads a Hugging Face `config.json` (as a dict) of a BERT-family model (bert, minilm, …)."""
     kind = hf.get("model_type", "bert")
     if kind not in ("bert", "roberta", "xlm-roberta") and "BertModel" not in hf.get("architectures", []):
       raise ValueError(f"config.json describes a {kind!r} model; only BERT-architecture encoders are supported")
     if kind != "bert":
-      raise ValueError(f"config.json model_type {kind!r}: RoBERTa offsets positions by pad_token_id+1, "
-                       "which this BERT import does not do")
+      raise ValueError(
+        f"config.json model_type {kind!r}: RoBERTa offsets positions by pad_token_id+1, "
+        "which this BERT import does not do"
+      )
     position_type = hf.get("position_embedding_type", "absolute")
     if position_type != "absolute":
       raise ValueError(f"config.json position_embedding_type {position_type!r}: only 'absolute' is supported")
@@ -71,19 +74,34 @@ class BertConfig:
     if missing:
       raise ValueError(f"config.json lacks {missing}; these fix the encoder's shape")
     fields = dict(
-        vocab_size=hf["vocab_size"], hidden=hf["hidden_size"], layers=hf["num_hidden_layers"],
-        heads=hf["num_attention_heads"], intermediate=hf.get("intermediate_size", 4 * hf["hidden_size"]),
-        max_position=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
-        layer_norm_eps=hf.get("layer_norm_eps", 1e-12), activation=hf.get("hidden_act", "gelu"),
-        pad_token_id=hf.get("pad_token_id", 0) or 0)
+      vocab_size=hf["vocab_size"],
+      hidden=hf["hidden_size"],
+      layers=hf["num_hidden_layers"],
+      heads=hf["num_attention_heads"],
+      intermediate=hf.get("intermediate_size", 4 * hf["hidden_size"]),
+      max_position=hf.get("max_position_embeddings", 512),
+      type_vocab_size=hf.get("type_vocab_size", 2),
+      layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+      activation=hf.get("hidden_act", "gelu"),
+      pad_token_id=hf.get("pad_token_id", 0) or 0,
+    )
     return cls(**{**fields, **overrides})
 
   def to_hf_config(self) -> dict:
-    return {"model_type": "bert", "architectures": ["BertModel"], "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden, "num_hidden_layers": self.layers, "num_attention_heads": self.heads,
-            "intermediate_size": self.intermediate, "max_position_embeddings": self.max_position,
-            "type_vocab_size": self.type_vocab_size, "layer_norm_eps": self.layer_norm_eps,
-            "hidden_act": self.activation, "pad_token_id": self.pad_token_id}
+    return {
+      "model_type": "bert",
+      "architectures": ["BertModel"],
+      "vocab_size": self.vocab_size,
+      "hidden_size": self.hidden,
+      "num_hidden_layers": self.layers,
+      "num_attention_heads": self.heads,
+      "intermediate_size": self.intermediate,
+      "max_position_embeddings": self.max_position,
+      "type_vocab_size": self.type_vocab_size,
+      "layer_norm_eps": self.layer_norm_eps,
+      "hidden_act": self.activation,
+      "pad_token_id": self.pad_token_id,
+    }
 
 
 class BertEmbeddings(nnx.Module):
@@ -129,8 +147,10 @@ class Bert(nnx.Module):
   def __call__(self, ids_BxL: jax.Array, valid_BxL: jax.Array, type_ids_BxL: jax.Array | None = None):
     """Hidden states [B, L, D]. `valid_BxL` is True at real tokens (the tokenizer's attention mask)."""
     if ids_BxL.shape[1] > self.cfg.max_position:
-      raise ValueError(f"sequence length {ids_BxL.shape[1]} exceeds max_position={self.cfg.max_position}; "
-                       "truncate the text (TextEncoder(max_length=...))")
+      raise ValueError(
+        f"sequence length {ids_BxL.shape[1]} exceeds max_position={self.cfg.max_position}; "
+        "truncate the text (TextEncoder(max_length=...))"
+      )
     type_ids_BxL = jnp.zeros_like(ids_BxL) if type_ids_BxL is None else type_ids_BxL
     x_BxLxD = self.embeddings(ids_BxL, type_ids_BxL)
     mask = layers.padding_mask(valid_BxL.astype(bool))

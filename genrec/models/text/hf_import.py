@@ -5,6 +5,7 @@ Weights are read with `safetensors.numpy` (never pickle) and placed by a name ta
 match the config exactly: a tensor of the wrong shape, a missing tensor or an unknown tensor is an error that
 names it. The module is built abstractly (`nnx.eval_shape`), so loading never runs a random initialiser.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,37 +16,45 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genrec.models.hf import (CONFIG, WEIGHTS, CheckpointError, file_fingerprint, find_file,  # noqa: F401
-                              module_from_tensors, read_json, read_safetensors)
+from genrec.models.hf import (  # noqa: F401
+  CONFIG,
+  WEIGHTS,
+  CheckpointError,
+  file_fingerprint,
+  find_file,
+  module_from_tensors,
+  read_json,
+  read_safetensors,
+)
 from genrec.models.text.bert import Bert, BertConfig
 
 TOKENIZER = "tokenizer.json"
 
 # HF name → NNX path. Per layer: `encoder.layer.{i}.` + key ↦ ("layers", i) + path.
 EMBEDDING_NAMES = {
-    "embeddings.word_embeddings.weight": ("embeddings", "word", "embedding"),
-    "embeddings.position_embeddings.weight": ("embeddings", "position", "embedding"),
-    "embeddings.token_type_embeddings.weight": ("embeddings", "token_type", "embedding"),
-    "embeddings.LayerNorm.weight": ("embeddings", "norm", "scale"),
-    "embeddings.LayerNorm.bias": ("embeddings", "norm", "bias"),
+  "embeddings.word_embeddings.weight": ("embeddings", "word", "embedding"),
+  "embeddings.position_embeddings.weight": ("embeddings", "position", "embedding"),
+  "embeddings.token_type_embeddings.weight": ("embeddings", "token_type", "embedding"),
+  "embeddings.LayerNorm.weight": ("embeddings", "norm", "scale"),
+  "embeddings.LayerNorm.bias": ("embeddings", "norm", "bias"),
 }
 LAYER_NAMES = {
-    "attention.self.query.weight": ("attn", "q", "kernel"),
-    "attention.self.query.bias": ("attn", "q", "bias"),
-    "attention.self.key.weight": ("attn", "k", "kernel"),
-    "attention.self.key.bias": ("attn", "k", "bias"),
-    "attention.self.value.weight": ("attn", "v", "kernel"),
-    "attention.self.value.bias": ("attn", "v", "bias"),
-    "attention.output.dense.weight": ("attn", "o", "kernel"),
-    "attention.output.dense.bias": ("attn", "o", "bias"),
-    "attention.output.LayerNorm.weight": ("attn_norm", "scale"),
-    "attention.output.LayerNorm.bias": ("attn_norm", "bias"),
-    "intermediate.dense.weight": ("up", "kernel"),
-    "intermediate.dense.bias": ("up", "bias"),
-    "output.dense.weight": ("down", "kernel"),
-    "output.dense.bias": ("down", "bias"),
-    "output.LayerNorm.weight": ("mlp_norm", "scale"),
-    "output.LayerNorm.bias": ("mlp_norm", "bias"),
+  "attention.self.query.weight": ("attn", "q", "kernel"),
+  "attention.self.query.bias": ("attn", "q", "bias"),
+  "attention.self.key.weight": ("attn", "k", "kernel"),
+  "attention.self.key.bias": ("attn", "k", "bias"),
+  "attention.self.value.weight": ("attn", "v", "kernel"),
+  "attention.self.value.bias": ("attn", "v", "bias"),
+  "attention.output.dense.weight": ("attn", "o", "kernel"),
+  "attention.output.dense.bias": ("attn", "o", "bias"),
+  "attention.output.LayerNorm.weight": ("attn_norm", "scale"),
+  "attention.output.LayerNorm.bias": ("attn_norm", "bias"),
+  "intermediate.dense.weight": ("up", "kernel"),
+  "intermediate.dense.bias": ("up", "bias"),
+  "output.dense.weight": ("down", "kernel"),
+  "output.dense.bias": ("down", "bias"),
+  "output.LayerNorm.weight": ("mlp_norm", "scale"),
+  "output.LayerNorm.bias": ("mlp_norm", "bias"),
 }
 # A registered buffer and the [CLS] pooler head: present in BertModel checkpoints, unused by mean pooling.
 IGNORED = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")
@@ -69,18 +78,24 @@ def _canonical(name: str) -> str:
 
 def load_config(path: str | os.PathLike, **overrides) -> BertConfig:
   """The BertConfig from the `config.json` next to the weights (HF ships one with every model)."""
-  file = find_file(path, CONFIG, "the model's shape: hidden_size, num_hidden_layers, …; "
-                   "or pass config=BertConfig(...)")
+  file = find_file(path, CONFIG, "the model's shape: hidden_size, num_hidden_layers, …; or pass config=BertConfig(...)")
   return BertConfig.from_hf_config(read_json(file), **overrides)
 
 
-def bert_from_tensors(tensors: dict[str, np.ndarray], cfg: BertConfig, *, source: str = "checkpoint",
-                      dtype=jnp.float32) -> Bert:
+def bert_from_tensors(
+  tensors: dict[str, np.ndarray], cfg: BertConfig, *, source: str = "checkpoint", dtype=jnp.float32
+) -> Bert:
   """Builds a `Bert` for `cfg` holding exactly `tensors` (HF names and layout)."""
   tensors = {_canonical(k): v for k, v in tensors.items()}
   return module_from_tensors(
-      lambda: Bert(cfg, rngs=nnx.Rngs(0)), tensors, name_table(cfg), source=source, ignored=IGNORED, dtype=dtype,
-      what=f"BertConfig(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads})")
+    lambda: Bert(cfg, rngs=nnx.Rngs(0)),
+    tensors,
+    name_table(cfg),
+    source=source,
+    ignored=IGNORED,
+    dtype=dtype,
+    what=f"BertConfig(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads})",
+  )
 
 
 def load_bert(path: str | os.PathLike, *, config: BertConfig | None = None, dtype=jnp.float32) -> Bert:
@@ -106,8 +121,10 @@ def default_max_length(path: str | os.PathLike, cfg: BertConfig) -> int:
   """sentence-transformers' `max_seq_length` if the folder has one (256 for all-MiniLM-L6-v2), else the
   tokenizer's truncation length, else the model's `max_position`."""
   folder = Path(path) if Path(path).is_dir() else Path(path).parent
-  for file, read in (("sentence_bert_config.json", lambda d: d.get("max_seq_length")),
-                     (TOKENIZER, lambda d: (d.get("truncation") or {}).get("max_length"))):
+  for file, read in (
+    ("sentence_bert_config.json", lambda d: d.get("max_seq_length")),
+    (TOKENIZER, lambda d: (d.get("truncation") or {}).get("max_length")),
+  ):
     if (folder / file).is_file():
       value = read(json.loads((folder / file).read_text()))
       if value:

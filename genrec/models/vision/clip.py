@@ -9,6 +9,7 @@ Protocol:
 - `Clip(cfg).logits(pixels, ids, valid)` → logits_per_image [B_img, B_txt] = exp(logit_scale) · cos-similarity.
 The module layout mirrors Hugging Face `CLIPModel`, so its safetensors import by a name table (`hf_import.py`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,14 @@ def _check_tower(name: str, hidden: int, heads: int, activation: str):
 
 
 # config field → HF config.json key, for the fields both towers have
-TOWER_KEYS = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
-              "intermediate": "intermediate_size", "layer_norm_eps": "layer_norm_eps", "activation": "hidden_act"}
+TOWER_KEYS = {
+  "hidden": "hidden_size",
+  "layers": "num_hidden_layers",
+  "heads": "num_attention_heads",
+  "intermediate": "intermediate_size",
+  "layer_norm_eps": "layer_norm_eps",
+  "activation": "hidden_act",
+}
 
 
 def _from_hf(cls, hf: dict, keys: dict[str, str], projection_dim: int | None, overrides: dict):
@@ -46,6 +53,7 @@ def _from_hf(cls, hf: dict, keys: dict[str, str], projection_dim: int | None, ov
 @dataclasses.dataclass(frozen=True)
 class ClipVisionConfig:
   """Defaults are HF `CLIPVisionConfig`'s (ViT-B/32 at 224 px)."""
+
   image_size: int = 224
   patch_size: int = 32
   num_channels: int = 3
@@ -55,14 +63,15 @@ class ClipVisionConfig:
   intermediate: int = 3072
   layer_norm_eps: float = 1e-5
   activation: str = "quick_gelu"
-  projection_dim: int | None = None   # None: no visual_projection (a bare CLIPVisionModel)
-  normalize: bool = True              # L2-normalise the pooled vector
+  projection_dim: int | None = None  # None: no visual_projection (a bare CLIPVisionModel)
+  normalize: bool = True  # L2-normalise the pooled vector
 
   def __post_init__(self):
     _check_tower("ClipVisionConfig", self.hidden, self.heads, self.activation)
     if self.image_size % self.patch_size:
-      raise ValueError(f"ClipVisionConfig: image_size={self.image_size} is not a multiple of "
-                       f"patch_size={self.patch_size}")
+      raise ValueError(
+        f"ClipVisionConfig: image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"
+      )
 
   @property
   def num_patches(self) -> int:
@@ -74,15 +83,21 @@ class ClipVisionConfig:
     return self.projection_dim or self.hidden
 
   @classmethod
-  def from_hf_config(cls, hf: dict, *, projection_dim: int | None = None, **overrides) -> "ClipVisionConfig":
+  def from_hf_config(cls, hf: dict, *, projection_dim: int | None = None, **overrides) -> ClipVisionConfig:
     """Reads a HF `vision_config` dict (or a `clip_vision_model` config.json); absent keys take HF's defaults."""
-    return _from_hf(cls, hf, {**TOWER_KEYS, "image_size": "image_size", "patch_size": "patch_size",
-                              "num_channels": "num_channels"}, projection_dim, overrides)
+    return _from_hf(
+      cls,
+      hf,
+      {**TOWER_KEYS, "image_size": "image_size", "patch_size": "patch_size", "num_channels": "num_channels"},
+      projection_dim,
+      overrides,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ClipTextConfig:
   """Defaults are HF `CLIPTextConfig`'s (the ViT-B/32 text tower)."""
+
   vocab_size: int = 49408
   hidden: int = 512
   layers: int = 12
@@ -103,32 +118,46 @@ class ClipTextConfig:
     return self.projection_dim or self.hidden
 
   @classmethod
-  def from_hf_config(cls, hf: dict, *, projection_dim: int | None = None, **overrides) -> "ClipTextConfig":
+  def from_hf_config(cls, hf: dict, *, projection_dim: int | None = None, **overrides) -> ClipTextConfig:
     """Reads a HF `text_config` dict; absent keys take HF's defaults."""
-    return _from_hf(cls, hf, {**TOWER_KEYS, "vocab_size": "vocab_size", "max_position": "max_position_embeddings",
-                              "eos_token_id": "eos_token_id"}, projection_dim, overrides)
+    return _from_hf(
+      cls,
+      hf,
+      {
+        **TOWER_KEYS,
+        "vocab_size": "vocab_size",
+        "max_position": "max_position_embeddings",
+        "eos_token_id": "eos_token_id",
+      },
+      projection_dim,
+      overrides,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ClipConfig:
   vision: ClipVisionConfig = ClipVisionConfig(projection_dim=512)
   text: ClipTextConfig = ClipTextConfig(projection_dim=512)
-  logit_scale_init: float = 2.6592       # log(1 / 0.07), HF's `logit_scale_init_value`
+  logit_scale_init: float = 2.6592  # log(1 / 0.07), HF's `logit_scale_init_value`
 
   def __post_init__(self):
     if self.vision.projection_dim is None or self.vision.projection_dim != self.text.projection_dim:
-      raise ValueError(f"ClipConfig: both towers need the same projection_dim, got vision "
-                       f"{self.vision.projection_dim} and text {self.text.projection_dim}")
+      raise ValueError(
+        f"ClipConfig: both towers need the same projection_dim, got vision "
+        f"{self.vision.projection_dim} and text {self.text.projection_dim}"
+      )
 
   @classmethod
-  def from_hf_config(cls, hf: dict) -> "ClipConfig":
+  def from_hf_config(cls, hf: dict) -> ClipConfig:
     """Reads a HF `CLIPModel` config.json: `text_config`, `vision_config`, `projection_dim`."""
     projection_dim = hf.get("projection_dim", 512)
     vision = hf.get("vision_config") or hf.get("vision_config_dict") or {}
     text = hf.get("text_config") or hf.get("text_config_dict") or {}
-    return cls(vision=ClipVisionConfig.from_hf_config(vision, projection_dim=projection_dim),
-               text=ClipTextConfig.from_hf_config(text, projection_dim=projection_dim),
-               logit_scale_init=hf.get("logit_scale_init_value", 2.6592))
+    return cls(
+      vision=ClipVisionConfig.from_hf_config(vision, projection_dim=projection_dim),
+      text=ClipTextConfig.from_hf_config(text, projection_dim=projection_dim),
+      logit_scale_init=hf.get("logit_scale_init_value", 2.6592),
+    )
 
 
 def l2_normalize(x_BxD):
@@ -162,10 +191,17 @@ class ClipVision(nnx.Module):
   def __init__(self, cfg: ClipVisionConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     p, d = cfg.patch_size, cfg.hidden
-    self.patch = nnx.Conv(cfg.num_channels, d, (p, p), strides=(p, p), padding="VALID", use_bias=False,
-                          kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), (None, None, None, "embed")),
-                          rngs=rngs)
-    self.cls = layers.param(jax.random.normal(rngs.params(), (d,)) * d ** -0.5, ("embed",))
+    self.patch = nnx.Conv(
+      cfg.num_channels,
+      d,
+      (p, p),
+      strides=(p, p),
+      padding="VALID",
+      use_bias=False,
+      kernel_init=layers.partitioned(nnx.initializers.lecun_normal(), (None, None, None, "embed")),
+      rngs=rngs,
+    )
+    self.cls = layers.param(jax.random.normal(rngs.params(), (d,)) * d**-0.5, ("embed",))
     self.position = layers.Embed(cfg.num_patches + 1, d, (None, "embed"), stddev=0.02, rngs=rngs)
     self.pre_norm = layers.LayerNorm(d, eps=cfg.layer_norm_eps, rngs=rngs)
     self.layers = nnx.List([ClipLayer(cfg, rngs=rngs) for _ in range(cfg.layers)])
@@ -177,8 +213,10 @@ class ClipVision(nnx.Module):
     cfg = self.cfg
     expected = (cfg.image_size, cfg.image_size, cfg.num_channels)
     if tuple(pixels_BxHxWxC.shape[1:]) != expected:
-      raise ValueError(f"pixels have shape {tuple(pixels_BxHxWxC.shape)}, expected [B, {', '.join(map(str, expected))}]"
-                       " (channels last; preprocess with genrec.data.images)")
+      raise ValueError(
+        f"pixels have shape {tuple(pixels_BxHxWxC.shape)}, expected [B, {', '.join(map(str, expected))}]"
+        " (channels last; preprocess with genrec.data.images)"
+      )
     patches_BxhxwxD = self.patch(pixels_BxHxWxC.astype(jnp.float32))
     b = patches_BxhxwxD.shape[0]
     patches_BxNxD = patches_BxhxwxD.reshape(b, -1, cfg.hidden)
@@ -223,8 +261,9 @@ class ClipText(nnx.Module):
     """States [B, L, D] after `final_layer_norm`; causal, and padded keys (valid False) are masked."""
     length = ids_BxL.shape[1]
     if length > self.cfg.max_position:
-      raise ValueError(f"token sequence length {length} exceeds max_position={self.cfg.max_position}; "
-                       "truncate the text")
+      raise ValueError(
+        f"token sequence length {length} exceeds max_position={self.cfg.max_position}; truncate the text"
+      )
     x_BxLxD = self.token(ids_BxL) + self.position.embedding[...][None, :length]
     mask = layers.causal_mask(length)
     if valid_BxL is not None:

@@ -7,6 +7,7 @@ wrong array shape) is skipped with a zero row and `valid=False`, counted, and su
 bad image never stops a run. `pixels(images)` stops before the tower: uint8 [N, S, S, 3] resized and cropped,
 for a tower that runs (and normalises) inside another model's forward pass.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,14 +35,15 @@ class ImageEncoder:
     cfg = model.cfg
     preprocessing = preprocessing or images_lib.ImageConfig(image_size=cfg.image_size)
     if preprocessing.image_size != cfg.image_size:
-      raise ValueError(f"preprocessing crops to {preprocessing.image_size} px but the model takes "
-                       f"image_size={cfg.image_size}")
+      raise ValueError(
+        f"preprocessing crops to {preprocessing.image_size} px but the model takes image_size={cfg.image_size}"
+      )
     self.model, self.preprocessing = model, preprocessing
     graphdef, self._state = nnx.split(model)
     self._forward = jax.jit(lambda state, pixels: nnx.merge(graphdef, state).encode(pixels))
 
   @classmethod
-  def from_pretrained(cls, path: str | os.PathLike, *, config: ClipVisionConfig | None = None) -> "ImageEncoder":
+  def from_pretrained(cls, path: str | os.PathLike, *, config: ClipVisionConfig | None = None) -> ImageEncoder:
     """A HF CLIP folder (CLIPModel or CLIPVisionModel[WithProjection]); preprocessing from its
     preprocessor_config.json when present, else CLIP's defaults at the model's image size."""
     path = Path(path).expanduser()
@@ -59,8 +61,7 @@ class ImageEncoder:
   def dim(self) -> int:
     return self.model.cfg.dim
 
-  def encode(self, images: Sequence, batch_size: int = 32, *, progress: bool = True
-             ) -> tuple[np.ndarray, np.ndarray]:
+  def encode(self, images: Sequence, batch_size: int = 32, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(float32 [N, E], bool [N]) in input order; rows of images that did not load are zeros and False."""
     images, size = _as_list(images, batch_size), self.preprocessing.image_size
     out_NxE = np.zeros((len(images), self.dim), np.float32)
@@ -70,20 +71,25 @@ class ImageEncoder:
       pixels_BxSxSx3 = np.zeros((batch_size, size, size, 3), np.float32)
       pixels_BxSxSx3[:n] = loaded.pixels_NxSxSx3
       emb_BxE = np.asarray(self._forward(self._state, jnp.asarray(pixels_BxSxSx3)))
-      out_NxE[start:start + n] = np.where(loaded.valid_N[:, None], emb_BxE[:n], 0.0)
+      out_NxE[start : start + n] = np.where(loaded.valid_N[:, None], emb_BxE[:n], 0.0)
 
     valid_N = _each_chunk(images, batch_size, self.preprocessing, put, progress, "encoding images")
     return out_NxE, valid_N
 
-  def pixels(self, images: Sequence, batch_size: int = 256, *, progress: bool = True
-             ) -> tuple[np.ndarray, np.ndarray]:
+  def pixels(self, images: Sequence, batch_size: int = 256, *, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, S, S, 3], bool [N]): each image resized and centre-cropped as `encode` does, not yet
     normalised (`preprocessing.mean`/`std` are for the consumer); rows that did not load are zeros and False."""
     return load_pixels(images, self.preprocessing, batch_size, progress=progress)
 
 
-def load_pixels(images: Sequence, preprocessing: images_lib.ImageConfig, batch_size: int = 256, *,
-                keep: bool = True, progress: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+def load_pixels(
+  images: Sequence,
+  preprocessing: images_lib.ImageConfig,
+  batch_size: int = 256,
+  *,
+  keep: bool = True,
+  progress: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
   """`ImageEncoder.pixels` by preprocessing; with `keep=False` only which images load (None, bool [N]), in
   memory for one chunk at a time."""
   images, size = _as_list(images, batch_size), preprocessing.image_size
@@ -94,7 +100,7 @@ def load_pixels(images: Sequence, preprocessing: images_lib.ImageConfig, batch_s
   def put(start, loaded):
     if keep:
       levels = np.rint(loaded.pixels_NxSxSx3).clip(0, 255).astype(np.uint8)
-      out_NxSxSx3[start:start + len(levels)] = levels
+      out_NxSxSx3[start : start + len(levels)] = levels
 
   return out_NxSxSx3, _each_chunk(images, batch_size, raw, put, progress, "preprocessing images")
 
@@ -116,10 +122,10 @@ def _each_chunk(images: list, batch_size: int, preprocessing, put, progress: boo
   counts, errors = {}, []
   with tqdm(total=len(images), desc=desc, unit="image", disable=not progress) as bar:
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
+      chunk = images[start : start + batch_size]
       loaded = images_lib.load_images(chunk, preprocessing, start=start)
       put(start, loaded)
-      valid_N[start:start + len(chunk)] = loaded.valid_N
+      valid_N[start : start + len(chunk)] = loaded.valid_N
       for reason, n in loaded.counts.items():
         counts[reason] = counts.get(reason, 0) + n
       errors += loaded.errors

@@ -7,6 +7,7 @@ side), and a standalone `CLIPVisionModel` / `CLIPVisionModelWithProjection` fold
 `vision_model.` prefix (4.x did not), and both spellings load. Tensors are placed by the name tables below through
 `genrec.models.hf.module_from_tensors`: missing, unexpected and mis-shaped tensors are errors that name them.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,44 +17,51 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genrec.models.hf import CONFIG, WEIGHTS, CheckpointError, find_file, module_from_tensors, read_json, \
-    read_safetensors
+from genrec.models.hf import (
+  CONFIG,
+  WEIGHTS,
+  CheckpointError,
+  find_file,
+  module_from_tensors,
+  read_json,
+  read_safetensors,
+)
 from genrec.models.vision.clip import Clip, ClipConfig, ClipTextConfig, ClipVision, ClipVisionConfig
 
 VISION_PREFIX, TEXT_PREFIX = "vision_model.", "text_model."
 VISION_NAMES = {
-    "embeddings.patch_embedding.weight": ("patch", "kernel"),
-    "embeddings.class_embedding": ("cls",),
-    "embeddings.position_embedding.weight": ("position", "embedding"),
-    "pre_layrnorm.weight": ("pre_norm", "scale"),     # sic: HF's spelling
-    "pre_layrnorm.bias": ("pre_norm", "bias"),
-    "post_layernorm.weight": ("post_norm", "scale"),
-    "post_layernorm.bias": ("post_norm", "bias"),
+  "embeddings.patch_embedding.weight": ("patch", "kernel"),
+  "embeddings.class_embedding": ("cls",),
+  "embeddings.position_embedding.weight": ("position", "embedding"),
+  "pre_layrnorm.weight": ("pre_norm", "scale"),  # sic: HF's spelling
+  "pre_layrnorm.bias": ("pre_norm", "bias"),
+  "post_layernorm.weight": ("post_norm", "scale"),
+  "post_layernorm.bias": ("post_norm", "bias"),
 }
 TEXT_NAMES = {
-    "embeddings.token_embedding.weight": ("token", "embedding"),
-    "embeddings.position_embedding.weight": ("position", "embedding"),
-    "final_layer_norm.weight": ("final_norm", "scale"),
-    "final_layer_norm.bias": ("final_norm", "bias"),
+  "embeddings.token_embedding.weight": ("token", "embedding"),
+  "embeddings.position_embedding.weight": ("position", "embedding"),
+  "final_layer_norm.weight": ("final_norm", "scale"),
+  "final_layer_norm.bias": ("final_norm", "bias"),
 }
 # Per layer: `encoder.layers.{i}.` + key ↦ ("layers", i) + path; the same in both towers.
 LAYER_NAMES = {
-    "self_attn.q_proj.weight": ("attn", "q", "kernel"),
-    "self_attn.q_proj.bias": ("attn", "q", "bias"),
-    "self_attn.k_proj.weight": ("attn", "k", "kernel"),
-    "self_attn.k_proj.bias": ("attn", "k", "bias"),
-    "self_attn.v_proj.weight": ("attn", "v", "kernel"),
-    "self_attn.v_proj.bias": ("attn", "v", "bias"),
-    "self_attn.out_proj.weight": ("attn", "o", "kernel"),
-    "self_attn.out_proj.bias": ("attn", "o", "bias"),
-    "layer_norm1.weight": ("norm1", "scale"),
-    "layer_norm1.bias": ("norm1", "bias"),
-    "mlp.fc1.weight": ("fc1", "kernel"),
-    "mlp.fc1.bias": ("fc1", "bias"),
-    "mlp.fc2.weight": ("fc2", "kernel"),
-    "mlp.fc2.bias": ("fc2", "bias"),
-    "layer_norm2.weight": ("norm2", "scale"),
-    "layer_norm2.bias": ("norm2", "bias"),
+  "self_attn.q_proj.weight": ("attn", "q", "kernel"),
+  "self_attn.q_proj.bias": ("attn", "q", "bias"),
+  "self_attn.k_proj.weight": ("attn", "k", "kernel"),
+  "self_attn.k_proj.bias": ("attn", "k", "bias"),
+  "self_attn.v_proj.weight": ("attn", "v", "kernel"),
+  "self_attn.v_proj.bias": ("attn", "v", "bias"),
+  "self_attn.out_proj.weight": ("attn", "o", "kernel"),
+  "self_attn.out_proj.bias": ("attn", "o", "bias"),
+  "layer_norm1.weight": ("norm1", "scale"),
+  "layer_norm1.bias": ("norm1", "bias"),
+  "mlp.fc1.weight": ("fc1", "kernel"),
+  "mlp.fc1.bias": ("fc1", "bias"),
+  "mlp.fc2.weight": ("fc2", "kernel"),
+  "mlp.fc2.bias": ("fc2", "bias"),
+  "layer_norm2.weight": ("norm2", "scale"),
+  "layer_norm2.bias": ("norm2", "bias"),
 }
 # Registered buffers some exports keep; never parameters.
 BUFFERS = (VISION_PREFIX + "embeddings.position_ids", TEXT_PREFIX + "embeddings.position_ids")
@@ -71,8 +79,7 @@ def _tower_table(prefix: str, names: dict, num_layers: int, projection: str | No
 
 def vision_table(cfg: ClipVisionConfig, prefix: str = VISION_PREFIX) -> dict[str, tuple]:
   """HF name → NNX path for every tensor of a vision tower (with `visual_projection.weight` if projected)."""
-  return _tower_table(prefix, VISION_NAMES, cfg.layers,
-                      "visual_projection.weight" if cfg.projection_dim else None)
+  return _tower_table(prefix, VISION_NAMES, cfg.layers, "visual_projection.weight" if cfg.projection_dim else None)
 
 
 def text_table(cfg: ClipTextConfig) -> dict[str, tuple]:
@@ -87,20 +94,35 @@ def clip_table(cfg: ClipConfig) -> dict[str, tuple]:
 
 
 def _describe(cfg) -> str:
-  return f"{type(cfg).__name__}(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads}, " \
-         f"projection_dim={cfg.projection_dim})"
+  return (
+    f"{type(cfg).__name__}(hidden={cfg.hidden}, layers={cfg.layers}, heads={cfg.heads}, "
+    f"projection_dim={cfg.projection_dim})"
+  )
 
 
-def clip_from_tensors(tensors: dict[str, np.ndarray], cfg: ClipConfig, *, source: str = "checkpoint",
-                      dtype=jnp.float32) -> Clip:
+def clip_from_tensors(
+  tensors: dict[str, np.ndarray], cfg: ClipConfig, *, source: str = "checkpoint", dtype=jnp.float32
+) -> Clip:
   """A `Clip` for `cfg` holding exactly `tensors` (HF `CLIPModel` names and layout)."""
   return module_from_tensors(
-      lambda: Clip(cfg, rngs=nnx.Rngs(0)), tensors, clip_table(cfg), source=source, ignored=BUFFERS, dtype=dtype,
-      what=f"ClipConfig(vision={_describe(cfg.vision)}, text={_describe(cfg.text)})")
+    lambda: Clip(cfg, rngs=nnx.Rngs(0)),
+    tensors,
+    clip_table(cfg),
+    source=source,
+    ignored=BUFFERS,
+    dtype=dtype,
+    what=f"ClipConfig(vision={_describe(cfg.vision)}, text={_describe(cfg.text)})",
+  )
 
 
-def vision_from_tensors(tensors: dict[str, np.ndarray], cfg: ClipVisionConfig, *, source: str = "checkpoint",
-                        dtype=jnp.float32, ignore_text: bool = False) -> ClipVision:
+def vision_from_tensors(
+  tensors: dict[str, np.ndarray],
+  cfg: ClipVisionConfig,
+  *,
+  source: str = "checkpoint",
+  dtype=jnp.float32,
+  ignore_text: bool = False,
+) -> ClipVision:
   """A `ClipVision` for `cfg` from vision-tower tensors, named with the `vision_model.` prefix or (a bare
   CLIPVisionModel saved by transformers >= 5) without it; `ignore_text` skips a full CLIPModel's text side."""
   prefix = VISION_PREFIX if any(k.startswith(VISION_PREFIX) for k in tensors) else ""
@@ -108,8 +130,14 @@ def vision_from_tensors(tensors: dict[str, np.ndarray], cfg: ClipVisionConfig, *
   if ignore_text:
     ignored += [k for k in tensors if k.startswith(TEXT_PREFIX) or k in TEXT_SIDE]
   return module_from_tensors(
-      lambda: ClipVision(cfg, rngs=nnx.Rngs(0)), tensors, vision_table(cfg, prefix), source=source, ignored=ignored,
-      dtype=dtype, what=_describe(cfg))
+    lambda: ClipVision(cfg, rngs=nnx.Rngs(0)),
+    tensors,
+    vision_table(cfg, prefix),
+    source=source,
+    ignored=ignored,
+    dtype=dtype,
+    what=_describe(cfg),
+  )
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -118,8 +146,10 @@ def read_config(path: str | os.PathLike) -> dict:
   hf = read_json(file)
   kind = hf.get("model_type")
   if kind not in ("clip", "clip_vision_model"):
-    raise CheckpointError(f"{file}: model_type {kind!r} is not supported; this importer reads CLIP checkpoints "
-                          "(model_type 'clip' = CLIPModel, 'clip_vision_model' = CLIPVisionModel[WithProjection])")
+    raise CheckpointError(
+      f"{file}: model_type {kind!r} is not supported; this importer reads CLIP checkpoints "
+      "(model_type 'clip' = CLIPModel, 'clip_vision_model' = CLIPVisionModel[WithProjection])"
+    )
   return hf
 
 
@@ -128,8 +158,9 @@ def _weights(path: Path) -> Path:
     return path
   folder = path if path.is_dir() else path.parent
   if not (folder / WEIGHTS).is_file() and (folder / "pytorch_model.bin").is_file():
-    raise CheckpointError(f"{folder} holds pytorch_model.bin only: pickled weights are never loaded; "
-                          "convert them to model.safetensors")
+    raise CheckpointError(
+      f"{folder} holds pytorch_model.bin only: pickled weights are never loaded; convert them to model.safetensors"
+    )
   return find_file(path, WEIGHTS, "the weights")
 
 
@@ -145,8 +176,9 @@ def load_clip(path: str | os.PathLike, *, config: ClipConfig | None = None, dtyp
   return clip_from_tensors(read_safetensors(weights), config, source=str(weights), dtype=dtype)
 
 
-def load_clip_vision(path: str | os.PathLike, *, config: ClipVisionConfig | None = None,
-                     dtype=jnp.float32) -> ClipVision:
+def load_clip_vision(
+  path: str | os.PathLike, *, config: ClipVisionConfig | None = None, dtype=jnp.float32
+) -> ClipVision:
   """The image tower from a `CLIPModel` folder (with its visual_projection) or a `CLIPVisionModel` /
   `CLIPVisionModelWithProjection` folder (projected when its config or weights say so)."""
   path = Path(path).expanduser()
@@ -158,7 +190,8 @@ def load_clip_vision(path: str | os.PathLike, *, config: ClipVisionConfig | None
     if hf["model_type"] == "clip":
       config = ClipConfig.from_hf_config(hf).vision
     else:
-      projected = ("CLIPVisionModelWithProjection" in hf.get("architectures", [])
-                   or "visual_projection.weight" in tensors)
+      projected = (
+        "CLIPVisionModelWithProjection" in hf.get("architectures", []) or "visual_projection.weight" in tensors
+      )
       config = ClipVisionConfig.from_hf_config(hf, projection_dim=hf.get("projection_dim", 512) if projected else None)
   return vision_from_tensors(tensors, config, source=str(weights), dtype=dtype, ignore_text=full)

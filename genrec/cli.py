@@ -15,10 +15,13 @@ genrec models
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 from pathlib import Path
+
+from genrec import locks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,16 +130,28 @@ def _start_jax(args) -> None:
 def _train(args) -> int:
   import genrec.configs
   from genrec import config as config_lib
-  from genrec import pipeline
-  from genrec.train.report import results_table
 
   cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
   _start_jax(args)
+  import jax
+
   workdir = Path(args.workdir)
-  if args.fresh:
+  if not args.fresh:
+    return _train_in(args, cfg, workdir)
+  # Never delete a live run: --fresh refuses while another process holds the workdir, and holds it meanwhile
+  # (process 0 holds it for the whole job, as the trainer does).
+  lock = locks.hold(workdir, f"genrec train {args.spec} --fresh", wait=False)
+  with lock if jax.process_index() == 0 else contextlib.nullcontext():
     for sub in ("checkpoints", "best", "results.json", "metrics.jsonl", "tensorboard"):
       path = workdir / sub
       shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return _train_in(args, cfg, workdir)
+
+
+def _train_in(args, cfg, workdir: Path) -> int:
+  from genrec import pipeline
+  from genrec.train.report import results_table
+
   print(f"training {args.spec} in {workdir}", file=sys.stderr)
   trainer = pipeline.trainer(cfg, workdir, init_from=args.init_from, init_which=args.init_which)
   if trainer.init_info is not None:

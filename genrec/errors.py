@@ -32,3 +32,7 @@ class CheckpointError(RuntimeError):
 class MissingStageError(ConfigError):
   """A run depends on a stage (a tokenizer, an item encoder, a CF model) that is not where it was looked for;
   only `genrec train` builds stages, evaluation and loading never do."""
+
+
+class LockedError(RuntimeError):
+  """Another live process holds a run or stage folder's lock (`genrec.locks`)."""

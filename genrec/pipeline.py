@@ -21,6 +21,7 @@ from pathlib import Path
 
 import genrec.families  # noqa: F401  (registers the family tasks)
 from genrec import config as config_lib
+from genrec import locks
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.files import cache_root
@@ -88,11 +89,15 @@ def build_stage(stage: ExperimentConfig, *, data=None, progress: bool = True) ->
   """Trains stage config `stage` (its own stages first) unless a finished run of it exists; returns its folder.
   progress=False (the dependent run's trainer.progress) silences its progress bars; it is not part of the key."""
   folder = stage_dir(stage)
-  if not _finished(folder):
-    sub = resolve(stage, build=True, data=data, progress=progress)
-    print(f"stage {stage.model_name}:{stage.preset} -> {folder}", file=sys.stderr)
-    quiet = dataclasses.replace(stage.trainer, progress=stage.trainer.progress and progress)
-    Trainer(dataclasses.replace(stage, trainer=quiet), folder, data=data, stages=sub).run()
+  if _finished(folder):
+    return folder
+  # Runs started together (three seeds needing one tokenizer) build the stage once: the others wait here.
+  with locks.hold(folder, f"stage {stage.model_name}:{stage.preset}"):
+    if not _finished(folder):
+      sub = resolve(stage, build=True, data=data, progress=progress)
+      print(f"stage {stage.model_name}:{stage.preset} -> {folder}", file=sys.stderr)
+      quiet = dataclasses.replace(stage.trainer, progress=stage.trainer.progress and progress)
+      Trainer(dataclasses.replace(stage, trainer=quiet), folder, data=data, stages=sub).run()
   return folder
 
 

@@ -128,7 +128,7 @@ LAYERS = ["ground", "config", "data", "models", "configs", "train", "families", 
 
 
 def layer(module: str) -> str:
-  if module in ("genrec.errors", "genrec.files", "genrec.registry", "genrec.artifacts", "genrec"):
+  if module in ("genrec.errors", "genrec.files", "genrec.registry", "genrec.artifacts", "genrec.locks", "genrec"):
     return "ground"
   parts = module.split(".")
   return {

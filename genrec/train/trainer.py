@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 
 from genrec import config as config_lib
+from genrec import locks
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
 from genrec.files import atomic_write
@@ -118,6 +119,17 @@ class Trainer:
   ):
     self.workdir = Path(workdir)
     check_settings(cfg)
+    # One trainer per workdir: a second process waits here (and says for whom) until the first is done.
+    self._locked = jax.process_index() == 0
+    if self._locked:
+      locks.acquire(self.workdir, f"genrec train {cfg.model_name}:{cfg.preset}")
+    try:
+      self._setup(cfg, data, mesh, resume, init_from, init_which, stages)
+    except BaseException:
+      self.close()
+      raise
+
+  def _setup(self, cfg, data, mesh, resume, init_from, init_which, stages):
     self.data = data if data is not None else load_dataset(cfg.data)
     self.task = get_task(cfg, self.data, stages)
     self.cfg = cfg = self.task.cfg = self.task.configure()
@@ -287,9 +299,18 @@ class Trainer:
       restore_handlers()
       logger.close()
     train_seconds = time.time() - t0
-    if (step < tcfg.steps and not stop) or self.interrupted is not None:
-      return None
-    return self.finish(train_seconds=train_seconds, best_seconds=best_time, steps=step)
+    try:
+      if (step < tcfg.steps and not stop) or self.interrupted is not None:
+        return None
+      return self.finish(train_seconds=train_seconds, best_seconds=best_time, steps=step)
+    finally:
+      self.close()
+
+  def close(self) -> None:
+    """Releases the workdir's lock (run() does at its end; the trainer can still evaluate)."""
+    if self._locked:
+      self._locked = False
+      locks.release(self.workdir)
 
   def _log_train(self, logger, step, metrics):
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -41,8 +41,14 @@ from genrec.train.logging import RunLogger
 from genrec.train.state import PlacedModel, abstract_with, cast_floating, opt_shardings, place, reseed
 from genrec.train.tasks import Stages, get_task
 
-# Keys that may change between a run and its resumption (they do not change what a step computes).
+# Keys that may change between a run and its resumption (they do not change what a step computes). The mesh may:
+# a preemptible job comes back on another slice size, the checkpoint restores onto the new shardings, and the
+# data order is indexed by the global step (not by devices or processes), so it continues at the same example.
 RESUMABLE_KEYS = (
+  "mesh.data",
+  "mesh.fsdp",
+  "mesh.tensor",
+  "mesh.rules",
   "trainer.steps",
   "trainer.eval_every",
   "trainer.log_every",

@@ -152,11 +152,11 @@ def test_learns_planted_structure(tmp_path):
   assert results["test"]["ndcg@10"] > 0.7, results["test"]
 
 
-def test_one_device_equals_eight_devices_sampled_softmax():
+def test_one_device_equals_eight_devices_sampled_softmax(tmp_path):
   cfg = tiny("model.loss=sampled_softmax", "model.num_negatives=16", "model.temperature=0.1")
   mesh = lambda n, **axes: sharding.make_mesh(MeshConfig(**axes), devices=jax.devices()[:n])
-  one = Trainer(cfg, "/nonexistent-unused", mesh=mesh(1), resume=False)
-  eight = Trainer(cfg, "/nonexistent-unused", mesh=mesh(8, data=4, fsdp=2), resume=False)
+  one = Trainer(cfg, tmp_path / "unused", mesh=mesh(1), resume=False)
+  eight = Trainer(cfg, tmp_path / "unused", mesh=mesh(8, data=4, fsdp=2), resume=False)
 
   def losses(trainer, steps):
     it, out = iter(trainer.train_data.to_iter_dataset()), []

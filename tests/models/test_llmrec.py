@@ -402,14 +402,14 @@ def test_only_adapters_and_the_projector_move_base_weights_stay_bit_identical(tr
   assert np.abs(after[("cf_items",)][1:]).sum() > 0
 
 
-def test_stage_two_freezes_lora_and_one_device_equals_eight(trained):
+def test_stage_two_freezes_lora_and_one_device_equals_eight(tmp_path, trained):
   """CoLLM's stage 2 (`model.stage=cf`, warm-started from a run with --init-from): three steps on 1 and on 8
   devices give the same losses; only the projector moves."""
   source, _, _, start = trained["collm"]
   cfg = tiny("collm:tiny", "model.stage=cf", "trainer.batch_size=16", "model.cf_stage_overrides=mesh.data=1")
   losses = []
   for mesh in (mesh_of(1), mesh_of(8, data=2, fsdp=2, tensor=2)):
-    trainer = pipeline.trainer(cfg, "/nonexistent-unused", mesh=mesh, resume=False, init_from=source)
+    trainer = pipeline.trainer(cfg, tmp_path / "unused", mesh=mesh, resume=False, init_from=source)
     assert not any("lora_" in "/".join(map(str, p)) for p in host(trainer.placed.params))  # not optimized
     batch = {
       k: jax.make_array_from_process_local_data(trainer.batch_sharding, v) for k, v in trainer.train_data[0].items()

@@ -108,7 +108,7 @@ def test_learns_planted_clusters(trained):
   assert results["test"]["auc"] == pytest.approx(u / (len(pos) * len(neg)), abs=1e-5)
 
 
-def test_one_device_equals_eight_devices(trained):
+def test_one_device_equals_eight_devices(tmp_path, trained):
   workdir, cfg, _, _, points = trained
   arrays = points.split("valid")
   preds = []
@@ -118,8 +118,8 @@ def test_one_device_equals_eight_devices(trained):
   assert preds[0].shape == (512,)
   np.testing.assert_allclose(preds[0], preds[1], rtol=1e-6, atol=1e-7)
   # Training too: the same first steps on one device and on eight.
-  one = pipeline.trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(1), resume=False)
-  eight = pipeline.trainer(tiny(), "/nonexistent-unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
+  one = pipeline.trainer(tiny(), tmp_path / "unused", mesh=mesh_of(1), resume=False)
+  eight = pipeline.trainer(tiny(), tmp_path / "unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
   losses = []
   for trainer in (one, eight):
     batch = trainer.train_data[0]

@@ -1,6 +1,7 @@
 """The trainer end to end on the synthetic dataset: learning, sharding invariance, checkpoints, resume."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -66,10 +67,10 @@ def test_learns_planted_structure(trained):
   assert set(results["protocol"]) >= {"split", "candidates", "ks", "dataset"}
 
 
-def test_one_device_equals_eight_devices():
+def test_one_device_equals_eight_devices(tmp_path):
   cfg = tiny()
-  one = Trainer(cfg, "/nonexistent-unused", mesh=mesh_of(1), resume=False)
-  eight = Trainer(cfg, "/nonexistent-unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
+  one = Trainer(cfg, tmp_path / "unused", mesh=mesh_of(1), resume=False)
+  eight = Trainer(cfg, tmp_path / "unused", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
   assert eight.state["params"]["item_emb"]["embedding"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
   np.testing.assert_allclose(losses(one, 5), losses(eight, 5), rtol=1e-5)
   assert_trees_equal(params_np(one.state), params_np(eight.state), exact=False)
@@ -111,28 +112,58 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert_trees_equal(jax.device_get(straight.state["opt"]), jax.device_get(resumed.state["opt"]))
 
 
+def test_resume_onto_other_meshes_continues_the_same_run(tmp_path):
+  """Stopped on 8 devices, resumed on 4 (another axis split), finished on 8 again: the same losses and
+  parameters as an uninterrupted 8-device run, up to float reduction order (the devices sum in another order)."""
+  base = ["trainer.steps=6", "trainer.eval_every=2", "trainer.checkpoint_every=2", "trainer.log_every=1"]
+  eight = ("mesh.data=4", "mesh.fsdp=2")
+  straight = Trainer(tiny(*base, *eight), tmp_path / "a", mesh=mesh_of(8, data=4, fsdp=2), resume=False)
+  straight.run()
+  legs = [
+    (8, {"data": 4, "fsdp": 2}, eight, 2),
+    (4, {"data": 2, "tensor": 2}, ("mesh.data=2", "mesh.tensor=2"), 4),
+    (8, {"data": 8}, ("mesh.data=8",), None),
+  ]
+  for n, axes, sets, stop in legs:
+    trainer = Trainer(tiny(*base, *sets), tmp_path / "b", mesh=mesh_of(n, **axes))
+    if stop != 2:
+      assert trainer.data_state == {"next_index": 2 if n == 4 else 4}  # continues at the same global batch
+    trainer.run(stop_at=stop)
+  assert int(trainer.state["step"]) == 6
+  assert_trees_equal(params_np(straight.state), params_np(trainer.state), exact=False)
+
+  def train_losses(folder):
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r.get("split") == "train"}
+
+  a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  np.testing.assert_allclose([b[s] for s in a], [a[s] for s in a], rtol=2e-5)
+  assert json.loads((tmp_path / "b" / "config.json").read_text())["mesh"]["data"] == 8  # the config it ran with
+
+
 def test_resume_refuses_a_different_config(tmp_path, trained):
   workdir, _, _ = trained
   with pytest.raises(ConfigError, match="different config.*model.dim"):
     Trainer(tiny("mesh.data=4", "mesh.fsdp=2", "model.dim=16"), workdir)
 
 
-def test_grad_accumulation_matches_full_batch():
+def test_grad_accumulation_matches_full_batch(tmp_path):
   base = tiny("model.dropout=0.0", "model.emb_dropout=0.0")
   mesh = mesh_of(1)
-  full = Trainer(base, "/unused", mesh=mesh, resume=False)
-  accum = Trainer(config_lib.override(base, ["trainer.grad_accum=4"]), "/unused", mesh=mesh, resume=False)
+  full = Trainer(base, tmp_path / "unused", mesh=mesh, resume=False)
+  accum = Trainer(config_lib.override(base, ["trainer.grad_accum=4"]), tmp_path / "unused", mesh=mesh, resume=False)
   np.testing.assert_allclose(losses(full, 3), losses(accum, 3), rtol=1e-5)
   assert_trees_equal(params_np(full.state), params_np(accum.state), exact=False)
 
 
-def test_bfloat16_compute_learns():
-  trainer = Trainer(tiny("trainer.compute_dtype=bfloat16"), "/unused", mesh=mesh_of(1), resume=False)
+def test_bfloat16_compute_learns(tmp_path):
+  trainer = Trainer(tiny("trainer.compute_dtype=bfloat16"), tmp_path / "unused", mesh=mesh_of(1), resume=False)
   curve = losses(trainer, 25)
   assert curve[-5:].mean() < curve[:5].mean() - 0.5
   assert trainer.state["params"]["item_emb"]["embedding"].dtype == np.float32
 
 
-def test_batch_size_must_divide_over_devices():
+def test_batch_size_must_divide_over_devices(tmp_path):
   with pytest.raises(ConfigError, match="divide over 8 data-parallel devices"):
-    Trainer(tiny("trainer.batch_size=12"), "/unused", mesh=mesh_of(8), resume=False)
+    Trainer(tiny("trainer.batch_size=12"), tmp_path / "unused", mesh=mesh_of(8), resume=False)

@@ -108,9 +108,13 @@ class EvalConfig:
     "all" (every item), or "sampled:N" (N sampled unseen negatives; only on request). Pointwise tasks rank
     only with "sampled:N" (HR@1 of the target among N + 1 candidates, genrec.families.llm_cf.pointwise).
   ranked_examples: pointwise ranking covers the first this many positive examples of a split (0 = all).
+  split: "leave_one_out" (per user: last -> test, second last -> valid) or "temporal" (one cut by global time
+    for everybody at `temporal_cuts`, fractions of all interactions in time order; genrec.data.splits). A task
+    refuses a split it does not implement.
   """
 
   split: str = "leave_one_out"
+  temporal_cuts: tuple[float, float] = (0.8, 0.9)
   candidates: str = "all_minus_seen"
   ks: tuple[int, ...] = (5, 10, 20)
   batch_size: int = 256

@@ -134,6 +134,17 @@ def release(folder) -> None:
   f.close()
 
 
+def remove_if_unused(folder) -> None:
+  """Removes FOLDER when it holds nothing but a released lock file (a run refused before it wrote anything)."""
+  path = _folder(folder)
+  if path is None or held(path) or not path.is_dir():
+    return
+  if [p.name for p in path.iterdir()] == [LOCK_NAME]:
+    (path / LOCK_NAME).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+      path.rmdir()
+
+
 def held(folder) -> bool:
   path = _folder(folder)
   return path is not None and str(path.resolve()) in _held

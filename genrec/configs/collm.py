@@ -20,7 +20,7 @@ def tiny() -> ExperimentConfig:
     preset="tiny",
     data=DataConfig(dataset="synthetic", max_len=5),
     trainer=trainer(steps=100, batch_size=64, learning_rate=5e-3, eval_every=50),
-    eval=EvalConfig(batch_size=512),
+    eval=EvalConfig(split="temporal", batch_size=512),
   )
 
 
@@ -34,7 +34,7 @@ def ml100k() -> ExperimentConfig:
     model=dataclasses.replace(cfg.model, max_prompt_len=112, max_title_tokens=12, cf_stage="mf:ml100k", cf_dim=64),
     data=DataConfig(dataset="ml-100k", max_len=10),
     trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
-    eval=EvalConfig(batch_size=512),
+    eval=EvalConfig(split="temporal", batch_size=512),
   )
 
 

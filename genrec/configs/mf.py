@@ -23,7 +23,7 @@ def tiny() -> ExperimentConfig:
       best_mode="max",
       clip_norm=0.0,
     ),
-    eval=EvalConfig(batch_size=256),
+    eval=EvalConfig(split="temporal", batch_size=256),
   )
 
 
@@ -46,7 +46,7 @@ def ml100k() -> ExperimentConfig:
       best_mode="max",
       clip_norm=0.0,
     ),
-    eval=EvalConfig(batch_size=1024),
+    eval=EvalConfig(split="temporal", batch_size=1024),
   )
 
 

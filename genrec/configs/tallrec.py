@@ -34,7 +34,7 @@ def tiny() -> ExperimentConfig:
     preset="tiny",
     data=DataConfig(dataset="synthetic", max_len=5),
     trainer=trainer(steps=100, batch_size=64, learning_rate=5e-3, eval_every=50),
-    eval=EvalConfig(batch_size=512),
+    eval=EvalConfig(split="temporal", batch_size=512),
   )
 
 
@@ -47,7 +47,7 @@ def ml100k() -> ExperimentConfig:
     preset="ml100k",
     data=DataConfig(dataset="ml-100k", max_len=10),
     trainer=trainer(steps=400, batch_size=64, learning_rate=5e-3, eval_every=200),
-    eval=EvalConfig(batch_size=512),
+    eval=EvalConfig(split="temporal", batch_size=512),
   )
 
 

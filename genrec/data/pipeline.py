@@ -93,7 +93,7 @@ def first_timestamp(data: SeqData) -> int:
 def eval_examples(data: SeqData, split: str, *, max_len: int, users: np.ndarray | None = None):
   """Host arrays for every user of a split: history [U, L], seen [U, S] (the whole history), target [U],
   user [U], history_times [U, L] and target_time [U] (when the held-out interaction happened)."""
-  users = np.arange(data.num_users) if users is None else np.asarray(users)
+  users = data.eval_users(split) if users is None else np.asarray(users)
   seen_len = max(len(s) for s in data.sequences) - 1
   t0 = first_timestamp(data)
   history = np.zeros((len(users), max_len), np.int32)

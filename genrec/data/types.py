@@ -56,6 +56,11 @@ class SeqData:
     trained[0] = False
     return trained
 
+  def eval_users(self, split: str) -> np.ndarray:
+    """The users evaluated on `split`: every user under leave-one-out (genrec.data.splits has the others)."""
+    del split
+    return np.arange(self.num_users)
+
   def eval_example(self, u: int, split: str) -> tuple[np.ndarray, int]:
     """(history, target) for split "valid" or "test"."""
     seq = self.sequences[u]

@@ -79,6 +79,7 @@ class ItemTable:
 class TokenizerTask(Task):
   requires = (protocols.Trainable, protocols.ItemEncoder)
   exports = (SEMANTIC_IDS,)
+  splits = None  # it fits item vectors; no user split is evaluated
 
   @classmethod
   def stage_refs(cls, cfg: ExperimentConfig):

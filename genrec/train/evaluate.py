@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genrec.config import ConfigError, EvalConfig
-from genrec.data import cold
+from genrec.data import cold, splits
 from genrec.data.pipeline import batches, eval_examples
 from genrec.data.types import SeqData
 from genrec.models import protocols
@@ -38,7 +38,7 @@ def parse_candidates(candidates: str) -> tuple[str, int]:
 def protocol(cfg: EvalConfig, data: SeqData) -> dict:
   out = {
     "dataset": data.name,
-    "split": cfg.split,
+    "split": "temporal" if isinstance(data, splits.TemporalSeqData) else "leave_one_out",  # what was computed
     "candidates": cfg.candidates,
     "ks": list(cfg.ks),
     "users": data.num_users,
@@ -51,6 +51,8 @@ def protocol(cfg: EvalConfig, data: SeqData) -> dict:
       "rule": cold.RULE,
       "interactions_removed": data.stats.get("interactions_removed_cold"),
     }
+  if isinstance(data, splits.TemporalSeqData):
+    out["temporal"] = data.split_stats()
   return out
 
 

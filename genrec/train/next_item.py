@@ -13,6 +13,7 @@ import jax
 from flax import nnx
 
 from genrec.config import ExperimentConfig
+from genrec.data import splits as splits_lib
 from genrec.data.pipeline import eval_examples, next_item_train
 from genrec.models import protocols
 from genrec.train import evaluate as eval_lib
@@ -24,9 +25,10 @@ from genrec.train.tasks import Task, register_task
 @register_task("next_item")
 class NextItemTask(Task):
   requires = (protocols.Trainable, protocols.Recommender)
+  splits = splits_lib.SPLITS
 
   def __init__(self, cfg: ExperimentConfig, data, stages=None):
-    super().__init__(cfg, data, stages)
+    super().__init__(cfg, splits_lib.apply(data, cfg.eval), stages)
     eval_lib.parse_candidates(cfg.eval.candidates)
 
   def train_dataset(self, *, process_index: int, process_count: int):

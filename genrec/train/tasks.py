@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genrec import registry
 from genrec.config import ConfigError, DataConfig, ExperimentConfig
+from genrec.data import splits
 from genrec.errors import MissingStageError
 from genrec.models import protocols
 
@@ -103,6 +104,8 @@ class Task:
   requires: tuple[type, ...] = (protocols.Trainable,)
   config_requires: tuple[type, ...] = ()
   exports: tuple[str, ...] = ()  # artifact names a finished run of this task leaves for other runs
+  # The eval.split values it computes (genrec.data.splits.SPLITS); None: its evaluation has no such split.
+  splits: tuple[str, ...] | None = ("leave_one_out",)
   name = ""  # set by register_task
 
   def __init__(self, cfg: ExperimentConfig, data, stages: Stages | None = None):
@@ -192,6 +195,10 @@ def checked_task_class(cfg: ExperimentConfig) -> type[Task]:
   what = f"model {cfg.model_name!r} (task {cls.name!r})"
   protocols.require(registry.model_class(cfg.model_name), cls.requires, what)
   protocols.require(cfg.model, cls.config_requires, f"the config of {what}")
+  if cls.splits is not None:  # a results table must never be labelled with a split that was not computed
+    splits.check(cfg.eval)
+    if cfg.eval.split not in cls.splits:
+      raise ConfigError(f"eval.split={cfg.eval.split!r} is not implemented for {what}; it evaluates {list(cls.splits)}")
   return cls
 
 

@@ -127,12 +127,15 @@ class Trainer:
     check_settings(cfg)
     # One trainer per workdir: a second process waits here (and says for whom) until the first is done.
     self._locked = jax.process_index() == 0
+    created = not self.workdir.exists()
     if self._locked:
       locks.acquire(self.workdir, f"genrec train {cfg.model_name}:{cfg.preset}")
     try:
       self._setup(cfg, data, mesh, resume, init_from, init_which, stages)
     except BaseException:
       self.close()
+      if created:  # a config refused before any work leaves no folder behind
+        locks.remove_if_unused(self.workdir)
       raise
 
   def _setup(self, cfg, data, mesh, resume, init_from, init_which, stages):

@@ -103,9 +103,14 @@ def candidate_metrics(scores_RxC) -> dict[str, float]:
 class PointwiseTask(Task):
   requires = (protocols.Trainable, protocols.Predictor)
   exports = (CF,)
+  splits = ("temporal",)  # the global-time cut of genrec.data.pointwise, at 80% and 90% of the examples
 
   def __init__(self, cfg: ExperimentConfig, data, stages=None):
     super().__init__(cfg, data, stages)
+    if tuple(cfg.eval.temporal_cuts) != (0.8, 0.9):
+      raise ConfigError(
+        f"eval.temporal_cuts={list(cfg.eval.temporal_cuts)}: pointwise tasks cut at 0.8, 0.9 of the examples only"
+      )
     self.points = pointwise_data(data, cfg.data)
     kind, num_neg = parse_candidates(cfg.eval.candidates)
     self.num_neg = num_neg if kind == "sampled" else 0
@@ -193,7 +198,8 @@ class PointwiseTask(Task):
       "users": p.num_users,
       "items": p.num_items,
       "task": "pointwise",
-      "split": "global time 80/10/10 (sorted by timestamp, then user, then the user's own order)",
+      "split": "temporal",
+      "split_rule": "global time 80/10/10 of the examples (sorted by timestamp, then user, then the user's own order)",
       "label": f"rating > {POSITIVE_ABOVE:g}",
       "history": f"last {p.history.shape[1]} positive items",
       "candidates": self.cfg.eval.candidates if self.num_neg else "-",

@@ -28,9 +28,9 @@ jax.config.update("jax_num_cpu_devices", 8)  # only the CPU backend reads it: ac
 
 import genrec.configs  # noqa: E402
 from genrec import config as config_lib  # noqa: E402
+from genrec import pipeline  # noqa: E402
 from genrec.train import sharding  # noqa: E402
 from genrec.train.memory import train_step_memory  # noqa: E402
-from genrec.train.trainer import Trainer  # noqa: E402
 
 QUIET = [
   "trainer.progress=false",
@@ -80,7 +80,7 @@ def steps_per_second(cfg, n, steps=10) -> float:
   mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:n])
   folder = tempfile.mkdtemp(prefix="genrec-scaling-")
   try:
-    trainer = Trainer(cfg, folder, mesh=mesh, resume=False)
+    trainer = pipeline.trainer(cfg, folder, mesh=mesh, resume=False)  # TIGER's tokenizer stage first
     trainer.run(stop_at=2)  # compile and warm up
     jax.block_until_ready(trainer.state["params"])
     t = time.perf_counter()

@@ -253,6 +253,9 @@ class Trainer:
     a later Trainer on the same workdir resumes exactly where this one stopped.
     """
     cfg, tcfg = self.cfg, self.cfg.trainer
+    if not self._locked and jax.process_index() == 0:  # run() again after an earlier run() released the workdir
+      locks.acquire(self.workdir, f"genrec train {cfg.model_name}:{cfg.preset}")
+      self._locked = True
     start_step = int(self.state["step"])
     logger = RunLogger(self.workdir, total_steps=tcfg.steps, initial_step=start_step, progress=tcfg.progress)
     if jax.process_index() == 0:

@@ -128,7 +128,15 @@ LAYERS = ["ground", "config", "data", "models", "configs", "train", "families", 
 
 
 def layer(module: str) -> str:
-  if module in ("genrec.errors", "genrec.files", "genrec.registry", "genrec.artifacts", "genrec.locks", "genrec"):
+  if module in (
+    "genrec.errors",
+    "genrec.files",
+    "genrec.registry",
+    "genrec.artifacts",
+    "genrec.locks",
+    "genrec.extras",
+    "genrec",
+  ):
     return "ground"
   parts = module.split(".")
   return {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec import extras
 from genrec.data.errors import DataError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -94,7 +95,7 @@ def _source_name(source, name: str | None) -> str:
 
 def decode(source, name: str | None = None) -> np.ndarray:
   """RGB uint8 [H, W, 3] from any image source; raises an ImageError naming `name` (or the file)."""
-  from PIL import Image
+  Image = extras.need("PIL.Image", "item images")
 
   what = _source_name(source, name)
   if source is None:
@@ -135,7 +136,7 @@ def decode(source, name: str | None = None) -> np.ndarray:
 
 def _to_rgb(image):
   """As HF `convert_to_rgb`: transparent pixels become white, palette/grey images become RGB."""
-  from PIL import Image
+  Image = extras.need("PIL.Image", "item images")
 
   if image.mode == "RGB":
     return image
@@ -145,7 +146,7 @@ def _to_rgb(image):
 
 def resize_shortest(rgb_HxWx3: np.ndarray, size: int) -> np.ndarray:
   """Bicubic resize so the shortest side is `size`; the long side is int(size * long / short), as HF."""
-  from PIL import Image
+  Image = extras.need("PIL.Image", "item images")
 
   h, w = rgb_HxWx3.shape[:2]
   if h <= w:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec import extras
+
 COLOURS = (
   ("red", (220, 40, 40)),
   ("green", (40, 180, 60)),
@@ -84,7 +86,7 @@ def make_synthetic_images(
 
 def save_pngs(images_NxHxWx3: np.ndarray, folder: str | os.PathLike) -> list[Path]:
   """Writes image i to folder/i.png; returns the paths in order."""
-  from PIL import Image
+  Image = extras.need("PIL.Image", "item images")
 
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)

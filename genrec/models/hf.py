@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genrec import extras
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
@@ -50,8 +52,8 @@ def read_json(file: str | os.PathLike) -> dict:
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """All tensors of a .safetensors file as NumPy arrays (no pickle, no torch)."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load_file
+  SafetensorError = extras.need("safetensors", "Hugging Face weights").SafetensorError
+  load_file = extras.need("safetensors.numpy", "Hugging Face weights").load_file
 
   path = Path(path)
   if path.is_dir():

@@ -23,6 +23,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from genrec import extras
 from genrec.models.llm.model import DecoderLM, LLMConfig
 from genrec.models.text.hf_import import CheckpointError, find_file
 
@@ -96,7 +97,7 @@ def checkpoint_files(path: str | os.PathLike) -> dict[str, Path]:
     if absent:
       raise CheckpointError(f"{index} lists shard(s) {absent} that are not in {folder}")
     return files
-  from safetensors import safe_open
+  safe_open = extras.need("safetensors", "LLM weights").safe_open
 
   single = find_file(folder, WEIGHTS, f"the weights; a sharded checkpoint has {INDEX} instead")
   with safe_open(str(single), framework="numpy") as f:
@@ -131,7 +132,7 @@ def load_llm(
 ) -> DecoderLM:
   """A `DecoderLM` from a HF folder; parameters in `dtype`. `place(path, array)` puts one parameter where it
   belongs (default: `jnp.asarray`); `path` is its NNX state path, e.g. ("layers", 0, "mlp", "up", "kernel")."""
-  from safetensors import safe_open
+  safe_open = extras.need("safetensors", "LLM weights").safe_open
 
   folder = Path(path).expanduser()
   cfg = config if config is not None else load_config(folder)
@@ -193,7 +194,7 @@ def check_special_tokens(tokenizer, required: Sequence[str], source: str = "toke
 
 def load_tokenizer(path: str | os.PathLike, required: Sequence[str] = ()):
   """A `tokenizers.Tokenizer` from the folder's tokenizer.json, checked to hold every `required` token."""
-  from tokenizers import Tokenizer
+  Tokenizer = extras.need("tokenizers", "LLM tokenizer").Tokenizer
 
   file = find_file(path, TOKENIZER, "the tokenizer")
   tok = Tokenizer.from_file(str(file))

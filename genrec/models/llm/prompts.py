@@ -28,6 +28,7 @@ import re
 
 import numpy as np
 
+from genrec import extras
 from genrec.config import ConfigError
 from genrec.models.llm.hf_import import check_special_tokens
 
@@ -52,7 +53,8 @@ WORDS = re.compile(r"\w+|[^\w\s]+")  # what tokenizers' Whitespace pre-tokenizer
 def word_tokenizer(texts) -> tokenizers.Tokenizer:  # noqa: F821
   """A word-level `tokenizers.Tokenizer` whose vocabulary is PAD, <unk>, the placeholders, then every word of
   the templates, the answers and `texts`, sorted: the same texts give the same ids."""
-  from tokenizers import Tokenizer, models, pre_tokenizers
+  tok = extras.need("tokenizers", "prompt tokenizer")
+  Tokenizer, models, pre_tokenizers = tok.Tokenizer, tok.models, tok.pre_tokenizers
 
   words = set()
   for text in [HEAD, USER, QUESTION, TAIL, ".", ",", "Yes", "No", *texts]:

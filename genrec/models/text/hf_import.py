@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genrec import extras
 from genrec.models.hf import (  # noqa: F401
   CONFIG,
   WEIGHTS,
@@ -109,7 +110,7 @@ def load_bert(path: str | os.PathLike, *, config: BertConfig | None = None, dtyp
 def load_tokenizer(path: str | os.PathLike, max_length: int):
   """A `tokenizers.Tokenizer` from tokenizer.json that truncates to `max_length` and does not pad
   (the encoder pads to its own length buckets)."""
-  from tokenizers import Tokenizer
+  Tokenizer = extras.need("tokenizers", "text tokenizer").Tokenizer
 
   tok = Tokenizer.from_file(str(find_file(path, TOKENIZER, "the tokenizer")))
   tok.no_padding()

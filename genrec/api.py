@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from genrec import pipeline
+from genrec import hub, pipeline
 from genrec.families import add_items as add_items_lib
 from genrec.models import protocols
 from genrec.train.restore import Restored, restore
@@ -67,8 +67,10 @@ def _recommend(model, batch, k: int):
 def load(
   workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None, added_items: bool = True
 ) -> Run:
-  """Loads a run folder written by `genrec train` (with the items `genrec add-items` added, unless
-  added_items=False: then the catalogue it was trained on).
+  """Loads a run folder written by `genrec train` or `genrec publish` (with the items `genrec add-items` added,
+  unless added_items=False: then the catalogue it was trained on). `workdir` may be a URI of a published run:
+  https://HOST/PATH, hf://ORG/NAME[@REVISION] or gs://BUCKET/PATH, fetched once into $GENREC_CACHE/hub/ and
+  checked against its sha256 manifest before anything is read (genrec.hub).
 
   which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint).
   mesh: where to place the parameters (default: every local device on the data axis, parameters
@@ -119,7 +121,7 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   }
   results.setdefault("steps", run.step)
   results.setdefault("train_seconds", None)
-  if write:
+  if write and not (run.workdir / hub.MANIFEST).is_file():  # a published folder stays as its manifest says
     write_results(run.workdir, results)
   return results
 

@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument(
     "--init-from",
     metavar="RUN",
-    help="start from RUN's parameters (fresh optimizer; the catalogue may grow: item rows are matched by item id)",
+    help="start from RUN's parameters, a folder or a URI (https://, hf://ORG/NAME@REV, gs://); fresh optimizer; "
+    "the catalogue may grow: item rows are matched by item id",
   )
   t.add_argument("--init-which", choices=("best", "latest"), default="best", help="which checkpoint of RUN")
   t.add_argument(
@@ -88,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
   a.add_argument("items_csv")
   a.add_argument("--json", action="store_true")
   a.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  pb = sub.add_parser(
+    "publish",
+    help="write a self-contained folder of a finished run (best checkpoint, config, artifacts, model card, "
+    "sha256 manifest) that genrec.load / genrec eval read from a folder or a URI",
+  )
+  pb.add_argument("workdir")
+  pb.add_argument("out")
+  pb.add_argument("--step", type=int, help="a step kept in RUN/best (default: the newest)")
 
   d = sub.add_parser("datasets", help="list or prepare datasets")
   d.add_argument("action", choices=("list", "prepare"))
@@ -168,6 +178,20 @@ def _train_in(args, cfg, workdir: Path) -> int:
     return 0
   print(results_table(results))
   print(f"\nresults: {workdir / 'results.json'}")
+  return 0
+
+
+def _publish(args) -> int:
+  from genrec import hub
+
+  out = hub.publish(args.workdir, args.out, step=args.step)
+  manifest = hub.read_manifest(out, str(out))
+  size = sum(e["size"] for e in manifest["files"].values())
+  print(
+    f"published {args.workdir} (step {manifest['step']}) to {out}: {len(manifest['files'])} files, "
+    f"{size / 2**20:.1f} MiB"
+  )
+  print("serve the folder over https, push it to a Hub repo or copy it to gs://, then: genrec eval URI")
   return 0
 
 
@@ -289,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     "export-ids": _export_ids,
     "export-embeddings": _export_embeddings,
     "add-items": _add_items,
+    "publish": _publish,
   }[args.command]
   try:
     for module in args.imports + getattr(args, "imports_sub", []):

@@ -134,6 +134,7 @@ def layer(module: str) -> str:
     "genrec.registry",
     "genrec.artifacts",
     "genrec.locks",
+    "genrec.hub",
     "genrec.extras",
     "genrec",
   ):

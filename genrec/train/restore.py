@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from genrec import config as config_lib
-from genrec import registry
+from genrec import hub, registry
 from genrec.config import ExperimentConfig, MeshConfig
 from genrec.errors import CheckpointError
 from genrec.train import optim, sharding
@@ -45,8 +45,9 @@ def is_run(workdir: Path) -> bool:
 def restore(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None) -> Restored:
   """which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint). mesh: where
   to place the parameters (default: every local device on the data axis, parameters sharded by the run's own
-  rules — any mesh works, the checkpoint is resharded on restore)."""
-  workdir = Path(workdir)
+  rules — any mesh works, the checkpoint is resharded on restore). workdir may be a URI (https://, hf://,
+  gs://): the published run is fetched and checked first (genrec.hub)."""
+  workdir = hub.local(workdir)
   if not workdir.is_dir():
     raise CheckpointError(f"{workdir} does not exist")
   if not is_run(workdir):

@@ -1,6 +1,6 @@
 """The `genrec` command. Thin: parse, call the library, print.
 
-genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP]
+genrec train MODEL:PRESET|CONFIG.json --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP]
              [--init-from RUN]
              [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
 genrec eval DIR [--set eval.candidates=all ...]
@@ -34,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
   sub = p.add_subparsers(dest="command", required=True)
 
   t = sub.add_parser("train", help="train MODEL:PRESET into a run folder (resumes if one exists)")
-  t.add_argument("spec", help="MODEL:PRESET, e.g. sasrec:ml100k (see `genrec models`)")
+  t.add_argument(
+    "spec",
+    help="MODEL:PRESET, e.g. sasrec:ml100k (see `genrec models`), or a config FILE.json "
+    '(every key, or a "preset" whose values fill the keys it leaves out)',
+  )
   t.add_argument("--workdir", required=True)
-  t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+  t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
   t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
   t.add_argument(
     "--init-from",
@@ -55,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
   e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
   e.add_argument("workdir")
-  e.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="eval.KEY=VALUE")
+  e.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="eval.KEY=VALUE")
   e.add_argument("--which", choices=("best", "latest"), default="best")
   e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
@@ -125,14 +129,17 @@ def _start_jax(args) -> None:
 
 
 def _train(args) -> int:
-  import genrec.configs
   from genrec import config as config_lib
   from genrec import pipeline
   from genrec.train.report import results_table
 
-  cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
+  cfg = config_lib.override(_spec_config(args.spec), args.overrides)
+  if args.stop_at is not None and args.stop_at < 1:
+    raise config_lib.ConfigError(f"--stop-at must be a step >= 1, got {args.stop_at}")
   _start_jax(args)
   workdir = Path(args.workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise config_lib.ConfigError(f"--workdir {workdir} is a file, not a folder; give a folder (it is created)")
   if args.fresh:
     for sub in ("checkpoints", "best", "results.json", "metrics.jsonl", "tensorboard"):
       path = workdir / sub
@@ -154,6 +161,22 @@ def _train(args) -> int:
   print(results_table(results))
   print(f"\nresults: {workdir / 'results.json'}")
   return 0
+
+
+def _spec_config(spec: str):
+  """MODEL:PRESET, or a config file (genrec.config.from_json: every key, or a preset filling the rest)."""
+  import genrec.configs
+  from genrec import config as config_lib
+
+  if not spec.endswith(".json"):
+    return genrec.configs.get(spec)
+  path = Path(spec)
+  if not path.is_file():
+    raise config_lib.ConfigError(f"config file {path} does not exist")
+  try:
+    return config_lib.from_json(path.read_text(encoding="utf-8"))
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f"{path}: {e}") from None
 
 
 def _eval(args) -> int:

@@ -377,6 +377,7 @@ def check_settings(cfg: ExperimentConfig) -> None:
   if not cfg.eval.ks or min(cfg.eval.ks) < 1:
     raise ConfigError(f"eval.ks must be cutoffs >= 1 (e.g. 5,10), got {list(cfg.eval.ks)}")
   optim.schedule(cfg.trainer)  # an unknown trainer.schedule is an error here, not after mkdir
+  config_lib.check_values(cfg)
 
 
 def _catch_stop_signals(trainer) -> Callable[[], None]:

@@ -7,6 +7,7 @@ import json
 import os
 from unittest import mock
 
+import numpy as np
 import pytest
 
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
@@ -148,3 +149,131 @@ def test_train_takes_a_config_file_and_names_it_in_errors(tmp_path):
   path.write_text(json.dumps({"model_name": "sasrec", "preset": "tiny", "trainer": {"patience": -1}}))
   assert "trainer.patience=-1 is out of range" in cli_error("train", path, "--workdir", tmp_path / "w")
   assert not (tmp_path / "w").exists()
+
+
+# -- atomic files ----------------------------------------------------------------------------------------------
+HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+
+
+def atomic(tmp_path, body: str, header: str = HEADER, *, raw_bytes: bytes | None = None):
+  path = tmp_path / "d.inter"
+  if raw_bytes is not None:
+    path.write_bytes(raw_bytes)
+  else:
+    path.write_text(header + body, encoding="utf-8")
+  return path
+
+
+def test_fractional_timestamps_order_events_as_written(tmp_path):
+  from genrec.config import DataConfig
+  from genrec.data import prepare, read_atomic
+
+  # Cut to whole seconds these three were one tie, kept in file order a, b, c.
+  atomic(tmp_path, "u\ta\t100.7\nu\tb\t100.2\nu\tc\t100.5\nu\td\t99\nv\ta\t5\nv\tb\t6\nv\tc\t7\n")
+  raw = read_atomic(tmp_path, "d")
+  assert raw.inter["timestamp"].dtype == np.float64
+  assert raw.inter["timestamp"].tolist()[:3] == [100.7, 100.2, 100.5]
+  data = prepare(raw, DataConfig())
+  u = data.user_index("u")
+  assert [data.item_raw[i] for i in data.sequences[u]] == ["d", "b", "c", "a"]
+  assert data.timestamps[u].tolist() == [99.0, 100.2, 100.5, 100.7]
+  atomic(tmp_path, "u\ta\t100\nu\tb\t101.0\n")
+  assert read_atomic(tmp_path, "d").inter["timestamp"].dtype == np.int64  # whole numbers stay exact integers
+
+
+@pytest.mark.parametrize("value", ["1e25", "-1e17", "9007199254740994"])
+def test_a_timestamp_out_of_range_names_the_file_and_line(tmp_path, value):
+  from genrec.data import read_atomic
+  from genrec.data.errors import BadValueError
+
+  path = atomic(tmp_path, f"u\ta\t1\nu\tb\t{value}\n")
+  with pytest.raises(BadValueError) as e:
+    read_atomic(tmp_path, "d")
+  assert str(e.value).startswith(f"{path} line 3: column 'timestamp' holds ")
+  assert "outside the supported range of +-2**53 (9007199254740992)" in str(e.value)
+
+
+def test_duplicate_rows_are_counted_and_warned_about_once(tmp_path):
+  from genrec.config import DataConfig
+  from genrec.data import prepare, read_atomic
+
+  atomic(tmp_path, "u\ta\t1\nu\tb\t2\nu\ta\t1\nu\tc\t3\nu\ta\t1\nu\ta\t4\nv\ta\t1\nv\tb\t2\nv\tc\t3\n")
+  with pytest.warns(UserWarning) as caught:
+    data = prepare(read_atomic(tmp_path, "d"), DataConfig())
+  (warning,) = caught
+  assert str(warning.message).startswith(
+    "d.inter: 2 interaction(s) repeat an earlier row's user_id, item_id and timestamp (the first at line 4)"
+  )
+  assert data.stats["interactions_duplicate"] == 2
+  u = data.user_index("u")
+  assert [data.item_raw[i] for i in data.sequences[u]] == ["a", "a", "a", "b", "c", "a"]  # kept, in file order
+  atomic(tmp_path, "u\ta\t1\nu\tb\t2\nu\tc\t3\n")
+  assert prepare(read_atomic(tmp_path, "d"), DataConfig()).stats["interactions_duplicate"] == 0
+
+
+@pytest.mark.parametrize("column", ["user_id", "item_id"])
+def test_ids_declared_float_are_refused(tmp_path, column):
+  from genrec.data import read_atomic
+  from genrec.data.errors import HeaderError
+
+  path = atomic(tmp_path, "1\t2\t3\n", header=HEADER.replace(f"{column}:token", f"{column}:float"))
+  with pytest.raises(HeaderError) as e:
+    read_atomic(tmp_path, "d")
+  assert str(e.value).startswith(
+    f"{path} line 1: column '{column}' is declared float, but ids are text: declare it '{column}:token'"
+  )
+
+
+@pytest.mark.parametrize(
+  "header, body, message",
+  [
+    (
+      "user_id:token,item_id:token,timestamp:float\n",
+      "u,a,1\n",
+      "line 1: the header is one field, 'user_id:token,item_id:token,timestamp:float'; atomic files are "
+      "tab-separated, and this one looks separated by ','",
+    ),
+    (
+      "user_id:token item_id:token timestamp:float\n",
+      "u a 1\n",
+      "atomic files are tab-separated, and this one looks separated by ' '",
+    ),
+    (HEADER, "u\ta\t1\nu,b,2\n", "line 3: expected 3 tab-separated fields (user_id, item_id, timestamp), found 1: "),
+    (HEADER, "u\ta\t1\nu b 2\n", "atomic files are tab-separated, and this line looks separated by ' '"),
+    ("", "u\ta\t1\nu\tb\t2\n", "line 1: header field 1 'u' is not of the form name:type"),
+    (
+      HEADER,
+      "u\ta\t1\nu\tb",
+      "line 3: expected 3 tab-separated fields (user_id, item_id, timestamp), found 2: 'u\\tb'",
+    ),
+  ],
+  ids=["comma-header", "space-header", "comma-line", "space-line", "no-header", "truncated-last-line"],
+)
+def test_files_that_are_not_tab_separated_or_are_cut_short_say_so(tmp_path, header, body, message):
+  from genrec.data import read_atomic
+  from genrec.data.errors import DataError
+
+  atomic(tmp_path, body, header=header)
+  with pytest.raises(DataError) as e:
+    read_atomic(tmp_path, "d")
+  assert message in str(e.value) and "\n" not in str(e.value)
+  truncated = str(e.value).endswith("; the last line ends early: is the file truncated?")
+  assert truncated == body.endswith("\tb")
+
+
+def test_bom_crlf_bad_bytes_and_short_users(tmp_path):
+  from genrec.config import DataConfig
+  from genrec.data import prepare, read_atomic
+  from genrec.data.errors import BadValueError
+
+  body = "u\ta\t1\nu\tb\t2\nu\tc\t3\nshort\ta\t1\nshort\tb\t2\n"
+  atomic(tmp_path, "", raw_bytes=("\ufeff" + HEADER + body).replace("\n", "\r\n").encode())
+  raw = read_atomic(tmp_path, "d")  # a UTF-8 byte-order mark and CRLF line ends are accepted
+  assert list(raw.inter) == ["_line", "user_id", "item_id", "timestamp"]
+  assert raw.inter["item_id"].tolist() == ["a", "b", "c", "a", "b"] and raw.inter["timestamp"].tolist()[-1] == 2
+  data = prepare(raw, DataConfig())  # users with fewer than data.min_user_interactions are dropped, counted
+  assert data.user_raw == ["u"] and data.stats["users_dropped_short"] == 1
+  assert data.stats["interactions_dropped_short"] == 2
+  path = atomic(tmp_path, "", raw_bytes=(HEADER + "u\ta\t1\nu\t\xe9t\xe9\t2\n").encode("latin-1"))
+  with pytest.raises(BadValueError, match=f"^{path} line 3: not valid UTF-8 .*; atomic files are UTF-8$"):
+    read_atomic(tmp_path, "d")

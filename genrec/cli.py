@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("workdir")
   e.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="eval.KEY=VALUE")
   e.add_argument("--which", choices=("best", "latest"), default="best")
+  _load_flags(e)
   e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   r = sub.add_parser("recommend", help="top-k unseen items for a user")
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--user", required=True, help="user id as in the dataset's files")
   r.add_argument("--k", type=int, default=10)
   r.add_argument("--json", action="store_true")
+  _load_flags(r)
   r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   x = sub.add_parser("export-ids", help="write a run's item -> semantic ID table (CSV or JSON) with statistics")
@@ -98,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
 
   sub.add_parser("models", help="list registered models and presets")
   return p
+
+
+def _load_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--allow-unverified",
+    action="store_true",
+    help="load a checkpoint that has no manifest (its files cannot be checked against what was written)",
+  )
+  p.add_argument(
+    "--data",
+    metavar="DATASET",
+    help="read this data.dataset (e.g. atomic:DIR/NAME) instead of the one the run's config names",
+  )
 
 
 def _launch_flags(p: argparse.ArgumentParser) -> None:
@@ -186,7 +201,9 @@ def _eval(args) -> int:
   from genrec.config import ConfigError
   from genrec.train.report import results_table
 
-  run = genrec.load(args.workdir, which=args.which, added_items=False)
+  run = genrec.load(
+    args.workdir, which=args.which, added_items=False, allow_unverified=args.allow_unverified, data=args.data
+  )
   bad = [o for o in args.overrides if not o.startswith("eval.")]
   if bad:
     raise ConfigError(f"genrec eval only takes eval.* overrides, got {bad}")
@@ -199,7 +216,7 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
   import genrec
 
-  run = genrec.load(args.workdir)
+  run = genrec.load(args.workdir, allow_unverified=args.allow_unverified, data=args.data)
   recs = run.recommend(args.user, args.k)
   if args.json:
     print(json.dumps(recs, indent=2))

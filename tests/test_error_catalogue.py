@@ -19,7 +19,7 @@ from genrec import registry
 from genrec.config import ConfigError, DataConfig, EvalConfig
 from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact
 from genrec.models import hf
-from genrec.train.checkpoint import MANIFEST, CheckpointError
+from genrec.train.checkpoint import MANIFEST, CheckpointError, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_unreadable_manifest_and_missing_file(run, tmp_path):
 def test_checkpoint_metadata_that_is_not_genrec(run, tmp_path, metadata, message):
   workdir, step_dir = _damaged_copy(run, tmp_path)
   (step_dir / "meta" / "metadata").write_text(metadata)
-  (step_dir / MANIFEST).unlink()  # else reported as a modified file
+  write_manifest(step_dir)  # else reported as a modified file
   with pytest.raises(CheckpointError, match=message):
     genrec.load(workdir)
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
+import genrec
 import genrec.configs
 from genrec import cli
 from genrec.config import ConfigError, from_json, override, to_dict, to_json
@@ -277,3 +282,138 @@ def test_bom_crlf_bad_bytes_and_short_users(tmp_path):
   path = atomic(tmp_path, "", raw_bytes=(HEADER + "u\ta\t1\nu\t\xe9t\xe9\t2\n").encode("latin-1"))
   with pytest.raises(BadValueError, match=f"^{path} line 3: not valid UTF-8 .*; atomic files are UTF-8$"):
     read_atomic(tmp_path, "d")
+
+
+# -- checkpoints and run folders -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  return runs.sasrec_run(tmp_path_factory)
+
+
+def _best(workdir):
+  (step_dir,) = [p for p in (workdir / "best").iterdir() if p.name.isdigit()]
+  return step_dir
+
+
+def _edit_manifest(step_dir, edit):
+  from genrec.train.checkpoint import MANIFEST
+
+  manifest = json.loads((step_dir / MANIFEST).read_text())
+  edit(manifest["files"])
+  (step_dir / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_manifest_entries_outside_the_checkpoint_are_refused_unread(run, tmp_path):
+  from genrec.train.checkpoint import CheckpointError
+
+  secret = tmp_path / "secret.txt"
+  secret.write_text("x" * 1234)
+  workdir = runs.copy_run(run, tmp_path / "run")
+  step_dir = _best(workdir)
+  escape = os.path.relpath(secret, step_dir)
+  assert escape.startswith("../")
+  for entry, size in [(escape, 1234), (escape, 7), (str(secret), 7), ("/etc/hostname", 1)]:
+    _edit_manifest(step_dir, lambda files: files.update({entry: [size, "0" * 64]}))
+    with pytest.raises(CheckpointError) as e:
+      genrec.load(workdir)
+    assert f"names {entry!r}, which is outside the checkpoint folder; refusing to read it" in str(e.value)
+    assert "1234" not in str(e.value) and "bytes" not in str(e.value)  # nothing about the outside file is told
+    _edit_manifest(step_dir, lambda files: files.pop(entry))
+  assert genrec.load(workdir).step == run["results"]["best_step"]
+
+
+def test_links_out_of_a_checkpoint_are_refused(run, tmp_path):
+  from genrec.train.checkpoint import CheckpointError
+
+  other = runs.copy_run(run, tmp_path / "other")
+  workdir = runs.copy_run(run, tmp_path / "run")
+  step_dir = _best(workdir)
+  shutil.rmtree(step_dir / "state")
+  (step_dir / "state").symlink_to(_best(other) / "state")  # the manifest's files all match: it is the same run
+  with pytest.raises(CheckpointError, match=r"state is a link out of the checkpoint folder .*; refusing to read it"):
+    genrec.load(workdir)
+  shutil.rmtree(workdir / "checkpoints" / "60")
+  (workdir / "checkpoints" / "60").symlink_to(other / "checkpoints" / "60")
+  err = cli_error("eval", workdir, "--which", "latest")
+  assert err == f"checkpoint step 60: {workdir / 'checkpoints' / '60'} is a link out of {workdir / 'checkpoints'}; " + (
+    "refusing to read it"
+  )
+
+
+def test_a_checkpoint_without_a_manifest_needs_allow_unverified(run, tmp_path):
+  from genrec.train.checkpoint import MANIFEST, CheckpointError
+
+  workdir = runs.copy_run(run, tmp_path / "run")
+  step_dir = _best(workdir)
+  (step_dir / MANIFEST).unlink()
+  with pytest.raises(CheckpointError, match=f"checkpoint step {step_dir.name} in .*/best has no manifest {MANIFEST}"):
+    genrec.load(workdir)
+  assert "--allow-unverified" in cli_error("eval", workdir)
+  assert genrec.load(workdir, allow_unverified=True).step == int(step_dir.name)
+  code, out, err = runs.genrec_cli("recommend", workdir, "--user", "u3", "--k", "2", "--allow-unverified", "--json")
+  assert code == 0 and len(json.loads(out)) == 2, err
+
+
+def test_non_finite_parameters_are_refused(run, tmp_path):
+  import jax
+
+  from genrec.train.checkpoint import Checkpointer, CheckpointError
+
+  workdir = runs.copy_run(run, tmp_path / "run")
+  loaded = genrec.load(workdir)
+  params = jax.tree.map(lambda x: x * float("nan"), loaded.placed.params)
+  best = Checkpointer(workdir / "best", max_to_keep=1)
+  best.save(loaded.step, {"params": params, "other": loaded.placed.other}, loaded.meta)  # with a valid manifest
+  best.close()
+  with pytest.raises(CheckpointError, match=r"checkpoint step \d+ in .*/best: .* holds NaN or Inf values; the "):
+    genrec.load(workdir)
+  assert "holds NaN or Inf values" in cli_error("eval", workdir)
+
+
+def test_a_damaged_unverified_checkpoint_fails_with_one_clean_line(run, tmp_path):
+  from genrec.train.checkpoint import MANIFEST
+
+  workdir = runs.copy_run(run, tmp_path / "run")
+  step_dir = _best(workdir)
+  (step_dir / MANIFEST).unlink()
+  for path in (p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"):
+    with open(path, "r+b") as f:
+      f.truncate(path.stat().st_size // 2)
+  env = {**os.environ, "PYTHONPATH": str(Path(genrec.__file__).parent.parent)}
+  env.pop("GENREC_TRACEBACK", None)
+  proc = subprocess.run(
+    [sys.executable, "-m", "genrec.cli", "eval", str(workdir), "--allow-unverified"],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
+  assert proc.returncode == 2
+  assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  (line,) = proc.stderr.strip().splitlines()  # no "Exception ignored", no "Event loop is closed" tracebacks
+  assert line.startswith(f"genrec eval: error: checkpoint step {step_dir.name} in {workdir / 'best'} is damaged")
+
+
+def test_a_run_config_cannot_steer_reads_outside_the_current_folder(run, tmp_path, monkeypatch):
+  from genrec.train.checkpoint import write_manifest
+
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "d.inter").write_text(HEADER + "u\ta\t1\nu\tb\t2\nu\tc\t3\nv\ta\t1\nv\tb\t2\nv\tc\t3\n")
+  workdir = runs.copy_run(run, tmp_path / "run")
+  for meta_file in workdir.glob("*/*/meta/metadata"):
+    meta = json.loads(meta_file.read_text())
+    meta["config"]["data"]["dataset"] = "atomic:../../../../etc/passwd"
+    meta_file.write_text(json.dumps(meta))
+    write_manifest(meta_file.parent.parent)
+  monkeypatch.chdir(tmp_path / "run")
+  err = cli_error("eval", workdir)
+  assert err == (
+    f"{workdir}: its config reads data.dataset='atomic:../../../../etc/passwd', outside the current folder; a run "
+    "folder does not choose files outside it: to read them, name them yourself with --data "
+    "atomic:../../../../etc/passwd (genrec.load(..., data=...))"
+  )
+  assert "outside the current folder" in cli_error("recommend", workdir, "--user", "u3")
+  # Named by the user, the files are read.
+  loaded = genrec.load(workdir, data=f"atomic:{data / 'd'}")
+  assert loaded.dataset().user_raw == ["u", "v"]

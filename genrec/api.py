@@ -59,6 +59,9 @@ class Run(Restored):
     u = data.user_index(str(user))
     seq = data.sequences[u]
     unseen = data.num_items + len(self.added) - len(set(seq.tolist()))
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+      raise TypeError(f"k must be a whole number of items, got {k!r}")
+    k = int(k)
     if k < 1 or k > unseen:
       raise ValueError(f"k must be between 1 and the {unseen} items user {user} has not seen, got {k}")
     batch = query_example(data, u, max_len=self.config.data.max_len)

@@ -242,7 +242,9 @@ def test_resume_with_every_checkpoint_damaged_says_fresh(run, tmp_path):
     manifest.write_text("{")
   err = cli_error("train", "sasrec:tiny", "--workdir", workdir, "--set", "trainer.progress=false")
   assert err.startswith(f"no readable checkpoint in {workdir / 'checkpoints'}: checkpoint step 60: its manifest")
-  assert "checkpoint step 30: its manifest" in err and err.endswith("(pass --fresh to start over)")
+  assert "checkpoint step 30: its manifest" in err and err.endswith(
+    "(if no other genrec train is using this workdir, pass --fresh to delete it and start over)"
+  )
 
 
 def test_warm_start_parameters_that_do_not_fit(run):

@@ -417,3 +417,72 @@ def test_a_run_config_cannot_steer_reads_outside_the_current_folder(run, tmp_pat
   # Named by the user, the files are read.
   loaded = genrec.load(workdir, data=f"atomic:{data / 'd'}")
   assert loaded.dataset().user_raw == ["u", "v"]
+
+
+# -- lost progress and late errors ------------------------------------------------------------------------------
+class Killed(BaseException):
+  """Stands in for SIGKILL: nothing after it runs, not even the loop's own clean-up of pending rows."""
+
+
+def test_a_kill_right_after_a_checkpoint_keeps_its_log_row_and_resumed_times_add_up(tmp_path, monkeypatch):
+  from genrec.train.checkpoint import Checkpointer, write_manifest
+
+  save = Checkpointer.save
+
+  def save_then_die(self, step, state, meta):
+    save(self, step, state, meta)
+    if self.directory.name == "checkpoints" and step == 30:
+      raise Killed
+
+  workdir = tmp_path / "w"
+  argv = ("train", "sasrec:tiny", "--workdir", workdir, "--set", "trainer.progress=false")
+  monkeypatch.setattr(Checkpointer, "save", save_then_die)
+  with pytest.raises(Killed):
+    runs.genrec_cli(*argv)
+  monkeypatch.setattr(Checkpointer, "save", save)
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert (30, "train") in {(r["step"], r["split"]) for r in rows}  # written before checkpoint 30, not after 31
+
+  meta_file = workdir / "checkpoints" / "30" / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text())
+  assert meta["train_seconds"] > 0 and meta["seconds_to_best"] is not None
+  meta["train_seconds"], meta["seconds_to_best"] = 1000.0, 900.0  # as if the first process had trained long
+  meta_file.write_text(json.dumps(meta))
+  write_manifest(meta_file.parent.parent)
+  code, _, err = runs.genrec_cli(*argv)
+  assert code == 0, err
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["train_seconds"] >= 1000.0  # the total over both processes, not the last one's
+  assert results["seconds_to_best"] == 900.0 or results["seconds_to_best"] >= 1000.0
+  assert results["seconds_to_best"] <= results["train_seconds"]
+
+
+def test_eval_cutoffs_larger_than_the_catalogue_fail_before_training(run, tmp_path):
+  # sasrec:tiny's synthetic catalogue has 64 items.
+  message = "eval.ks=[5, 100000]: cutoff 100000 is more than the 64 candidate items a case ranks (synthetic, "
+  assert train_error(tmp_path, "eval.ks=5,100000").startswith(message)
+  err = train_error(tmp_path, "eval.ks=[10]", "eval.candidates=sampled:5")
+  assert err.startswith("eval.ks=[10]: cutoff 10 is more than the 6 candidate items a case ranks")
+  assert "eval.ks must be cutoffs >= 1" in train_error(tmp_path, "eval.ks=0")
+  assert cli_error("eval", run["dir"], "--set", "eval.ks=[65]").startswith(
+    "eval.ks=[65]: cutoff 65 is more than the 64"
+  )
+
+
+@pytest.mark.parametrize(
+  "k, message",
+  [
+    (2.0, "k must be a whole number of items, got 2.0"),
+    ("3", "k must be a whole number of items, got '3'"),
+    (None, "k must be a whole number of items, got None"),
+    (True, "k must be a whole number of items, got True"),
+    (0, "k must be between 1 and the "),
+    (10**6, "k must be between 1 and the "),
+  ],
+)
+def test_recommend_checks_k(run, k, message):
+  loaded = genrec.load(run["dir"])
+  with pytest.raises((TypeError, ValueError)) as e:
+    loaded.recommend("u3", k=k)
+  assert str(e.value).startswith(message)
+  assert [r["item"] for r in loaded.recommend("u3", k=np.int64(2))] == [r["item"] for r in loaded.recommend("u3", 2)]

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from genrec import hub, pipeline
+from genrec.errors import ConfigError
 from genrec.families import add_items as add_items_lib
 from genrec.models import protocols
 from genrec.train.restore import Restored, restore
@@ -25,11 +26,24 @@ class Run(Restored):
   items `genrec add-items` added (`added`: [{"item", "title", "text"}], ids num_items+1.. in order)."""
 
   added: list = dataclasses.field(default_factory=list)
+  data: str | None = None  # a data.dataset the caller chose (--data), read instead of the one the run names
 
   def dataset(self):
+    """The run's data. A run folder may come from elsewhere: the `atomic:PATH` its config names is read only
+    when PATH is relative and stays inside the current folder; any other is read when the caller names it."""
     from genrec.data import load_dataset
 
-    return load_dataset(self.config.data)
+    spec = self.data if self.data is not None else self.config.data.dataset
+    if self.data is None and spec.startswith("atomic:"):
+      path = Path(spec[len("atomic:") :]).expanduser()
+      here = Path.cwd().resolve()
+      if path.is_absolute() or not (here / path).resolve().is_relative_to(here):
+        raise ConfigError(
+          f"{self.workdir}: its config reads data.dataset={spec!r}, outside the current folder; a run folder "
+          f"does not choose files outside it: to read them, name them yourself with --data {spec} "
+          "(genrec.load(..., data=...))"
+        )
+    return load_dataset(dataclasses.replace(self.config.data, dataset=spec))
 
   def recommend(self, user: str, k: int = 10) -> list[dict]:
     """Top-k items for a source-file user id after their whole history, never an item they have seen:
@@ -45,6 +59,9 @@ class Run(Restored):
     u = data.user_index(str(user))
     seq = data.sequences[u]
     unseen = data.num_items + len(self.added) - len(set(seq.tolist()))
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+      raise TypeError(f"k must be a whole number of items, got {k!r}")
+    k = int(k)
     if k < 1 or k > unseen:
       raise ValueError(f"k must be between 1 and the {unseen} items user {user} has not seen, got {k}")
     batch = query_example(data, u, max_len=self.config.data.max_len)
@@ -65,7 +82,14 @@ def _recommend(model, batch, k: int):
 
 
 def load(
-  workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None, added_items: bool = True
+  workdir: str | Path,
+  *,
+  which: str = "best",
+  step: int | None = None,
+  mesh=None,
+  added_items: bool = True,
+  allow_unverified: bool = False,
+  data: str | None = None,
 ) -> Run:
   """Loads a run folder written by `genrec train` or `genrec publish` (with the items `genrec add-items` added,
   unless added_items=False: then the catalogue it was trained on). `workdir` may be a URI of a published run:
@@ -75,9 +99,12 @@ def load(
   which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint).
   mesh: where to place the parameters (default: every local device on the data axis, parameters
     sharded by the run's own rules — any mesh works, the checkpoint is resharded on restore).
+  allow_unverified: load a checkpoint that has no manifest (its files cannot be checked); refused by default.
+  data: the data.dataset to read (recommend, evaluate) instead of the one the run's config names; needed when
+    that one is an absolute path or leads outside the current folder (a run folder cannot steer reads).
   """
-  restored = restore(workdir, which=which, step=step, mesh=mesh)
-  run = Run(**{f.name: getattr(restored, f.name) for f in dataclasses.fields(Restored)})
+  restored = restore(workdir, which=which, step=step, mesh=mesh, allow_unverified=allow_unverified)
+  run = Run(**{f.name: getattr(restored, f.name) for f in dataclasses.fields(Restored)}, data=data)
   if added_items:
     add_items_lib.apply_overlay(run)
   return run

@@ -1,6 +1,6 @@
 """The `genrec` command. Thin: parse, call the library, print.
 
-genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP]
+genrec train MODEL:PRESET|CONFIG.json --workdir DIR [--set key=value ...] [--import MODULE] [--fresh] [--stop-at STEP]
              [--init-from RUN]
              [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
 genrec eval DIR [--set eval.candidates=all ...]
@@ -37,9 +37,13 @@ def _parser() -> argparse.ArgumentParser:
   sub = p.add_subparsers(dest="command", required=True)
 
   t = sub.add_parser("train", help="train MODEL:PRESET into a run folder (resumes if one exists)")
-  t.add_argument("spec", help="MODEL:PRESET, e.g. sasrec:ml100k (see `genrec models`)")
+  t.add_argument(
+    "spec",
+    help="MODEL:PRESET, e.g. sasrec:ml100k (see `genrec models`), or a config FILE.json "
+    '(every key, or a "preset" whose values fill the keys it leaves out)',
+  )
   t.add_argument("--workdir", required=True)
-  t.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE")
+  t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
   t.add_argument("--fresh", action="store_true", help="delete the workdir's checkpoints and start over")
   t.add_argument(
     "--init-from",
@@ -59,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
   e = sub.add_parser("eval", help="recompute a run's metrics from its checkpoint")
   e.add_argument("workdir")
-  e.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="eval.KEY=VALUE")
+  e.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="eval.KEY=VALUE")
   e.add_argument("--which", choices=("best", "latest"), default="best")
+  _load_flags(e)
   e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   r = sub.add_parser("recommend", help="top-k unseen items for a user")
@@ -68,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--user", required=True, help="user id as in the dataset's files")
   r.add_argument("--k", type=int, default=10)
   r.add_argument("--json", action="store_true")
+  _load_flags(r)
   r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   x = sub.add_parser("export-ids", help="write a run's item -> semantic ID table (CSV or JSON) with statistics")
@@ -109,6 +115,19 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _load_flags(p: argparse.ArgumentParser) -> None:
+  p.add_argument(
+    "--allow-unverified",
+    action="store_true",
+    help="load a checkpoint that has no manifest (its files cannot be checked against what was written)",
+  )
+  p.add_argument(
+    "--data",
+    metavar="DATASET",
+    help="read this data.dataset (e.g. atomic:DIR/NAME) instead of the one the run's config names",
+  )
+
+
 def _launch_flags(p: argparse.ArgumentParser) -> None:
   g = p.add_argument_group("multi-process launch (see README: several hosts)")
   g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (env GENREC_COORDINATOR)")
@@ -138,14 +157,17 @@ def _start_jax(args) -> None:
 
 
 def _train(args) -> int:
-  import genrec.configs
   from genrec import config as config_lib
 
-  cfg = config_lib.override(genrec.configs.get(args.spec), args.overrides)
+  cfg = config_lib.override(_spec_config(args.spec), args.overrides)
+  if args.stop_at is not None and args.stop_at < 1:
+    raise config_lib.ConfigError(f"--stop-at must be a step >= 1, got {args.stop_at}")
   _start_jax(args)
   import jax
 
   workdir = Path(args.workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise config_lib.ConfigError(f"--workdir {workdir} is a file, not a folder; give a folder (it is created)")
   if not args.fresh:
     return _train_in(args, cfg, workdir)
   # Never delete a live run: --fresh refuses while another process holds the workdir, and holds it meanwhile
@@ -195,6 +217,22 @@ def _publish(args) -> int:
   return 0
 
 
+def _spec_config(spec: str):
+  """MODEL:PRESET, or a config file (genrec.config.from_json: every key, or a preset filling the rest)."""
+  import genrec.configs
+  from genrec import config as config_lib
+
+  if not spec.endswith(".json"):
+    return genrec.configs.get(spec)
+  path = Path(spec)
+  if not path.is_file():
+    raise config_lib.ConfigError(f"config file {path} does not exist")
+  try:
+    return config_lib.from_json(path.read_text(encoding="utf-8"))
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f"{path}: {e}") from None
+
+
 def _eval(args) -> int:
   import genrec
   from genrec import config as config_lib
@@ -202,7 +240,9 @@ def _eval(args) -> int:
   from genrec.config import ConfigError
   from genrec.train.report import results_table
 
-  run = genrec.load(args.workdir, which=args.which, added_items=False)
+  run = genrec.load(
+    args.workdir, which=args.which, added_items=False, allow_unverified=args.allow_unverified, data=args.data
+  )
   bad = [o for o in args.overrides if not o.startswith("eval.")]
   if bad:
     raise ConfigError(f"genrec eval only takes eval.* overrides, got {bad}")
@@ -215,7 +255,7 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
   import genrec
 
-  run = genrec.load(args.workdir)
+  run = genrec.load(args.workdir, allow_unverified=args.allow_unverified, data=args.data)
   recs = run.recommend(args.user, args.k)
   if args.json:
     print(json.dumps(recs, indent=2))

@@ -7,6 +7,7 @@ Every decoder validates keys and types at the boundary and names the valid keys 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import types
@@ -134,6 +135,44 @@ class ExperimentConfig:
   eval: EvalConfig = EvalConfig()
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+  """Settings whose value is out of range, named with the range; run before any work starts (the trainer's
+  check_settings). Every model setting whose name ends in "dropout" is a probability in [0, 1)."""
+  t = cfg.trainer
+
+  lr = t.learning_rate
+  if not (isinstance(lr, (int, float)) and 0 < lr < float("inf")):
+    raise ConfigError(f"trainer.learning_rate={lr!r} is out of range: must be a finite number > 0")
+  if t.compute_dtype not in COMPUTE_DTYPES:
+    raise ConfigError(
+      f"trainer.compute_dtype={t.compute_dtype!r} is out of range: must be one of {list(COMPUTE_DTYPES)}"
+    )
+  for key, value in (("trainer.warmup_steps", t.warmup_steps), ("trainer.patience", t.patience)):
+    if value < 0:
+      raise ConfigError(f"{key}={value!r} is out of range: must be >= 0 (0 turns it off)")
+  if t.keep_checkpoints < 1:
+    raise ConfigError(
+      f"trainer.keep_checkpoints={t.keep_checkpoints!r} is out of range: must be >= 1 (the newest checkpoints kept)"
+    )
+  for key, value in _dropouts(cfg.model, "model"):
+    if not 0.0 <= value < 1.0:
+      raise ConfigError(f"{key}={value!r} is out of range: a dropout rate must be in [0, 1)")
+
+
+def _dropouts(section, prefix: str):
+  if not dataclasses.is_dataclass(section):
+    return
+  for f in dataclasses.fields(section):
+    value = getattr(section, f.name)
+    if dataclasses.is_dataclass(value):
+      yield from _dropouts(value, f"{prefix}.{f.name}")
+    elif f.name.endswith("dropout") and isinstance(value, (int, float)) and not isinstance(value, bool):
+      yield f"{prefix}.{f.name}", value
+
+
 # ---------------------------------------------------------------------------------------------------------
 # JSON round trip
 
@@ -237,27 +276,102 @@ def _model_config_class(d: dict[str, Any]) -> type:
 
 
 def from_json(text: str):
+  """A config file: every key given, or a named preset (`"model_name"` and `"preset"`) that the file's keys
+  override. A file that leaves keys out without naming a preset is refused: dataclass defaults are not a
+  preset's (trainer.steps 1000, not the tiny preset's 60)."""
   try:
     d = json.loads(text)
   except json.JSONDecodeError as e:
     raise ConfigError(f"config JSON is malformed: {e}") from None
   if not isinstance(d, dict):
     raise ConfigError("config JSON must be an object")
-  return from_dict(ExperimentConfig, d)
+  return from_dict(ExperimentConfig, _over_preset(d))
+
+
+def _missing_keys(cls, d: dict, prefix: str = "") -> list[str]:
+  out = []
+  for name, typ in _field_types(cls).items():
+    if name not in d:
+      out.append(prefix + name)
+    elif dataclasses.is_dataclass(typ) and isinstance(d[name], dict):
+      out += _missing_keys(typ, d[name], f"{prefix}{name}.")
+  return out
+
+
+def _over_preset(d: dict) -> dict:
+  """`d` merged over the preset it names when it leaves keys out (error when it names none)."""
+  model_cls = _model_config_class(d)
+  missing = [k for k in _missing_keys(ExperimentConfig, d) if k not in ("model", "preset")]
+  if isinstance(d.get("model"), dict):
+    missing += _missing_keys(model_cls, d["model"], "model.")
+  elif "model" not in d:
+    missing.append("model")
+  if not missing:
+    return d
+  preset = d.get("preset")
+  if not isinstance(preset, str) or not preset:
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    raise ConfigError(
+      f'config: {shown} missing and no preset named; give every key, or add "preset": NAME (e.g. "tiny") '
+      "so that the preset's values fill the keys the file leaves out"
+    )
+  from genrec import configs  # local: configs imports this module
+
+  return _merge(to_dict(configs.get(f"{d['model_name']}:{preset}")), d)
+
+
+def _merge(base: dict, top: dict) -> dict:
+  out = dict(base)
+  for k, v in top.items():
+    out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Overrides: --set trainer.steps=2000 model.num_layers=4
 
 
+def _type_name(typ) -> str:
+  """How an --set value of annotation `typ` is written, for error messages."""
+  if typing.get_origin(typ) is tuple:
+    args = typing.get_args(typ)
+    return f"[{_type_name(args[0] if args else str)}, ...]"
+  return getattr(typ, "__name__", str(typ))
+
+
+def _literal(text: str):
+  """`text` as JSON, else as a Python literal (tuples, single quotes); raises ValueError if it is neither."""
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    pass
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, MemoryError, RecursionError):
+    raise ValueError(text) from None
+
+
 def _parse_text(text: str, typ, where: str):
+  """An --set value: JSON or a Python literal of the field's type; a tuple field also takes "5,10"."""
   origin = typing.get_origin(typ)
   if typ is str:
     return text
   if origin is tuple:
-    parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-    (elem, *_) = typing.get_args(typ)
-    return tuple(_parse_text(p.strip(), elem, where) for p in parts)
+    try:
+      value = _literal(text)
+    except ValueError:
+      value = None
+    if not isinstance(value, (list, tuple)):  # the short form: 5,10 or (5, 10) or a single value
+      parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+      (elem, *_) = typing.get_args(typ)
+      try:
+        return tuple(_parse_text(p, elem, where) for p in parts)
+      except ConfigError:
+        raise ConfigError(f"--set {where}={text}: expected a list {_type_name(typ)} (JSON, or 1,2)") from None
+    try:
+      return _coerce(value, typ, where)
+    except ConfigError as e:
+      raise ConfigError(f"--set {where}={text}: expected a list {_type_name(typ)} ({e})") from None
   if typ is bool:
     low = text.lower()
     if low in ("true", "1", "yes"):
@@ -266,14 +380,14 @@ def _parse_text(text: str, typ, where: str):
       return False
     raise ConfigError(f"--set {where}: expected true/false, got {text!r}")
   try:
-    value = json.loads(text)
-  except json.JSONDecodeError:
-    if typ is float:  # Python spellings JSON lacks: ".5", "1.", "inf"
+    value = _literal(text)
+  except ValueError:
+    if typ is float:  # Python spellings JSON lacks: "inf", "nan"
       try:
         return float(text)
       except ValueError:
         pass
-    raise ConfigError(f"--set {where}={text}: expected {getattr(typ, '__name__', typ)}") from None
+    raise ConfigError(f"--set {where}={text}: expected {_type_name(typ)}") from None
   try:
     return _coerce(value, typ, where)
   except ConfigError as e:

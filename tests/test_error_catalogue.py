@@ -19,7 +19,7 @@ from genrec import registry
 from genrec.config import ConfigError, DataConfig, EvalConfig
 from genrec.families.llm_cf.cf import CFArtifactError, load_cf_artifact
 from genrec.models import hf
-from genrec.train.checkpoint import MANIFEST, CheckpointError
+from genrec.train.checkpoint import MANIFEST, CheckpointError, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_unreadable_manifest_and_missing_file(run, tmp_path):
 def test_checkpoint_metadata_that_is_not_genrec(run, tmp_path, metadata, message):
   workdir, step_dir = _damaged_copy(run, tmp_path)
   (step_dir / "meta" / "metadata").write_text(metadata)
-  (step_dir / MANIFEST).unlink()  # else reported as a modified file
+  write_manifest(step_dir)  # else reported as a modified file
   with pytest.raises(CheckpointError, match=message):
     genrec.load(workdir)
 
@@ -242,7 +242,9 @@ def test_resume_with_every_checkpoint_damaged_says_fresh(run, tmp_path):
     manifest.write_text("{")
   err = cli_error("train", "sasrec:tiny", "--workdir", workdir, "--set", "trainer.progress=false")
   assert err.startswith(f"no readable checkpoint in {workdir / 'checkpoints'}: checkpoint step 60: its manifest")
-  assert "checkpoint step 30: its manifest" in err and err.endswith("(pass --fresh to start over)")
+  assert "checkpoint step 30: its manifest" in err and err.endswith(
+    "(if no other genrec train is using this workdir, pass --fresh to delete it and start over)"
+  )
 
 
 def test_warm_start_parameters_that_do_not_fit(run):

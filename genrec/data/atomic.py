@@ -5,7 +5,9 @@ token, token_seq (space separated), float, float_seq. Columns get canonical name
 "title", `release_year`/`year` → "year", `class`/`genre`/`genres` → "genres", `zip_code` → "zip"); "genres"
 becomes a list of str per item, every other non-interaction column a str array. Each table also carries
 "_line": the source line of each row, so later errors can point at it. Rows keep file order; blank lines are
-skipped.
+skipped; a UTF-8 byte-order mark and CRLF line ends are accepted. Ids (`user_id`, `item_id`) must be declared
+token. Timestamps stay as written: int64 when all are whole numbers, else float64 (never cut to whole numbers), and
+must lie within +-2**53.
 """
 
 from __future__ import annotations
@@ -90,10 +92,17 @@ def _table(path: Path, kind: str) -> dict[str, np.ndarray]:
         f"{path} line 1: no '{req}' column (header fields: {', '.join(names)}); a .{kind} file needs "
         f"{' and '.join(r + ':token' for r in _REQUIRED[kind])}"
       )
+  for req in _REQUIRED[kind]:
+    typ = dict(fields).get(req)
+    if typ != "token":
+      raise HeaderError(
+        f"{path} line 1: column '{req}' is declared {typ}, but ids are text: declare it '{req}:token' "
+        "(as a float, id 1 would become '1.0' and no longer match the other files)"
+      )
   if kind == "inter":
     n = len(lines)
     out["timestamp"] = (
-      _required_number(path, "timestamp", out["timestamp"], lines).astype(np.int64)
+      _timestamps(path, _required_number(path, "timestamp", out["timestamp"], lines), lines)
       if "timestamp" in out
       else np.arange(n, dtype=np.int64)
     )
@@ -126,9 +135,14 @@ def _read_file(path: Path) -> tuple[list[tuple[str, str]], list[list[str]], np.n
   bad = np.flatnonzero(tabs != n - 1)
   if bad.size:
     i = bad[0]
+    hint = ""
+    if tabs[i] == 0 and (sep := next((c for c in (",", ";", " ") if c in body[i].strip()), None)):
+      hint = f"; atomic files are tab-separated, and this line looks separated by {sep!r}"
+    elif i == len(body) - 1 and tabs[i] < n - 1 and not text.endswith("\n"):
+      hint = "; the last line ends early: is the file truncated?"
     raise FieldCountError(
       f"{path} line {lines[i]}: expected {n} tab-separated fields ({', '.join(f for f, _ in fields)}), "
-      f"found {tabs[i] + 1}: {body[i][:80]!r}"
+      f"found {tabs[i] + 1}: {body[i][:80]!r}{hint}"
     )
   flat = "\t".join(body).split("\t") if body else []
   columns = [flat[j::n] for j in range(n)]
@@ -141,8 +155,14 @@ def _parse_header(path: Path, header: str) -> list[tuple[str, str]]:
       f"{path} line 1: empty header; expected tab-separated name:type fields such as "
       "'user_id:token\\titem_id:token\\ttimestamp:float'"
     )
+  parts = header.split("\t")
+  if len(parts) == 1 and (sep := next((c for c in (",", ";", " ") if c in header.strip()), None)):
+    raise HeaderError(
+      f"{path} line 1: the header is one field, {header[:80]!r}; atomic files are tab-separated, and this one "
+      f"looks separated by {sep!r}: separate its fields with tabs"
+    )
   fields, seen = [], set()
-  for i, f in enumerate(header.split("\t")):
+  for i, f in enumerate(parts):
     name, sep, typ = f.strip().rpartition(":")
     if not sep or not name:
       raise HeaderError(
@@ -199,6 +219,23 @@ def _float_or_raise(path: Path, field: str, v: str, line) -> float:
     return float(v)
   except ValueError:
     raise BadValueError(f"{path} line {line}: column '{field}' is declared float but holds {v!r}") from None
+
+
+MAX_TIMESTAMP = 2.0**53  # beyond it a float64 no longer holds every whole number
+
+
+def _timestamps(path: Path, values: np.ndarray, lines: np.ndarray) -> np.ndarray:
+  """int64 when every timestamp is a whole number, else float64 as read: fractional times are never cut, so
+  events order by the file's values (compared as float64; equal values keep file order)."""
+  bad = np.flatnonzero(np.abs(values) > MAX_TIMESTAMP)
+  if bad.size:
+    raise BadValueError(
+      f"{path} line {lines[bad[0]]}: column 'timestamp' holds {values[bad[0]]:g}, outside the supported range "
+      f"of +-2**53 ({int(MAX_TIMESTAMP)}); give times in seconds (or another unit that fits)"
+    )
+  if np.array_equal(values, np.floor(values)):
+    return values.astype(np.int64)
+  return values.astype(np.float64)
 
 
 def _required_number(path: Path, field: str, values: np.ndarray, lines: np.ndarray) -> np.ndarray:

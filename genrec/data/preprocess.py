@@ -6,14 +6,17 @@ than min_user_interactions → re-index what remains.
 Ids: items 1..N and users 0..U-1 follow their order of first appearance in the side table when there is one,
 else the natural order of raw ids (numerically when all ids are integers). Sequences are sorted by timestamp
 with ties in file order (stable sort). Full histories are kept; `max_len` truncation belongs to the pipeline.
-Stats satisfy `users_read == users_dropped_rating + users_dropped_kcore + users_dropped_short + users_kept`
-(and the same for items and interactions).
+Rows repeating an earlier (user, item, timestamp) are kept as repeated events, counted in
+stats["interactions_duplicate"] and warned about. Stats satisfy
+`users_read == users_dropped_rating + users_dropped_kcore + users_dropped_short + users_kept` (and the same for
+items and interactions).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -31,7 +34,8 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
   """Builds the prepared dataset; raises `DataError` naming the file and line of inconsistent input."""
   users = np.asarray(raw.inter["user_id"]).astype(str)
   items = np.asarray(raw.inter["item_id"]).astype(str)
-  times = np.asarray(raw.inter["timestamp"]).astype(np.int64)
+  times = np.asarray(raw.inter["timestamp"])
+  times = times if times.dtype.kind == "f" else times.astype(np.int64)  # fractional times stay as read
   item_table = _check_table(raw, "item", items)
   user_table = _check_table(raw, "user", users)
 
@@ -39,6 +43,7 @@ def prepare(raw: RawTables, cfg: DataConfig) -> SeqData:
   item_keys, i_code = np.unique(items, return_inverse=True)
   u_code, i_code = u_code.ravel(), i_code.ravel()
   stats = {"interactions_read": len(users), "users_read": len(user_keys), "items_read": len(item_keys)}
+  _count_duplicates(raw, stats, u_code, i_code, times)
 
   keep = np.ones(len(users), dtype=bool)
   if "rating" in raw.inter:
@@ -142,6 +147,23 @@ def _natural_order(ids: list[str]) -> np.ndarray:
   if all(re.fullmatch(r"-?\d+", s) for s in ids):
     return np.asarray(sorted(range(len(ids)), key=lambda j: int(ids[j])), dtype=np.int64)
   return np.argsort(np.asarray(ids, dtype=str), kind="stable")
+
+
+def _count_duplicates(raw: RawTables, stats: dict, u_code, i_code, times) -> None:
+  """Rows repeating an earlier row's (user, item, timestamp) are kept as repeated events: counted in
+  stats["interactions_duplicate"] and warned about once."""
+  order = np.lexsort((np.arange(len(times)), times, i_code, u_code))
+  same = (np.diff(u_code[order]) == 0) & (np.diff(i_code[order]) == 0) & (np.diff(times[order]) == 0)
+  repeats = order[1:][same]
+  stats["interactions_duplicate"] = int(repeats.size)
+  if repeats.size:
+    where = _lines(raw.inter, [int(repeats.min())])[0]
+    warnings.warn(
+      f"{_file(raw, 'inter')}: {repeats.size} interaction(s) repeat an earlier row's user_id, item_id and "
+      f"timestamp (the first at {where}); they are kept as repeated events and counted in "
+      "stats['interactions_duplicate']: remove them from the file if they are copies",
+      stacklevel=3,
+    )
 
 
 def _kcore(

@@ -17,7 +17,7 @@ class SeqData:
   name: str
   num_items: int
   sequences: list[np.ndarray]  # per user: int32 item ids, chronological
-  timestamps: list[np.ndarray]  # per user: int64, aligned with sequences
+  timestamps: list[np.ndarray]  # per user: int64 (float64 for fractional source times), aligned with sequences
   user_raw: list[str]  # user index -> id in the source files
   item_raw: list[str]  # item id -> id in the source files; item_raw[0] == "[PAD]"
   item_titles: list[str]  # item id -> display title ("" where unknown); [0] == ""
@@ -76,7 +76,8 @@ class RawTables:
   """Interactions and side tables as read from a source, before preprocessing.
 
   Canonical column names, whatever the source calls them:
-    inter: "user_id" (str), "item_id" (str), "timestamp" (int64), optional "rating" (float32); rows in file order.
+    inter: "user_id" (str), "item_id" (str), "timestamp" (int64, or float64 when fractional), optional "rating"
+      (float32); rows in file order.
     items: "item_id" (str) and optional "title" (str), "year" (str), "genres" (object array of list[str]),
       plus any other fields as str arrays.
     users: "user_id" (str) and feature columns as str arrays (ml-100k: "age", "gender", "occupation", "zip").

@@ -5,8 +5,10 @@ A checkpoint is a step folder with two items: `state` (arrays: parameters, optim
 step into a temporary folder and renames it when complete, so a run killed mid-save leaves the previous
 step loadable. After that, process 0 adds `genrec-manifest.json` (size and sha256 of every file), and every
 restore checks it: a truncated or altered file is an error naming the step and the file, not a tensorstore
-message or silently wrong weights. (A step without a manifest — killed between the rename and the manifest
-— is restored unverified.)
+message or silently wrong weights. A step without a manifest (killed between the rename and the manifest, or
+copied without it) is refused unless the caller allows unverified restores; links out of the step folder
+(a `state` linked to another run) and manifest entries naming files outside it are refused unread, and a
+restored state must be finite.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -42,16 +45,47 @@ def write_manifest(folder: Path) -> None:
   atomic_write(folder / MANIFEST, json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
 
 
-def verify_manifest(folder: Path, step: int) -> bool:
-  """Raises CheckpointError naming the first missing, truncated or altered file; False if unverifiable."""
+def _contained(folder: Path, step: int) -> None:
+  """Every entry of the step folder (the folder itself, `state`, `meta`, their files) must resolve inside the
+  checkpoint directory's step folder: a link to another run or to a system file is refused, unread."""
+  root = folder.resolve()
+  if not root.is_relative_to(folder.parent.resolve()) or root.name != folder.name:
+    raise CheckpointError(f"checkpoint step {step}: {folder} is a link out of {folder.parent}; refusing to read it")
+  for dirpath, dirnames, filenames in os.walk(folder):
+    for name in dirnames + filenames:
+      entry = Path(dirpath) / name
+      if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+        raise CheckpointError(
+          f"checkpoint step {step}: {entry} is a link out of the checkpoint folder {folder}; refusing to read it"
+        )
+
+
+def verify_manifest(folder: Path, step: int, *, allow_unverified: bool = False) -> bool:
+  """Raises CheckpointError naming the first missing, truncated or altered file, a manifest entry or link that
+  leads out of the step folder, or (unless `allow_unverified`) a missing manifest; False if unverified."""
+  _contained(folder, step)
   path = folder / MANIFEST
   if not path.is_file():
-    return False
+    if allow_unverified:
+      return False
+    raise CheckpointError(
+      f"checkpoint step {step} in {folder.parent} has no manifest {MANIFEST}, so its files cannot be checked "
+      "(a run killed right after writing it, or files copied without it); genrec train resumes from the step "
+      "before, or load it unverified: --allow-unverified (genrec.load(..., allow_unverified=True))"
+    )
   try:
     entries = json.loads(path.read_text())["files"]
-  except (OSError, ValueError, KeyError) as e:
+    items = [(str(rel), int(size), str(digest)) for rel, (size, digest) in entries.items()]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     raise CheckpointError(f"checkpoint step {step}: its manifest {path} is unreadable ({e})") from None
-  for rel, (size, digest) in entries.items():
+  root = folder.resolve()
+  for rel, _, _ in items:  # all checked before any file is read: nothing about a file outside is ever told
+    if Path(rel).is_absolute() or not (folder / rel).resolve().is_relative_to(root):
+      raise CheckpointError(
+        f"checkpoint step {step}: its manifest {path} names {rel!r}, which is outside the checkpoint folder; "
+        "refusing to read it (the manifest was edited)"
+      )
+  for rel, size, digest in items:
     file = folder / rel
     if not file.is_file():
       raise CheckpointError(f"checkpoint step {step}: file {file} is missing")
@@ -67,9 +101,53 @@ def verify_manifest(folder: Path, step: int) -> bool:
   return True
 
 
+def check_finite(state, step: int, directory: Path) -> None:
+  """Every floating array of a restored state must be finite: NaN/Inf parameters are refused, not evaluated."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    dtype = getattr(leaf, "dtype", None)
+    if (
+      dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.inexact) and not bool(jax.numpy.isfinite(leaf).all())
+    ):
+      raise CheckpointError(
+        f"checkpoint step {step} in {directory}: {jax.tree_util.keystr(path)} holds NaN or Inf values; the "
+        "checkpoint is damaged, or training diverged before it was written"
+      )
+
+
+def _leftover_read(report) -> bool:
+  exc, obj = report.exc_value, report.object
+  closed = isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+  code = getattr(obj, "cr_code", None)
+  return closed or (code is not None and ("orbax" in code.co_filename or "tensorstore" in code.co_filename))
+
+
+def _quiet_leftover_reads() -> None:
+  """After a failed restore, tensorstore reads still in flight call back into the event loop orbax has closed,
+  and Python reports each through sys.unraisablehook while and after the error is raised ("Exception ignored in ...",
+  "Event loop is closed"). Only those reports are dropped: the CheckpointError is the whole story."""
+  previous = sys.unraisablehook
+  if getattr(previous, "genrec_quiet", False):
+    return
+
+  def hook(report):
+    if not _leftover_read(report):
+      previous(report)
+
+  hook.genrec_quiet = True
+  sys.unraisablehook = hook
+
+
 class Checkpointer:
-  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 2, read_only: bool = False):
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    max_to_keep: int | None = 2,
+    read_only: bool = False,
+    allow_unverified: bool = False,
+  ):
     self.directory = Path(directory).absolute()
+    self.allow_unverified = allow_unverified
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=False
     )
@@ -98,7 +176,7 @@ class Checkpointer:
   def verify(self, step: int) -> None:
     """Checks the step's files against its manifest (once per step and Checkpointer)."""
     if step not in self._verified:
-      verify_manifest(self.directory / str(step), step)
+      verify_manifest(self.directory / str(step), step, allow_unverified=self.allow_unverified)
       self._verified.add(step)
 
   def read_meta(self, step: int | None = None) -> dict:
@@ -114,6 +192,7 @@ class Checkpointer:
     """Restores arrays onto the shardings carried by `abstract_state` (ShapeDtypeStructs), any mesh."""
     step = self._resolve(step)
     self.verify(step)
+    _quiet_leftover_reads()  # before: the reports can come while orbax is still raising
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
@@ -121,6 +200,7 @@ class Checkpointer:
         f"checkpoint step {step} in {self.directory} is damaged or incomplete "
         f"({type(e).__name__}: {str(e).splitlines()[0][:300]})"
       ) from e
+    check_finite(out["state"], step, self.directory)
     return out["state"]
 
   def _resolve(self, step):

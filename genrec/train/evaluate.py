@@ -35,6 +35,18 @@ def parse_candidates(candidates: str) -> tuple[str, int]:
   raise ConfigError(f"eval.candidates must be 'all', 'all_minus_seen' or 'sampled:N', got {candidates!r}")
 
 
+def check_ks(cfg: EvalConfig, data: SeqData) -> None:
+  """Every cutoff must fit the candidates a case ranks (checked before training, not by XLA's top_k after it)."""
+  kind, n = parse_candidates(cfg.candidates)
+  candidates = n + 1 if kind == "sampled" else data.num_items
+  too_big = [k for k in cfg.ks if k > candidates]
+  if too_big:
+    raise ConfigError(
+      f"eval.ks={list(cfg.ks)}: cutoff {too_big[0]} is more than the {candidates} candidate items a case ranks "
+      f"({data.name}, eval.candidates={cfg.candidates!r}); use cutoffs <= {candidates}"
+    )
+
+
 def protocol(cfg: EvalConfig, data: SeqData) -> dict:
   out = {
     "dataset": data.name,

@@ -30,6 +30,7 @@ class NextItemTask(Task):
   def __init__(self, cfg: ExperimentConfig, data, stages=None):
     super().__init__(cfg, splits_lib.apply(data, cfg.eval), stages)
     eval_lib.parse_candidates(cfg.eval.candidates)
+    eval_lib.check_ks(cfg.eval, data)
 
   def train_dataset(self, *, process_index: int, process_count: int):
     cfg = self.cfg

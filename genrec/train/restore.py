@@ -15,6 +15,7 @@ from genrec import config as config_lib
 from genrec import hub, registry
 from genrec.config import ExperimentConfig, MeshConfig
 from genrec.errors import CheckpointError
+from genrec.files import inside
 from genrec.train import optim, sharding
 from genrec.train.checkpoint import Checkpointer
 from genrec.train.state import PlacedModel, abstract_with, opt_shardings, place
@@ -42,11 +43,14 @@ def is_run(workdir: Path) -> bool:
   return (workdir / "best").is_dir() or (workdir / "checkpoints").is_dir()
 
 
-def restore(workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None) -> Restored:
+def restore(
+  workdir: str | Path, *, which: str = "best", step: int | None = None, mesh=None, allow_unverified: bool = False
+) -> Restored:
   """which: "best" (the kept model by validation metric) or "latest" (the last training checkpoint). mesh: where
   to place the parameters (default: every local device on the data axis, parameters sharded by the run's own
   rules — any mesh works, the checkpoint is resharded on restore). workdir may be a URI (https://, hf://,
-  gs://): the published run is fetched and checked first (genrec.hub)."""
+  gs://): the published run is fetched and checked first (genrec.hub). allow_unverified: restore a checkpoint
+  that has no manifest (its files cannot be checked); refused by default."""
   workdir = hub.local(workdir)
   if not workdir.is_dir():
     raise CheckpointError(f"{workdir} does not exist")
@@ -60,7 +64,8 @@ def restore(workdir: str | Path, *, which: str = "best", step: int | None = None
   folder = workdir / ("best" if which == "best" else "checkpoints")
   if which == "best" and not folder.is_dir():
     folder = workdir / "checkpoints"
-  ckpt = Checkpointer(folder, max_to_keep=None, read_only=True)
+  inside(workdir, folder.name, "checkpoint folder")  # a checkpoints/ linked to another run is not this run
+  ckpt = Checkpointer(folder, max_to_keep=None, read_only=True, allow_unverified=allow_unverified)
   meta = ckpt.read_meta(step)
   if "config" not in meta or "model_name" not in meta:
     raise CheckpointError(f"{folder}: checkpoint metadata has no config; not written by genrec train")

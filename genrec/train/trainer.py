@@ -111,6 +111,11 @@ def make_train_step(placed: PlacedModel, tx, cfg: ExperimentConfig):
 class Trainer:
   """Holds the compiled functions of one run; `run()` trains, evaluates and checkpoints."""
 
+  # Training time of the processes before this one (a resumed run's total), from the checkpoint's meta.
+  seconds_before = 0.0
+  best_seconds: float | None = None
+  _t0: float | None = None
+
   def __init__(
     self,
     cfg: ExperimentConfig,
@@ -206,6 +211,8 @@ class Trainer:
       "data_state": self.data_state,
       "best_value": float(self.best_value),
       "evals_since_best": self.evals_since_best,
+      "train_seconds": self.seconds_before if self._t0 is None else time.time() - self._t0,
+      "seconds_to_best": self.best_seconds,
       "format": "genrec-checkpoint-1",
       **(extra or {}),
     }
@@ -232,13 +239,14 @@ class Trainer:
       raise ckpt_lib.CheckpointError(
         f"no readable checkpoint in {self.checkpoints.directory}: "
         + "; ".join(failures)
-        + " (pass --fresh to start over)"
+        + " (if no other genrec train is using this workdir, pass --fresh to delete it and start over)"
       )
     if failures and jax.process_index() == 0:
       print(f"genrec: resuming from step {step}, the newest readable checkpoint", file=sys.stderr)
     self.data_state = meta["data_state"]
     self.best_value = meta.get("best_value", -np.inf)
     self.evals_since_best = meta.get("evals_since_best", 0)
+    self.seconds_before, self.best_seconds = meta.get("train_seconds", 0.0), meta.get("seconds_to_best")
 
   # -- loop -------------------------------------------------------------------------------------------------
   def evaluate(self, split: str, params=None, other=None) -> tuple[dict, dict]:
@@ -264,8 +272,8 @@ class Trainer:
     iterator = iter(self.train_data.to_iter_dataset(READ_OPTIONS))
     iterator.set_state(self.data_state)
     pending = None
-    t0 = time.time()
-    best_time = None
+    self._t0 = t0 = time.time() - self.seconds_before  # seconds count on from the checkpoint's total
+    best_time = self.best_seconds
     step = start_step
     last = tcfg.steps if stop_at is None else min(stop_at, tcfg.steps)
     stop = False
@@ -290,8 +298,9 @@ class Trainer:
           pending = None
           stop = self._validate(logger, step)
           if self.evals_since_best == 0:
-            best_time = time.time() - t0
+            best_time = self.best_seconds = time.time() - t0
         if step % tcfg.checkpoint_every == 0 or step in (tcfg.steps, last) or stop:
+          pending = self._log_pending(logger, pending)
           self.checkpoints.save(step, self._saved_state(), self._meta())
         logger.advance(1)
         if stop:
@@ -299,6 +308,7 @@ class Trainer:
           break
         if self.interrupted is not None:
           if step % tcfg.checkpoint_every and step not in (tcfg.steps, last):
+            pending = self._log_pending(logger, pending)
             self.checkpoints.save(step, self._saved_state(), self._meta())
           logger.message(
             f"{self.interrupted}: stopped after step {step} with a checkpoint; the same "
@@ -323,6 +333,11 @@ class Trainer:
     if self._locked:
       self._locked = False
       locks.release(self.workdir)
+
+  def _log_pending(self, logger, pending) -> None:
+    """Writes the step's train row before its checkpoint: a kill right after the save cannot lose it."""
+    if pending is not None:
+      self._log_train(logger, *pending)
 
   def _log_train(self, logger, step, metrics):
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -410,6 +425,7 @@ def check_settings(cfg: ExperimentConfig) -> None:
   if not cfg.eval.ks or min(cfg.eval.ks) < 1:
     raise ConfigError(f"eval.ks must be cutoffs >= 1 (e.g. 5,10), got {list(cfg.eval.ks)}")
   optim.schedule(cfg.trainer)  # an unknown trainer.schedule is an error here, not after mkdir
+  config_lib.check_values(cfg)
 
 
 def _catch_stop_signals(trainer) -> Callable[[], None]:
@@ -432,7 +448,7 @@ def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Pa
   if diff:
     raise ConfigError(
       f"{workdir} holds a run with a different config ({', '.join(diff[:6])} differ); "
-      "use another --workdir, or pass --fresh to start over"
+      "use another --workdir, or, if no other genrec train is using it, pass --fresh to delete it and start over"
     )
 
 

@@ -78,7 +78,7 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch, tmp_path):
     ImportError, match=r"safetensors is not installed \(Hugging Face weights\); .*pip install 'genrec\[hf\]'"
   ):
     hf.read_safetensors(tmp_path / "model.safetensors")
-  monkeypatch.setitem(sys.modules, "PIL", None)
+  monkeypatch.setitem(sys.modules, "PIL.Image", None)
   with pytest.raises(ImportError, match=r"pillow is not installed .*genrec\[hf\]"):
     extras.need("PIL.Image", "item images")
   with pytest.raises(ModuleNotFoundError):  # a module no extra brings stays the plain error

@@ -228,7 +228,7 @@ def _spec_config(spec: str):
   if not path.is_file():
     raise config_lib.ConfigError(f"config file {path} does not exist")
   try:
-    return config_lib.from_json(path.read_text(encoding="utf-8"))
+    return genrec.configs.from_json(path.read_text(encoding="utf-8"))
   except config_lib.ConfigError as e:
     raise config_lib.ConfigError(f"{path}: {e}") from None
 

@@ -275,17 +275,18 @@ def _model_config_class(d: dict[str, Any]) -> type:
   return registry.config_class(name)
 
 
-def from_json(text: str):
+def from_json(text: str, presets=None):
   """A config file: every key given, or a named preset (`"model_name"` and `"preset"`) that the file's keys
   override. A file that leaves keys out without naming a preset is refused: dataclass defaults are not a
-  preset's (trainer.steps 1000, not the tiny preset's 60)."""
+  preset's (trainer.steps 1000, not the tiny preset's 60). `presets` ("model:preset" -> ExperimentConfig) finds
+  the named preset; genrec.configs.from_json passes its own `get` (this module sits below the presets)."""
   try:
     d = json.loads(text)
   except json.JSONDecodeError as e:
     raise ConfigError(f"config JSON is malformed: {e}") from None
   if not isinstance(d, dict):
     raise ConfigError("config JSON must be an object")
-  return from_dict(ExperimentConfig, _over_preset(d))
+  return from_dict(ExperimentConfig, _over_preset(d, presets))
 
 
 def _missing_keys(cls, d: dict, prefix: str = "") -> list[str]:
@@ -298,7 +299,7 @@ def _missing_keys(cls, d: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def _over_preset(d: dict) -> dict:
+def _over_preset(d: dict, presets) -> dict:
   """`d` merged over the preset it names when it leaves keys out (error when it names none)."""
   model_cls = _model_config_class(d)
   missing = [k for k in _missing_keys(ExperimentConfig, d) if k not in ("model", "preset")]
@@ -315,9 +316,12 @@ def _over_preset(d: dict) -> dict:
       f'config: {shown} missing and no preset named; give every key, or add "preset": NAME (e.g. "tiny") '
       "so that the preset's values fill the keys the file leaves out"
     )
-  from genrec import configs  # local: configs imports this module
-
-  return _merge(to_dict(configs.get(f"{d['model_name']}:{preset}")), d)
+  if presets is None:
+    raise ConfigError(
+      f"config: it leaves keys out and names preset {preset!r}; read it with genrec.configs.from_json, which "
+      "knows the presets"
+    )
+  return _merge(to_dict(presets(f"{d['model_name']}:{preset}")), d)
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -3,6 +3,7 @@ cache root."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -13,6 +14,15 @@ from typing import BinaryIO
 def cache_root() -> Path:
   """Where stages, embeddings and images are cached: $GENREC_CACHE, default ~/.cache/genrec."""
   return Path(os.environ.get("GENREC_CACHE", "~/.cache/genrec")).expanduser()
+
+
+def sha256(path: str | os.PathLike) -> str:
+  """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+  h = hashlib.sha256()
+  with Path(path).open("rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
 class PathEscapeError(ValueError):

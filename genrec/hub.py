@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from genrec.errors import CheckpointError, ConfigError
-from genrec.files import atomic_write, cache_root, inside
+from genrec.files import atomic_write, cache_root, inside, sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "genrec-published-1"
@@ -39,14 +39,6 @@ CHUNK = 1 << 18  # bytes per write while downloading
 
 def is_remote(uri) -> bool:
   return str(uri).startswith(REMOTE)
-
-
-def sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with path.open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 # ---- publish --------------------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ def layer(module: str) -> str:
     "genrec.locks",
     "genrec.hub",
     "genrec.extras",
+    "genrec.expected",
     "genrec",
   ):
     return "ground"

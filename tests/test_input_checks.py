@@ -123,7 +123,7 @@ def test_stop_at_below_one_and_a_workdir_that_is_a_file(tmp_path):
 def test_a_config_file_missing_keys_is_filled_from_its_preset_or_refused(tmp_path):
   tiny = genrec.configs.get("sasrec:tiny")
   partial = {"model_name": "sasrec", "preset": "tiny", "trainer": {"learning_rate": 0.01}, "model": {"dim": 16}}
-  cfg = from_json(json.dumps(partial))
+  cfg = genrec.configs.from_json(json.dumps(partial))
   assert cfg.trainer.steps == tiny.trainer.steps == 60  # the preset's, not the dataclass default of 1000
   assert cfg.trainer.learning_rate == 0.01 and cfg.model.dim == 16 and cfg.model.num_layers == tiny.model.num_layers
   assert cfg.data == tiny.data
@@ -138,7 +138,9 @@ def test_a_config_file_missing_keys_is_filled_from_its_preset_or_refused(tmp_pat
   assert "more missing" in str(e.value)
   assert 'missing and no preset named; give every key, or add "preset": NAME' in str(e.value)
   with pytest.raises(ConfigError, match=r"model 'sasrec' has no preset 'huge'; presets: \["):
-    from_json(json.dumps(partial | {"preset": "huge"}))
+    genrec.configs.from_json(json.dumps(partial | {"preset": "huge"}))
+  with pytest.raises(ConfigError, match="names preset 'tiny'; read it with genrec.configs.from_json"):
+    from_json(json.dumps(partial | {"preset": "tiny"}))  # genrec.config alone does not know the presets
 
 
 def test_train_takes_a_config_file_and_names_it_in_errors(tmp_path):

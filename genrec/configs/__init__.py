@@ -13,6 +13,7 @@ import importlib.util
 import sys
 from collections.abc import Callable
 
+from genrec import config as config_lib
 from genrec import registry
 from genrec.config import ConfigError, ExperimentConfig
 
@@ -44,6 +45,11 @@ def get(spec: str) -> ExperimentConfig:
   if not isinstance(cfg, ExperimentConfig):
     raise ConfigError(f"preset {spec!r} returned {type(cfg).__name__}, not an ExperimentConfig")
   return cfg
+
+
+def from_json(text: str) -> ExperimentConfig:
+  """A config file (genrec.config.from_json) whose missing keys come from the preset it names."""
+  return config_lib.from_json(text, presets=get)
 
 
 def list_configs() -> list[str]:

@@ -13,7 +13,6 @@ restored state must be finite.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -23,17 +22,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from genrec.errors import CheckpointError
-from genrec.files import atomic_write
+from genrec.files import atomic_write, sha256
 
 MANIFEST = "genrec-manifest.json"
-
-
-def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with path.open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -41,7 +32,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def write_manifest(folder: Path) -> None:
-  entries = {rel: [p.stat().st_size, _sha256(p)] for rel, p in _files(folder).items()}
+  entries = {rel: [p.stat().st_size, sha256(p)] for rel, p in _files(folder).items()}
   atomic_write(folder / MANIFEST, json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
 
 
@@ -94,7 +85,7 @@ def verify_manifest(folder: Path, step: int, *, allow_unverified: bool = False) 
       raise CheckpointError(
         f"checkpoint step {step}: file {file} is truncated or grown ({actual} bytes, {size} when written)"
       )
-    if _sha256(file) != digest:
+    if sha256(file) != digest:
       raise CheckpointError(
         f"checkpoint step {step}: file {file} was modified after it was written (sha256 differs from the manifest)"
       )

@@ -1,0 +1,101 @@
+"""Re-runs shipped presets and checks their metrics against genrec/configs/expected_metrics/<model>.json.
+
+  python benchmarks/check_presets.py --presets tiny                        # every model's tiny preset (CI's part)
+  python benchmarks/check_presets.py --presets ml100k --models sasrec --seeds 0,1,2
+  python benchmarks/check_presets.py --presets tiny --record --tolerance 0.02   # write what it measured
+  python benchmarks/check_presets.py --presets tiny --json runs/check-tiny.json # for benchmarks/readme_tables.py
+
+Each seed sets trainer.seed and data.seed. Prints one table (expected, measured mean, tolerance per metric) and
+exits 1 when any preset is out of tolerance or has nothing recorded. Stages (tokenizers, encoders, CF models) are
+trained into $GENREC_CACHE as `genrec train` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import genrec.configs
+from genrec import config as config_lib
+from genrec import expected, pipeline, registry
+from genrec.errors import ConfigError
+
+
+def commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+  except OSError:
+    return "unknown"
+
+
+def run_preset(spec: str, seed: int, workdir: Path) -> tuple[dict, str]:
+  sets = [f"trainer.seed={seed}", f"data.seed={seed}", "trainer.progress=false"]
+  cfg = config_lib.override(genrec.configs.get(spec), sets)
+  cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress=False))
+  shutil.rmtree(workdir, ignore_errors=True)
+  return pipeline.train(cfg, workdir, resume=False), cfg.trainer.best_metric
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser()
+  p.add_argument("--presets", default="tiny", help="preset name every checked model has (tiny, ml100k)")
+  p.add_argument("--models", default="", help="comma-separated (default: every model with that preset)")
+  p.add_argument("--seeds", default="0")
+  p.add_argument("--record", action="store_true", help="write the measured means as the expected values")
+  p.add_argument("--tolerance", type=float, default=0.02, help="with --record: the tolerance written")
+  p.add_argument("--json", help="write every run's results here (input of benchmarks/readme_tables.py)")
+  p.add_argument("--workdir", default="", help="where the runs go (default: a temporary folder)")
+  args = p.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  models = [m for m in args.models.split(",") if m] or [
+    m for m in registry.list_models() if f"{m}:{args.presets}" in genrec.configs.list_configs()
+  ]
+  root = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-check-"))
+  command = "python benchmarks/check_presets.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+  rows, problems, dump = [], [], {}
+  for model in models:
+    spec = f"{model}:{args.presets}"
+    runs = []
+    for seed in seeds:
+      results, best_metric = run_preset(spec, seed, root / model / f"seed{seed}")
+      runs.append(results)
+    dump[spec] = {"runs": runs, "seeds": seeds, "command": command, "commit": commit()}
+    if args.record:
+      expected.record(
+        model, args.presets, runs, best_metric=best_metric, seeds=seeds, tolerance=args.tolerance,
+        command=command.replace(" --record", ""), commit=commit(), when=datetime.date.today().isoformat(),
+      )  # fmt: skip
+    try:
+      recorded = expected.entry(model, args.presets)
+    except ConfigError as e:
+      problems.append(str(e))
+      continue
+    problems += expected.check(model, args.presets, runs)
+    for name, spec_ in recorded["metrics"].items():
+      got = expected.mean_of(runs, name)
+      ok = abs(got - spec_["value"]) <= spec_["tolerance"]
+      rows.append((spec, name, spec_["value"], got, spec_["tolerance"], "ok" if ok else "OUT"))
+    print(f"{spec}: {len(runs)} seed(s) done", file=sys.stderr, flush=True)
+  if args.json:
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(dump, indent=1, sort_keys=True))
+  print(f"\nseeds {seeds}; expected values from genrec/configs/expected_metrics/; commit {commit()}")
+  print("| preset | metric | expected | measured | tolerance | |")
+  print("|---|---|---|---|---|---|")
+  for spec, name, want, got, tol, ok in rows:
+    print(f"| {spec} | {name} | {want:.4f} | {got:.4f} | {tol:.4f} | {ok} |")
+  for line in problems:
+    print(f"OUT OF TOLERANCE: {line}" if "expected" in line else f"MISSING: {line}")
+  return 1 if problems else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

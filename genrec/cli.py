@@ -4,7 +4,7 @@ genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] 
              [--init-from RUN]
              [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
 genrec eval DIR [--set eval.candidates=all ...]
-genrec recommend DIR --user ID [--k 10]
+genrec recommend DIR --user ID [--k 10] | --users all|FILE [--out FILE.jsonl|FILE.parquet] [--quiet]
 genrec export-ids DIR [--out FILE.csv|FILE.json]
 genrec export-embeddings DIR [--out FILE.npy]
 genrec add-items DIR ITEMS.csv [--json]
@@ -62,11 +62,16 @@ def _parser() -> argparse.ArgumentParser:
   e.add_argument("--which", choices=("best", "latest"), default="best")
   e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
-  r = sub.add_parser("recommend", help="top-k unseen items for a user")
+  r = sub.add_parser("recommend", help="top-k unseen items for a user, or for many (--users)")
   r.add_argument("workdir")
-  r.add_argument("--user", required=True, help="user id as in the dataset's files")
+  who = r.add_mutually_exclusive_group(required=True)
+  who.add_argument("--user", help="user id as in the dataset's files")
+  who.add_argument("--users", metavar="all|FILE", help="every user, or a file of user ids (one a line)")
   r.add_argument("--k", type=int, default=10)
   r.add_argument("--json", action="store_true")
+  r.add_argument("--out", metavar="FILE.jsonl|FILE.parquet", help="with --users: where to write (default stdout)")
+  r.add_argument("--batch-size", type=int, default=256, help="with --users: users per compiled batch")
+  r.add_argument("--quiet", action="store_true", help="no progress bar")
   r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   x = sub.add_parser("export-ids", help="write a run's item -> semantic ID table (CSV or JSON) with statistics")
@@ -191,6 +196,8 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
   import genrec
 
+  if args.users is not None:
+    return _recommend_many(args)
   run = genrec.load(args.workdir)
   recs = run.recommend(args.user, args.k)
   if args.json:
@@ -199,6 +206,25 @@ def _recommend(args) -> int:
   print(f"top {args.k} for user {args.user} ({run.config.model_name}:{run.config.preset}, step {run.step}):")
   for rank, r in enumerate(recs, 1):
     print(f"{rank:3d}. {r['title'] or '(untitled)'}  [item {r['item']}]  score={r['score']:.3f}")
+  return 0
+
+
+def _recommend_many(args) -> int:
+  import genrec
+  from genrec.serve import batch as batch_lib
+
+  out = batch_lib.check_output(args.out) if args.out else None  # refused before loading anything
+  run = genrec.load(args.workdir)
+  data = run.dataset()
+  users = range(data.num_users) if args.users == "all" else batch_lib.read_user_file(args.users, data)
+  progress = not args.quiet and sys.stderr.isatty()
+  rows = batch_lib.recommend_rows(run, users, args.k, batch_size=args.batch_size, progress=progress)
+  if out is None:
+    for row in rows:
+      print(json.dumps(row))
+    return 0
+  batch_lib.write_rows(out, rows)
+  print(f"wrote {len(users)} users' top {args.k} to {out}", file=sys.stderr)
   return 0
 
 

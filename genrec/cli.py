@@ -5,6 +5,7 @@ genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] 
              [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
 genrec eval DIR [--set eval.candidates=all ...]
 genrec recommend DIR --user ID [--k 10] | --users all|FILE [--out FILE.jsonl|FILE.parquet] [--quiet]
+genrec export DIR --out OUT [--k 10]
 genrec export-ids DIR [--out FILE.csv|FILE.json]
 genrec export-embeddings DIR [--out FILE.npy]
 genrec add-items DIR ITEMS.csv [--json]
@@ -83,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
   xe.add_argument("workdir")
   xe.add_argument("--out", help="FILE.npy (default: DIR/item_embeddings.npy)")
   xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  xr = sub.add_parser(
+    "export", help="write a run's recommender as a jax.export artifact (loads with jax + numpy alone)"
+  )
+  xr.add_argument("workdir")
+  xr.add_argument("--out", required=True, metavar="DIR", help="folder for recommend.jax, params.npz, manifest.json")
+  xr.add_argument("--k", type=int, default=10, help="items the exported function returns per user")
+  xr.add_argument("--which", choices=("best", "latest"), default="best")
+  xr.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   a = sub.add_parser(
     "add-items",
@@ -244,6 +254,16 @@ def _export_embeddings(args) -> int:
   return 0
 
 
+def _export(args) -> int:
+  import genrec
+  from genrec.serve.export import export_run
+
+  out = export_run(genrec.load(args.workdir, which=args.which), args.out, k=args.k)
+  manifest = json.loads((out / "manifest.json").read_text())
+  print(f"wrote {out}/recommend.jax, params.npz, manifest.json (batch {manifest['batch']}, top {args.k})")
+  return 0
+
+
 def _add_items(args) -> int:
   from genrec.api import add_items
 
@@ -314,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     "models": _models,
     "export-ids": _export_ids,
     "export-embeddings": _export_embeddings,
+    "export": _export,
     "add-items": _add_items,
   }[args.command]
   try:

@@ -6,6 +6,7 @@ genrec train MODEL:PRESET --workdir DIR [--set key=value ...] [--import MODULE] 
 genrec eval DIR [--set eval.candidates=all ...]
 genrec recommend DIR --user ID [--k 10] | --users all|FILE [--out FILE.jsonl|FILE.parquet] [--quiet]
 genrec export DIR --out OUT [--k 10]
+genrec plot DIR [--out FILE.png]
 genrec export-ids DIR [--out FILE.csv|FILE.json]
 genrec export-embeddings DIR [--out FILE.npy]
 genrec add-items DIR ITEMS.csv [--json]
@@ -93,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
   xr.add_argument("--k", type=int, default=10, help="items the exported function returns per user")
   xr.add_argument("--which", choices=("best", "latest"), default="best")
   xr.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  pl = sub.add_parser("plot", help="draw a run's learning curves (train loss, valid metric) as a PNG")
+  pl.add_argument("workdir")
+  pl.add_argument("--out", metavar="FILE.png", help="default: DIR/curves.png")
 
   a = sub.add_parser(
     "add-items",
@@ -264,6 +269,13 @@ def _export(args) -> int:
   return 0
 
 
+def _plot(args) -> int:
+  from genrec.train.plot import plot_run
+
+  print(f"wrote {plot_run(args.workdir, args.out)}")
+  return 0
+
+
 def _add_items(args) -> int:
   from genrec.api import add_items
 
@@ -335,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     "export-ids": _export_ids,
     "export-embeddings": _export_embeddings,
     "export": _export,
+    "plot": _plot,
     "add-items": _add_items,
   }[args.command]
   try:

@@ -60,7 +60,8 @@ def test_cli_writes_jsonl_for_a_user_file(run, tmp_path, loaded):
 
 
 def test_cli_writes_parquet_for_all_users(run, tmp_path, loaded):
-  pq = pytest.importorskip("pyarrow.parquet")  # installed with tensorflow-datasets, a dependency
+  import pyarrow.parquet as pq  # installed with tensorflow-datasets, a dependency
+
   out = tmp_path / "recs.parquet"
   code, _, err = genrec_cli("recommend", run["dir"], "--users", "all", "--k", 3, "--out", out, "--quiet")
   assert code == 0, err

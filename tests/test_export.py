@@ -30,17 +30,21 @@ exported = jax.export.deserialize((folder / "recommend.jax").read_bytes())
 with np.load(folder / "params.npz", allow_pickle=False) as npz:
   params = {name: npz[name] for name in npz.files}
 item_id = {raw: i for i, raw in enumerate(manifest["items"])}
-max_len = manifest["inputs"][0]["shape"][1]
+user_id = {raw: i for i, raw in enumerate(manifest.get("users", []))}
+shapes = {i["name"]: i["shape"] for i in manifest["inputs"]}
+max_len, width = shapes["history"][1], shapes["seen"][1]
 out = {}
-for group in queries:  # users called together, one batch per group
-  seen_width = max(len(h) for h in group.values())
-  history = np.zeros((len(group), max_len), np.int32)
-  seen = np.zeros((len(group), seen_width), np.int32)
-  for row, items in enumerate(group.values()):
+for group in queries:  # users called together, one batch per group (padded to a fixed batch if there is one)
+  rows = len(group) if manifest["batch"] == "symbolic" else manifest["batch"]
+  width = width if isinstance(width, int) else max(len(h) for h in group.values())
+  fields = {"history": np.zeros((rows, max_len), np.int32), "seen": np.zeros((rows, width), np.int32)}
+  fields["user"] = np.zeros(rows, np.int32)
+  for row, (user, items) in enumerate(group.items()):
     ids = [item_id[raw] for raw in items]
-    history[row, max_len - min(len(ids), max_len):] = ids[-max_len:]
-    seen[row, :len(ids)] = ids
-  top, scores = exported.call(params, history, seen)
+    fields["history"][row, max_len - min(len(ids), max_len):] = ids[-max_len:]
+    fields["seen"][row, :len(ids)] = ids
+    fields["user"][row] = user_id.get(user, 0)
+  top, scores = exported.call(params, *[fields[name] for name in shapes])
   for row, user in enumerate(group):
     items = [manifest["items"][i] for i in np.asarray(top[row])]
     out[user] = {"items": items, "scores": np.asarray(scores[row]).tolist()}
@@ -109,3 +113,37 @@ def test_export_checks_k_and_refuses_pointwise_models(run, tmp_path):
   pointwise = types.SimpleNamespace(model=object(), config=types.SimpleNamespace(model_name="mf"))
   with pytest.raises(ValueError, match="mf is a pointwise model.*no recommender to export"):
     export_run(pointwise, tmp_path / "p")
+
+
+def test_a_search_that_needs_a_static_seen_width_gets_a_fixed_one(run, tmp_path, monkeypatch):
+  """TIGER's beam search sizes arrays by the width of `seen`: the export keeps the batch symbolic, pads `seen` to
+  the longest history (recorded in the manifest) and still matches Run.recommend in a process without genrec."""
+  loaded = genrec.load(run["dir"])
+  data = loaded.dataset()
+  model_cls = type(loaded.model)
+  plain = model_cls.recommend
+
+  def needs_static_width(self, batch, k):
+    np.zeros(batch["seen"].shape[1])  # a shape used as a constant: an error on the symbol s
+    return plain(self, batch, k)
+
+  monkeypatch.setattr(model_cls, "recommend", needs_static_width)
+  out = export_run(loaded, tmp_path / "e", k=4)
+  monkeypatch.undo()
+  manifest = json.loads((out / "manifest.json").read_text())
+  longest = max(len(s) for s in data.sequences)
+  assert manifest["batch"] == "symbolic" and manifest["inputs"][1]["shape"] == ["b", longest]
+  assert len(manifest["symbolic_export_failed"]) == 1 and "'s'" in manifest["symbolic_export_failed"][0]
+  history = lambda u: [data.item_raw[i] for i in data.sequences[u].tolist()]
+  groups = [{data.user_raw[u]: history(u) for u in (2, 8)}]
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+  proc = subprocess.run(
+    [sys.executable, "-c", CONSUMER, str(out), json.dumps(groups)],
+    capture_output=True,
+    text=True,
+    env={**env, "JAX_PLATFORMS": "cpu"},
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr
+  for user, got in json.loads(proc.stdout.strip().splitlines()[-1])["out"].items():
+    assert got["items"] == [r["item"] for r in loaded.recommend(user, k=4)]

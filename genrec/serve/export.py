@@ -7,9 +7,10 @@
     exp = jax.export.deserialize(open("DIR/recommend.jax", "rb").read())
     ids, scores = exp.call(dict(np.load("DIR/params.npz")), history, seen)
 
-The batch dimension (and the width of `seen`) is symbolic when the model's search allows it, else fixed (the
-manifest says which). Items are ids 1..N as in the run (0 pads `history` and `seen`); `manifest["items"][i]` is
-item i's id in the source files. No pickle: arrays in .npz, everything else in JSON.
+The batch dimension and the width of `seen` are symbolic when the model's search allows it; else `seen` is padded
+to the longest history (TIGER), else the batch is fixed too (the manifest's inputs give each shape). Items are
+ids 1..N as in the run (0 pads `history` and `seen`); `manifest["items"][i]` is item i's id in the source files.
+No pickle: arrays in .npz, everything else in JSON.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class _Reads(dict):
     return super().get(key, default)
 
 
-def _specs(batch, seen_len: int, max_len: int) -> dict:
-  b, s = batch if isinstance(batch, tuple) else (batch, seen_len)
+def _specs(b, s, max_len: int) -> dict:
   return {
     "history": jax.ShapeDtypeStruct((b, max_len), jnp.int32),
     "seen": jax.ShapeDtypeStruct((b, s), jnp.int32),
@@ -107,16 +107,18 @@ def export_run(run, out_dir: str | Path, *, k: int = 10, batch_size: int = 64) -
     return ids.astype(jnp.int32), scores.astype(jnp.float32)
 
   param_specs = {n: jax.ShapeDtypeStruct(a.shape, a.dtype) for n, a in arrays.items()}
-  exported, batch = None, None
-  for batch in (jax.export.symbolic_shape("b, s"), batch_size):
-    specs = _specs(tuple(batch) if not isinstance(batch, int) else batch, seen_len, max_len)
+  b, s = jax.export.symbolic_shape("b, s")
+  # Most symbolic first: any batch and seen width; any batch, seen padded to the longest history; all fixed.
+  failures = []
+  for shape in ((b, s), (b, seen_len), (batch_size, seen_len)):
+    specs = _specs(*shape, max_len)
     try:
       exported = _export(recommend, param_specs, [specs[f] for f in inputs])
       break
-    except Exception as e:  # noqa: BLE001  a search whose shapes must be static: fall back to a fixed batch
-      if isinstance(batch, int):
+    except Exception as e:  # noqa: BLE001  a search whose shapes must be static: try the next, more fixed
+      if shape[0] == batch_size:
         raise
-      fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+      failures.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   blob = bytes(exported.serialize())
@@ -125,7 +127,7 @@ def export_run(run, out_dir: str | Path, *, k: int = 10, batch_size: int = 64) -
   files = {"recommend.jax": blob, "params.npz": buffer.getvalue()}
   for name, content in files.items():
     atomic_write(out / name, content)
-  symbolic = not isinstance(batch, int)
+  symbolic = not isinstance(specs["history"].shape[0], int)
   manifest = {
     "format": FORMAT,
     "model": run.config.model_name,
@@ -134,7 +136,7 @@ def export_run(run, out_dir: str | Path, *, k: int = 10, batch_size: int = 64) -
     "step": run.step,
     "k": k,
     "call": "jax.export.deserialize(recommend.jax bytes).call(params, " + ", ".join(inputs) + ") -> (ids, scores)",
-    "batch": "symbolic" if symbolic else batch,
+    "batch": "symbolic" if symbolic else batch_size,
     "inputs": [{"name": f, "dtype": "int32", "shape": [_dim(d) for d in specs[f].shape]} for f in inputs],
     "outputs": [
       {"name": "ids", "dtype": "int32", "shape": [_dim(specs["history"].shape[0]), k]},
@@ -147,8 +149,10 @@ def export_run(run, out_dir: str | Path, *, k: int = 10, batch_size: int = 64) -
     "files": {n: {"sha256": hashlib.sha256(c).hexdigest(), "bytes": len(c)} for n, c in files.items()},
     "items": data.item_raw + [a["item"] for a in run.added],
   }
-  if not symbolic:
-    manifest["symbolic_batch_failed"] = fallback
+  if "user" in inputs:  # the user input is the run's user index: users[i] is user i's source id
+    manifest["users"] = data.user_raw
+  if failures:
+    manifest["symbolic_export_failed"] = failures
   atomic_write(out / "manifest.json", json.dumps(manifest, indent=1))  # last: the folder is complete
   return out
 

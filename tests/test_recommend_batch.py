@@ -105,3 +105,15 @@ def test_parquet_without_pyarrow_names_what_to_install(run, tmp_path, monkeypatc
   code, _, err = genrec_cli("recommend", run["dir"], "--users", "all", "--out", tmp_path / "recs.parquet")
   assert code == 2 and "needs pyarrow: pip install pyarrow" in err
   assert not (tmp_path / "recs.parquet").exists()
+
+
+def test_progress_bar_only_when_asked_and_stdout_without_out(run, loaded, monkeypatch, capsys):
+  data = loaded.dataset()
+  monkeypatch.delenv("TQDM_DISABLE", raising=False)
+  loaded.recommend_all(data.user_raw[:3], k=2, progress=True)
+  assert "recommend: 100%" in capsys.readouterr().err
+  loaded.recommend_all(data.user_raw[:3], k=2)
+  assert capsys.readouterr().err == ""
+  code, out, err = genrec_cli("recommend", run["dir"], "--users", "all", "--k", 2)  # stderr is no tty here
+  assert code == 0 and "recommend:" not in err
+  assert [json.loads(line) for line in out.splitlines()] == loaded.recommend_all(k=2)

@@ -145,7 +145,10 @@ def export_run(run, out_dir: str | Path, *, k: int = 10, batch_size: int = 64) -
     "padding_id": 0,
     "platforms": list(exported.platforms),
     "jax_version": jax.__version__,
-    "params": {n: {"shape": list(a.shape), "dtype": a.dtype.name} for n, a in arrays.items()},
+    "params": {  # model_dtype: what the exported function casts a stored float32 array back to (bfloat16)
+      n: {"shape": list(a.shape), "dtype": a.dtype.name, **({"model_dtype": casts[n]} if n in casts else {})}
+      for n, a in arrays.items()
+    },
     "files": {n: {"sha256": hashlib.sha256(c).hexdigest(), "bytes": len(c)} for n, c in files.items()},
     "items": data.item_raw + [a["item"] for a in run.added],
   }

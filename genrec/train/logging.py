@@ -2,13 +2,19 @@
 
 metrics.jsonl holds one row per logged (step, split). A run that starts at `initial_step` (a resumption from
 that checkpoint, 0 for a fresh run) first drops the rows of later steps: a killed run's steps past its last
-checkpoint are computed again and logged once.
+checkpoint are computed again and logged once. The TensorBoard events of those steps are purged the way
+TensorBoard reads them (`purge_step`: a restart marker at initial_step + 1 hides every earlier-written event from
+that step on), so each curve shows each step once. At the end of a run `log_results` writes the hyperparameters,
+the config (as text) and the valid/test metrics to DIR/tensorboard/results (rewritten by a later finish).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,7 +38,11 @@ class RunLogger:
     try:
       from tensorboardX import SummaryWriter
 
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+      self._tb = SummaryWriter(
+        str(workdir / "tensorboard"),
+        purge_step=initial_step + 1 if initial_step else None,
+        filename_suffix=_unique_suffix(),
+      )
     except ImportError:
       self._tb = None
     if progress:
@@ -91,3 +101,54 @@ def _drop_rows_after(path: Path, step: int) -> None:
       changed = True
   if changed:
     atomic_write(path, "".join(line + "\n" for line in keep))
+
+
+def _unique_suffix() -> str:
+  """tensorboardX names event files by the second and opens them with 'wb': a writer started in the same second
+  as the one before it would truncate that one's file. Nanoseconds keep names apart, in the order written."""
+  return f".{time.time_ns()}.{os.getpid()}"
+
+
+def log_results(workdir: Path, config: dict, results: dict) -> None:
+  """The end of a run in TensorBoard, in DIR/tensorboard/results: the config (JSON text), its settings as
+  hyperparameters and the final valid/test metrics (scalars at the last step, the hparams table's metrics)."""
+  if jax.process_index() != 0:
+    return
+  try:
+    from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams
+  except ImportError:
+    return
+  folder = workdir / "tensorboard" / "results"
+  shutil.rmtree(folder, ignore_errors=True)  # one copy, whichever finish wrote it last
+  step = int(results.get("steps") or 0)
+  metrics = {  # tags as tensorboardX writes scalars ("ndcg@10" -> "ndcg_10"), so the hparams table finds them
+    re.sub(r"[^-/\w.]", "_", f"{split}/{k}"): float(v)
+    for split in ("valid", "test")
+    for k, v in (results.get(split) or {}).items()
+    if isinstance(v, (int, float)) and math.isfinite(float(v))
+  }
+  settings = {k: _hparam(v) for k, v in _flat(config).items() if v is not None}
+  writer = SummaryWriter(str(folder), filename_suffix=_unique_suffix())
+  try:
+    writer.add_text("config", "\n".join("    " + line for line in json.dumps(config, indent=2).splitlines()), step)
+    for summary in hparams(settings, metrics):
+      writer.file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+      writer.add_scalar(tag, value, step)
+  finally:
+    writer.close()
+
+
+def _hparam(value):
+  return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

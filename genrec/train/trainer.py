@@ -37,7 +37,7 @@ from genrec.train import (
   optim,
   sharding,
 )
-from genrec.train.logging import RunLogger
+from genrec.train.logging import RunLogger, log_results
 from genrec.train.state import PlacedModel, abstract_with, cast_floating, opt_shardings, place, reseed
 from genrec.train.tasks import Stages, get_task
 
@@ -403,6 +403,7 @@ class Trainer:
       results["init_from"] = self.init_info
     results.update(self.task.finish(self, params, other))
     write_results(self.workdir, results)
+    log_results(self.workdir, config_lib.to_dict(self.cfg), results)
     return results
 
 

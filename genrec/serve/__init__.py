@@ -1,0 +1,1 @@
+"""Serving a trained run: batch recommendations for many users, and a self-contained exported recommender."""

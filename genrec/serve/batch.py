@@ -121,7 +121,7 @@ def check_output(path: str | Path) -> Path:
   if path.suffix not in FORMATS:
     raise ValueError(f"--out {path}: recommendations are written as FILE.jsonl or FILE.parquet")
   if path.suffix == ".parquet":
-    extras.need("pyarrow.parquet", f"writing {path}; or write FILE.jsonl")
+    extras.need("pyarrow", f"writing {path}; or write FILE.jsonl")
   if not path.parent.is_dir():
     raise FileNotFoundError(f"--out {path}: folder {path.parent} does not exist")
   return path

@@ -189,6 +189,17 @@ def to_dict(cfg) -> dict[str, Any]:
   return out
 
 
+def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as {"trainer.steps": 60, ...}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
 def to_json(cfg) -> str:
   return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
 

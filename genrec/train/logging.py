@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jax
 
+from genrec import config as config_lib
 from genrec.files import atomic_write
 
 
@@ -128,7 +129,7 @@ def log_results(workdir: Path, config: dict, results: dict) -> None:
     for k, v in (results.get(split) or {}).items()
     if isinstance(v, (int, float)) and math.isfinite(float(v))
   }
-  settings = {k: _hparam(v) for k, v in _flat(config).items() if v is not None}
+  settings = {k: _hparam(v) for k, v in config_lib.flat(config).items() if v is not None}
   writer = SummaryWriter(str(folder), filename_suffix=_unique_suffix())
   try:
     writer.add_text("config", "\n".join("    " + line for line in json.dumps(config, indent=2).splitlines()), step)
@@ -142,13 +143,3 @@ def log_results(workdir: Path, config: dict, results: dict) -> None:
 
 def _hparam(value):
   return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

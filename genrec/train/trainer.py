@@ -444,23 +444,13 @@ def _catch_stop_signals(trainer) -> Callable[[], None]:
 
 
 def check_compatible(saved: ExperimentConfig, cfg: ExperimentConfig, workdir: Path) -> None:
-  a, b = _flat(config_lib.to_dict(saved)), _flat(config_lib.to_dict(cfg))
+  a, b = config_lib.flat(config_lib.to_dict(saved)), config_lib.flat(config_lib.to_dict(cfg))
   diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_KEYS)
   if diff:
     raise ConfigError(
       f"{workdir} holds a run with a different config ({', '.join(diff[:6])} differ); "
       "use another --workdir, or, if no other genrec train is using it, pass --fresh to delete it and start over"
     )
-
-
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def write_results(workdir: Path, results: dict) -> None:

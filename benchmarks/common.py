@@ -95,7 +95,7 @@ def print_table(rows, data, overrides) -> None:
       )
 
 
-def mean_sd(values) -> str:
+def mean_sd(values, digits: int = 4) -> str:
   """'mean ± sample sd' (just the value for one)."""
   v = np.asarray(values, np.float64)
-  return f"{v.mean():.4f}" if len(v) < 2 else f"{v.mean():.4f} ± {v.std(ddof=1):.4f}"
+  return f"{v.mean():.{digits}f}" if len(v) < 2 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"

@@ -60,7 +60,7 @@ def main():
     if len(runs) > 1:
       cells = " | ".join(mean_sd([p[name]["test"][m] for _, p, _ in runs]) for m in METRICS)
       valid = mean_sd([p[name]["valid"]["ndcg@10"] for _, p, _ in runs])
-      to_best = mean_sd([r["seconds_to_best"] for _, _, r in runs]).replace(".0000", "")
+      to_best = mean_sd([r["seconds_to_best"] for _, _, r in runs], digits=1)
       print(f"| mean ± sd | {cells} | {valid} | | {to_best} |")
 
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -72,10 +72,10 @@ class ItemSequenceModel(nnx.Module):
   """Base: subclasses set `self.cfg`, call `init_items`, and define `query(batch) -> [B, D]`, the hidden state
   that scores the next item for an eval batch."""
 
-  def init_items(self, num_items: int, dim: int, *, extra_tokens: int = 0, rngs: nnx.Rngs):
+  def init_items(self, num_items: int, dim: int, *, extra_tokens: int = 0, stddev: float | None = None, rngs: nnx.Rngs):
     self.num_items = num_items
     rows = -(-(num_items + 1 + extra_tokens) // ROW_MULTIPLE) * ROW_MULTIPLE
-    self.item_emb = layers.Embed(rows, dim, ("item", "embed"), rngs=rngs)
+    self.item_emb = layers.Embed(rows, dim, ("item", "embed"), rngs=rngs, stddev=stddev)
 
   @property
   def sampled(self) -> bool:
@@ -93,10 +93,13 @@ class ItemSequenceModel(nnx.Module):
     logits = jnp.where((column == 0) | (column > self.num_items), -jnp.inf, logits)
     return logits if padded else logits[..., : self.num_items + 1]
 
-  def next_item_loss(self, h_BxLxD, targets_BxL, weights_BxL, rng=None):
-    """The configured loss of predicting targets from hidden states; metrics {"loss", "tokens"}."""
+  def next_item_loss(self, h_BxLxD, targets_BxL, weights_BxL, rng=None, logit_bias=None):
+    """The configured loss of predicting targets from hidden states; metrics {"loss", "tokens"}. logit_bias
+    (full softmax only): added to the padded logits [B, L, rows]."""
     if not self.sampled:
-      loss, count = softmax_cross_entropy(self.item_logits(h_BxLxD, padded=True), targets_BxL, weights_BxL)
+      logits = self.item_logits(h_BxLxD, padded=True)
+      logits = logits if logit_bias is None else logits + logit_bias
+      loss, count = softmax_cross_entropy(logits, targets_BxL, weights_BxL)
     else:
       n = self.cfg.num_negatives
       shape = (n,) if self.cfg.shared_negatives else (*targets_BxL.shape, n)

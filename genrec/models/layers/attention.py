@@ -1,4 +1,4 @@
-"""Multi-head attention and the pre-norm transformer block shared by every family."""
+"""Multi-head attention and the transformer block (pre-norm, or post-norm on request) shared by every family."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genrec.models.layers.core import LayerNorm, RMSNorm, dense
+from genrec.models.layers.core import LayerNorm, RMSNorm, default_kernel_init, dense
 
 NEG_INF = -1e9
 
@@ -57,15 +57,17 @@ class MultiHeadAttention(nnx.Module):
     *,
     dropout: float = 0.0,
     use_bias: bool = True,
+    kernel_init=default_kernel_init,
     rngs: nnx.Rngs,
   ):
     self.num_heads = num_heads
     self.head_dim = head_dim or dim // num_heads
     inner = self.num_heads * self.head_dim
-    self.q = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
-    self.k = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
-    self.v = dense(dim, inner, ("embed", "heads"), use_bias=use_bias, rngs=rngs)
-    self.o = dense(inner, dim, ("heads", "embed"), use_bias=use_bias, rngs=rngs)
+    kw = dict(use_bias=use_bias, kernel_init=kernel_init, rngs=rngs)
+    self.q = dense(dim, inner, ("embed", "heads"), **kw)
+    self.k = dense(dim, inner, ("embed", "heads"), **kw)
+    self.v = dense(dim, inner, ("embed", "heads"), **kw)
+    self.o = dense(inner, dim, ("heads", "embed"), **kw)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x_BxLxD, kv_BxSxD=None, *, mask=None, bias=None):
@@ -78,9 +80,18 @@ class MultiHeadAttention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  def __init__(self, dim: int, hidden: int, *, activation: str = "gelu", dropout: float = 0.0, rngs: nnx.Rngs):
-    self.up = dense(dim, hidden, ("embed", "mlp"), rngs=rngs)
-    self.down = dense(hidden, dim, ("mlp", "embed"), rngs=rngs)
+  def __init__(
+    self,
+    dim: int,
+    hidden: int,
+    *,
+    activation: str = "gelu",
+    dropout: float = 0.0,
+    kernel_init=default_kernel_init,
+    rngs: nnx.Rngs,
+  ):
+    self.up = dense(dim, hidden, ("embed", "mlp"), kernel_init=kernel_init, rngs=rngs)
+    self.down = dense(hidden, dim, ("mlp", "embed"), kernel_init=kernel_init, rngs=rngs)
     self.activation = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}[activation]
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
@@ -89,7 +100,8 @@ class MLP(nnx.Module):
 
 
 class TransformerBlock(nnx.Module):
-  """Pre-norm self-attention + MLP, each with a residual."""
+  """Self-attention + MLP, each with a residual. Pre-norm, x + f(norm(x)), by default; post_norm: norm(x + f(x))
+  (the original Transformer's and BERT's order, which RecBole's SASRec uses)."""
 
   def __init__(
     self,
@@ -100,14 +112,20 @@ class TransformerBlock(nnx.Module):
     dropout: float = 0.0,
     norm: str = "layer",
     activation: str = "gelu",
+    post_norm: bool = False,
+    kernel_init=default_kernel_init,
     rngs: nnx.Rngs,
   ):
     norm_cls = {"layer": LayerNorm, "rms": RMSNorm}[norm]
+    self.post_norm = post_norm
     self.attn_norm = norm_cls(dim, rngs=rngs)
-    self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, rngs=rngs)
+    self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout, kernel_init=kernel_init, rngs=rngs)
     self.mlp_norm = norm_cls(dim, rngs=rngs)
-    self.mlp = MLP(dim, mlp_dim, activation=activation, dropout=dropout, rngs=rngs)
+    self.mlp = MLP(dim, mlp_dim, activation=activation, dropout=dropout, kernel_init=kernel_init, rngs=rngs)
 
   def __call__(self, x_BxLxD, *, mask=None, bias=None):
+    if self.post_norm:
+      x_BxLxD = self.attn_norm(x_BxLxD + self.attn(x_BxLxD, mask=mask, bias=bias))
+      return self.mlp_norm(x_BxLxD + self.mlp(x_BxLxD))
     x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), mask=mask, bias=bias)
     return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))

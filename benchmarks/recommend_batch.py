@@ -5,8 +5,8 @@
         [--batch-sizes 64 256 1024] [--loop-users 200] [--k 10]
 
 Without --run it first trains the preset briefly into --workdir (the weights do not change the cost of a
-search). The loop is timed on the first --loop-users users after one warm-up call, as `Run.recommend` (which reloads the
-dataset each call) and as the bare one-row jitted search with data and model built once; each batch size over every
+search). The loop is timed on the first --loop-users users after one warm-up call, as `Run.recommend` (the
+run's compiled search, one padded row per call); each batch size over every
 user twice: the first pass includes compiling that shape, the second is steady state. Both paths give the same
 items for the loop's users (checked).
 """
@@ -22,9 +22,8 @@ import jax
 
 import genrec
 import genrec.configs
-from genrec import api, pipeline
 from genrec import config as config_lib
-from genrec.data.pipeline import query_example
+from genrec import pipeline
 
 
 def main():
@@ -55,15 +54,6 @@ def main():
   t0 = time.perf_counter()
   loop = [run.recommend(u, args.k) for u in loop_users]
   loop_rate = len(loop_users) / (time.perf_counter() - t0)
-  # The same one-row search with the dataset and the live model built once (Run.recommend reloads the data and
-  # re-merges the model on every call): what a one-user serving loop costs at best.
-  model, max_len = run.model, run.config.data.max_len
-  queries = [query_example(data, data.user_index(u), max_len=max_len) for u in loop_users]
-  jax.block_until_ready(api._recommend(model, queries[0], args.k))
-  t0 = time.perf_counter()
-  for q in queries:
-    jax.block_until_ready(api._recommend(model, q, args.k))
-  search_rate = len(loop_users) / (time.perf_counter() - t0)
 
   rows = []
   for bs in args.batch_sizes:
@@ -86,10 +76,6 @@ def main():
   print("| path | batch | users/s (first pass, with compile) | users/s (steady) | vs loop |")
   print("|---|---|---|---|---|")
   print(f"| one-user loop (`Run.recommend`, {len(loop_users)} users) | 1 | - | {loop_rate:.1f} | 1.0x |")
-  print(
-    f"| one-user jitted search, data and model built once ({len(loop_users)} users) | 1 | - | {search_rate:.0f} | "
-    f"{search_rate / loop_rate:.1f}x |"
-  )
   for bs, cold, warm in rows:
     print(f"| `Run.recommend_all` ({len(users)} users) | {bs} | {cold:.0f} | {warm:.0f} | {warm / loop_rate:.0f}x |")
 

@@ -4,11 +4,9 @@ things a user does with a finished run (evaluate it, add items to it)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from genrec import hub, pipeline
@@ -27,6 +25,7 @@ class Run(Restored):
 
   added: list = dataclasses.field(default_factory=list)
   data: str | None = None  # a data.dataset the caller chose (--data), read instead of the one the run names
+  _datasets: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # read once per run
 
   def dataset(self):
     """The run's data. A run folder may come from elsewhere: the `atomic:PATH` its config names is read only
@@ -43,12 +42,15 @@ class Run(Restored):
           f"does not choose files outside it: to read them, name them yourself with --data {spec} "
           "(genrec.load(..., data=...))"
         )
-    return load_dataset(dataclasses.replace(self.config.data, dataset=spec))
+    if spec not in self._datasets:  # recommend() is called per user: read and prepare the files once
+      self._datasets[spec] = load_dataset(dataclasses.replace(self.config.data, dataset=spec))
+    return self._datasets[spec]
 
   def recommend(self, user: str, k: int = 10) -> list[dict]:
     """Top-k items for a source-file user id after their whole history, never an item they have seen:
-    [{"item": raw id, "title", "score"}]."""
-    from genrec.data.pipeline import query_example
+    [{"item": raw id, "title", "score"}]. The search is compiled once per k and kept on the run (the same one
+    `recommend_all` batches), so a loop over users pays for the search only."""
+    from genrec.serve import batch as batch_lib
 
     if not protocols.provides(self.model, protocols.Recommender):
       raise ValueError(
@@ -64,15 +66,10 @@ class Run(Restored):
     k = int(k)
     if k < 1 or k > unseen:
       raise ValueError(f"k must be between 1 and the {unseen} items user {user} has not seen, got {k}")
-    batch = query_example(data, u, max_len=self.config.data.max_len)
-    ids, scores = _recommend(self.model, batch, k)
+    ids, scores = batch_lib.search_one(self, u, k)
     raw = data.item_raw + [a["item"] for a in self.added]
     titles = data.item_titles + [a["title"] for a in self.added]
-    return [
-      {"item": raw[i], "title": titles[i], "score": float(s)}
-      for i, s in zip(np.asarray(ids[0]).tolist(), np.asarray(scores[0]).tolist())
-      if i > 0
-    ]
+    return [{"item": raw[i], "title": titles[i], "score": float(s)} for i, s in zip(ids, scores) if i > 0]
 
   def recommend_all(
     self, users: list[str] | None = None, k: int = 10, *, batch_size: int = 256, progress: bool = False
@@ -85,12 +82,6 @@ class Run(Restored):
     data = self.dataset()
     index = np.arange(data.num_users) if users is None else np.array([data.user_index(str(u)) for u in users])
     return list(batch_lib.recommend_rows(self, index, k, batch_size=batch_size, progress=progress))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _recommend(model, batch, k: int):
-  """One compiled search per (model structure, k), reused by every `Run.recommend` call."""
-  return model.recommend(batch, k)
 
 
 def load(

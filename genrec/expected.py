@@ -104,4 +104,4 @@ def record(
     "measured": when,
   }
   FOLDER.mkdir(exist_ok=True)
-  atomic_write(path(model), json.dumps(entries, indent=1, sort_keys=True) + "\n")
+  atomic_write(path(model), json.dumps(entries, indent=1, sort_keys=True) + "\n").chmod(0o644)

@@ -34,6 +34,19 @@ def test_batches_match_the_one_user_path(loaded):
     np.testing.assert_allclose(row["scores"], [r["score"] for r in one], rtol=1e-5, atol=1e-6)
 
 
+def test_a_run_reads_its_dataset_once(run, monkeypatch):
+  """Run.recommend per user used to re-read and re-prepare the dataset on every call (1.2 users/s)."""
+  import genrec.data
+
+  fresh = genrec.load(run["dir"])
+  calls = []
+  real = genrec.data.load_dataset
+  monkeypatch.setattr(genrec.data, "load_dataset", lambda cfg: calls.append(cfg) or real(cfg))
+  first = [fresh.recommend(u, k=3) for u in ("u0", "u1", "u2")]
+  assert len(calls) == 1 and all(len(r) == 3 for r in first)
+  assert fresh.dataset() is fresh.dataset()
+
+
 def test_every_user_gets_k_real_unseen_items_ranked(loaded):
   data = loaded.dataset()
   rows = loaded.recommend_all(k=5, batch_size=24)

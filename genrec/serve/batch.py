@@ -92,6 +92,17 @@ def recommend_rows(run, users: np.ndarray, k: int, *, batch_size: int = 256, pro
       bar.update(int(valid.sum()))
 
 
+def search_one(run, user: int, k: int) -> tuple[list[int], list[float]]:
+  """(item ids, scores) of one user (an index) through the run's compiled search, its row padded to the
+  data-parallel devices (k already checked by the caller)."""
+  dp = sharding.data_parallel_size(run.placed.mesh)
+  examples = query_examples(run.dataset(), np.asarray([user]), max_len=run.config.data.max_len)
+  batch = next(batches(examples, dp))
+  batch.pop("valid")
+  ids, scores = jax.device_get(_compiled_search(run, k)(batch))
+  return ids[0].tolist(), scores[0].tolist()
+
+
 def _compiled_search(run, k: int):
   """batch (host arrays) -> (ids [B, k], scores [B, k]), rows split over the data axes, results replicated.
   Kept on the run: later calls with the same k reuse the compiled search."""

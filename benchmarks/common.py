@@ -13,7 +13,6 @@ import genrec.configs
 from genrec import config as config_lib
 from genrec import pipeline
 from genrec.data import load_dataset
-from genrec.train.state import abstract_with
 
 # genrec.data.preprocess: per-user sequences are sorted by timestamp with a stable sort, so the held-out valid and
 # test items among events at the same timestamp are the ones listed last in the .inter file.
@@ -32,15 +31,7 @@ def train(cfg, folder, data):
 def evaluate_best(trainer, candidates: str) -> dict:
   """{"valid", "test"} metrics of the trainer's best checkpoint (its last state without one) under
   eval.candidates=candidates; the trainer itself is left as it was."""
-  params, other = trainer.state["params"], trainer.state["other"]
-  best = trainer.best.latest_step()
-  if best is not None:
-    target = abstract_with(
-      {"params": params, "other": other},
-      {"params": trainer.state_shardings["params"], "other": trainer.state_shardings["other"]},
-    )
-    restored = trainer.best.restore(best, target)
-    params, other = restored["params"], restored["other"]
+  params, other = trainer.best_state()
   task = copy.copy(trainer.task)
   task.cfg = dataclasses.replace(task.cfg, eval=dataclasses.replace(task.cfg.eval, candidates=candidates))
   evaluate = task.evaluator(trainer.placed)

@@ -374,17 +374,23 @@ class Trainer:
       self.evals_since_best += 1
     return self.cfg.trainer.patience > 0 and self.evals_since_best >= self.cfg.trainer.patience
 
-  def finish(self, *, train_seconds: float, best_seconds: float | None, steps: int) -> dict:
-    """Evaluates the best checkpoint (or the last state) on valid and test; writes results.json."""
+  def best_state(self):
+    """(params, other) of the kept best checkpoint, or of the current state when none was kept."""
     params, other = self.state["params"], self.state["other"]
     best_step = self.best.latest_step()
-    if best_step is not None:
-      target = abstract_with(
-        {"params": params, "other": other},
-        {"params": self.state_shardings["params"], "other": self.state_shardings["other"]},
-      )
-      restored = self.best.restore(best_step, target)
-      params, other = restored["params"], restored["other"]
+    if best_step is None:
+      return params, other
+    target = abstract_with(
+      {"params": params, "other": other},
+      {"params": self.state_shardings["params"], "other": self.state_shardings["other"]},
+    )
+    restored = self.best.restore(best_step, target)
+    return restored["params"], restored["other"]
+
+  def finish(self, *, train_seconds: float, best_seconds: float | None, steps: int) -> dict:
+    """Evaluates the best checkpoint (or the last state) on valid and test; writes results.json."""
+    params, other = self.best_state()
+    best_step = self.best.latest_step()
     valid, _ = self.evaluate("valid", params, other)
     test, groups = self.evaluate("test", params, other)
     results = {

@@ -6,29 +6,13 @@ import grain
 import numpy as np
 import pytest
 
+from fixtures_data import hand_seq_data
 from genrec.config import DataConfig
 from genrec.data import pipeline
 from genrec.data.pipeline import batches, eval_examples, left_pad, next_item_train
 from genrec.data.synthetic import make_synthetic
-from genrec.data.types import SeqData
 
-
-def _seq_data(sequences: list[list[int]]) -> SeqData:
-  num_items = max(max(s) for s in sequences)
-  return SeqData(
-    name="hand",
-    num_items=num_items,
-    sequences=[np.asarray(s, np.int32) for s in sequences],
-    timestamps=[np.arange(len(s), dtype=np.int64) for s in sequences],
-    user_raw=[f"u{u}" for u in range(len(sequences))],
-    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, num_items + 1)],
-    item_titles=[""] * (num_items + 1),
-    item_text=[""] * (num_items + 1),
-    item_genres=None,
-    genre_names=[],
-    user_features={},
-    stats={},
-  )
+_seq_data = hand_seq_data
 
 
 # User u holds items 100u+1, 100u+2, ... so a row's items name its user. User 1 has one training item only.

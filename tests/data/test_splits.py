@@ -8,6 +8,7 @@ import pytest
 
 import genrec.configs
 import genrec.families  # noqa: F401  (registers the family tasks)
+from fixtures_data import hand_seq_data
 from genrec import config as config_lib
 from genrec.config import ConfigError, EvalConfig
 from genrec.data import load_dataset, splits
@@ -19,21 +20,7 @@ from genrec.train.tasks import checked_task_class, get_task
 
 def hand_data(rows: list[list[tuple[int, int]]]) -> SeqData:
   """Per user: (item, timestamp) pairs, chronological."""
-  num_items = max(i for r in rows for i, _ in r)
-  return SeqData(
-    name="hand",
-    num_items=num_items,
-    sequences=[np.asarray([i for i, _ in r], np.int32) for r in rows],
-    timestamps=[np.asarray([t for _, t in r], np.int64) for r in rows],
-    user_raw=[f"u{u}" for u in range(len(rows))],
-    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, num_items + 1)],
-    item_titles=[""] * (num_items + 1),
-    item_text=[""] * (num_items + 1),
-    item_genres=None,
-    genre_names=[],
-    user_features={},
-    stats={},
-  )
+  return hand_seq_data([[i for i, _ in r] for r in rows], [[t for _, t in r] for r in rows])
 
 
 # 20 interactions at times 1..20 spread over users; cuts at 0.8 -> t=17 and 0.9 -> t=19.

@@ -12,6 +12,7 @@ import pytest
 
 import genrec
 import genrec.configs
+from fixtures_data import hand_seq_data
 from fixtures_runs import genrec_cli
 from genrec import artifacts, pipeline
 from genrec import config as config_lib
@@ -40,20 +41,10 @@ HAND = [
 
 
 def _hand_data() -> SeqData:
-  n = 6
-  return SeqData(
-    name="hand",
-    num_items=n,
-    sequences=[np.asarray(s, np.int32) for s in HAND],
-    timestamps=[10 * np.arange(len(s), dtype=np.int64) for s in HAND],
-    user_raw=[f"u{u}" for u in range(len(HAND))],
-    item_raw=["[PAD]"] + [f"i{i}" for i in range(1, n + 1)],
-    item_titles=[""] * (n + 1),
-    item_text=[""] * (n + 1),
-    item_genres=None,
-    genre_names=[],
-    user_features={},
-    stats={},
+  return hand_seq_data(
+    HAND,
+    [10 * np.arange(len(s)) for s in HAND],
+    num_items=6,
     ratings=[np.arange(len(s), dtype=np.float32) for s in HAND],
   )
 

@@ -1,5 +1,6 @@
-"""One tiny SASRec run per test session, trained through the CLI and shared by test_cli.py and
-test_bad_input.py. Tests that change a run work on a `copy_run` of it."""
+"""One tiny SASRec run and one tiny TIGER run per test session, trained through the CLI and shared by the tests
+that read a run (test_cli.py, test_bad_input.py, test_export.py, ...). Tests that change a run work on a
+`copy_run` of it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import io
 import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 from genrec import cli
 
@@ -30,6 +33,21 @@ def sasrec_run(tmp_path_factory) -> dict:
     assert code == 0, err
     _CACHE["run"] = {"dir": workdir, "stdout": out, "results": json.loads((workdir / "results.json").read_text())}
   return _CACHE["run"]
+
+
+def tiger_run(tmp_path_factory) -> Path:
+  """A tiger:tiny run folder (20 steps: a constrained beam search over trained codes, not a good model); its
+  tokenizer stage trains into a cache of its own, and the checkpoint holds the code table, so loading it needs
+  no cache."""
+  if "tiger" not in _CACHE:
+    workdir = tmp_path_factory.mktemp("tiger_tiny")
+    steps = ("trainer.steps=20", "trainer.eval_every=20", "trainer.checkpoint_every=20")
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setenv("GENREC_CACHE", str(tmp_path_factory.mktemp("tiger_stage_cache")))
+      code, _, err = genrec_cli("train", "tiger:tiny", "--workdir", workdir, "--set", "trainer.progress=false", *steps)
+    assert code == 0, err
+    _CACHE["tiger"] = workdir
+  return _CACHE["tiger"]
 
 
 def copy_run(run: dict, dest: Path) -> Path:

@@ -52,6 +52,21 @@ print(json.dumps({"out": out, "genrec": "genrec" in sys.modules, "flax": "flax" 
 """
 
 
+def consume(folder, groups) -> dict:
+  """CONSUMER run on `folder` in a fresh process (cwd there, no PYTHONPATH: genrec is not importable from it)."""
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
+  proc = subprocess.run(
+    [sys.executable, "-c", CONSUMER, str(folder), json.dumps(groups)],
+    capture_output=True,
+    text=True,
+    env={**env, "JAX_PLATFORMS": "cpu"},
+    timeout=300,
+    cwd=folder,
+  )
+  assert proc.returncode == 0, proc.stderr
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   return runs.sasrec_run(tmp_path_factory)
@@ -71,17 +86,7 @@ def test_a_fresh_process_without_genrec_matches_run_recommend(run, exported):
   data = loaded.dataset()
   history = lambda u: [data.item_raw[i] for i in data.sequences[u].tolist()]
   groups = [{data.user_raw[u]: history(u) for u in (0, 5, 17)}, {data.user_raw[u]: history(u) for u in (23,)}]
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
-  proc = subprocess.run(
-    [sys.executable, "-c", CONSUMER, str(exported), json.dumps(groups)],
-    capture_output=True,
-    text=True,
-    env={**env, "JAX_PLATFORMS": "cpu"},
-    timeout=300,
-    cwd=exported,
-  )
-  assert proc.returncode == 0, proc.stderr
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  result = consume(exported, groups)
   assert result["genrec"] is False and result["flax"] is False
   assert len(result["out"]) == 4  # batches of 3 and 1 through one symbolic-batch export
   for user, got in result["out"].items():
@@ -136,14 +141,30 @@ def test_a_search_that_needs_a_static_seen_width_gets_a_fixed_one(run, tmp_path,
   assert len(manifest["symbolic_export_failed"]) == 1 and "'s'" in manifest["symbolic_export_failed"][0]
   history = lambda u: [data.item_raw[i] for i in data.sequences[u].tolist()]
   groups = [{data.user_raw[u]: history(u) for u in (2, 8)}]
-  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
-  proc = subprocess.run(
-    [sys.executable, "-c", CONSUMER, str(out), json.dumps(groups)],
-    capture_output=True,
-    text=True,
-    env={**env, "JAX_PLATFORMS": "cpu"},
-    timeout=300,
-  )
-  assert proc.returncode == 0, proc.stderr
-  for user, got in json.loads(proc.stdout.strip().splitlines()[-1])["out"].items():
+  for user, got in consume(out, groups)["out"].items():
     assert got["items"] == [r["item"] for r in loaded.recommend(user, k=4)]
+
+
+def test_tiger_exports_its_constrained_beam_search(tmp_path_factory, tmp_path):
+  """TIGER's beam search (its per-user token and the constraint tables go in as inputs and parameters) exports
+  with a symbolic batch and `seen` padded to the longest history; a process without genrec gets Run.recommend's
+  items in batches of 3 and 1."""
+  workdir = runs.tiger_run(tmp_path_factory)
+  out = tmp_path / "tiger"
+  code, stdout, err = runs.genrec_cli("export", workdir, "--out", out, "--k", 5)
+  assert code == 0, err
+  manifest = json.loads((out / "manifest.json").read_text())
+  tiger = genrec.load(workdir)
+  data = tiger.dataset()
+  assert manifest["model"] == "tiger" and manifest["batch"] == "symbolic"
+  assert [i["name"] for i in manifest["inputs"]] == ["history", "seen", "user"]
+  assert manifest["inputs"][1]["shape"] == ["b", max(len(s) for s in data.sequences)]
+  assert manifest["users"] == data.user_raw
+  history = lambda u: [data.item_raw[i] for i in data.sequences[u].tolist()]
+  groups = [{data.user_raw[u]: history(u) for u in (1, 4, 30)}, {data.user_raw[u]: history(u) for u in (9,)}]
+  result = consume(out, groups)
+  assert result["genrec"] is False and result["flax"] is False and len(result["out"]) == 4
+  for user, got in result["out"].items():
+    want = tiger.recommend(user, k=5)
+    assert len(want) == 5 and got["items"] == [r["item"] for r in want]
+    np.testing.assert_allclose(got["scores"], [r["score"] for r in want], rtol=1e-5, atol=1e-5)

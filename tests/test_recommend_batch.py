@@ -130,3 +130,26 @@ def test_progress_bar_only_when_asked_and_stdout_without_out(run, loaded, monkey
   code, out, err = genrec_cli("recommend", run["dir"], "--users", "all", "--k", 2)  # stderr is no tty here
   assert code == 0 and "recommend:" not in err
   assert [json.loads(line) for line in out.splitlines()] == loaded.recommend_all(k=2)
+
+
+def test_tiger_cli_all_users_real_unseen_and_as_run_recommend(tmp_path_factory, tmp_path):
+  """TIGER's constrained beam search in batches: every user's row is k real items they have not seen, and a
+  user's row is what the one-user Run.recommend gives."""
+  workdir = runs.tiger_run(tmp_path_factory)
+  out = tmp_path / "recs.jsonl"
+  code, _, err = genrec_cli("recommend", workdir, "--users", "all", "--k", 5, "--out", out, "--batch-size", 16)
+  assert code == 0, err
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  tiger = genrec.load(workdir)
+  data = tiger.dataset()
+  assert [r["user"] for r in rows] == data.user_raw
+  catalogue = set(data.item_raw[1:])
+  for u, row in enumerate(rows):
+    seen = {data.item_raw[i] for i in data.sequences[u].tolist()}
+    assert len(row["items"]) == len(set(row["items"])) == 5
+    assert set(row["items"]) <= catalogue and not set(row["items"]) & seen
+    assert row["scores"] == sorted(row["scores"], reverse=True)
+  for u in (0, 7, len(rows) - 1):
+    one = tiger.recommend(rows[u]["user"], k=5)
+    assert rows[u]["items"] == [r["item"] for r in one]
+    np.testing.assert_allclose(rows[u]["scores"], [r["score"] for r in one], rtol=1e-5, atol=1e-5)

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec import config as config_lib
 from genrec import hub, pipeline
 from genrec.errors import ConfigError
 from genrec.families import add_items as add_items_lib
 from genrec.models import protocols
+from genrec.train.logging import log_results
 from genrec.train.restore import Restored, restore
 from genrec.train.tasks import get_task
 from genrec.train.trainer import write_results
@@ -119,7 +121,8 @@ def stages_of(run: Run):
 
 
 def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
-  """Recomputes valid and test metrics from the checkpoint alone; updates DIR/results.json."""
+  """Recomputes valid and test metrics from the checkpoint alone. write: update DIR/results.json and log them to
+  DIR/tensorboard/eval (at the evaluated step), unless the run is a published folder (`is_published`)."""
   if run.added:
     raise ValueError(
       f"{run.workdir} is loaded with {len(run.added)} added items, which no test case can "
@@ -151,9 +154,16 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   }
   results.setdefault("steps", run.step)
   results.setdefault("train_seconds", None)
-  if write and not (run.workdir / hub.MANIFEST).is_file():  # a published folder stays as its manifest says
+  if write and not is_published(run):
     write_results(run.workdir, results)
+    log_results(run.workdir, config_lib.to_dict(cfg), results, name="eval", step=run.step)
   return results
+
+
+def is_published(run: Run) -> bool:
+  """A folder written by `genrec publish` (or fetched from a URI into the hub cache): it stays as its manifest
+  says, so evaluating it writes neither results.json nor TensorBoard events there."""
+  return (run.workdir / hub.MANIFEST).is_file()
 
 
 def add_items(workdir: str | Path, csv_path: str | Path, *, progress: bool = False) -> dict:

@@ -256,7 +256,7 @@ def _spec_config(spec: str):
 def _eval(args) -> int:
   import genrec
   from genrec import config as config_lib
-  from genrec.api import evaluate_run
+  from genrec.api import evaluate_run, is_published
   from genrec.config import ConfigError
   from genrec.train.report import results_table
 
@@ -269,6 +269,11 @@ def _eval(args) -> int:
   eval_cfg = config_lib.override(run.config, args.overrides).eval
   results = evaluate_run(run, eval_cfg=eval_cfg)
   print(results_table(results))
+  if is_published(run):
+    print(f"{run.workdir} is a published run: its results.json and TensorBoard stay as published", file=sys.stderr)
+  else:
+    logged = run.workdir / "tensorboard" / "eval"
+    print(f"updated {run.workdir / 'results.json'}; TensorBoard: {logged}", file=sys.stderr)
   return 0
 
 

@@ -125,9 +125,14 @@ def test_load_by_url_fetches_once_into_the_cache_and_reproduces(published, cache
     RangeHandler.log.clear()
     genrec.load(url)  # again: only the manifest is asked for
     assert [p for p, _ in RangeHandler.log] == ["/pub/manifest.json"]
+    before = {p: p.read_bytes() for p in loaded.workdir.rglob("*") if p.is_file()}
     code, out, err = runs.genrec_cli("eval", url)
     assert code == 0, err
     assert f"{run['results']['test']['ndcg@10']:.4f}" in out
+    # The cached copy stays as published: no results.json update, no TensorBoard events written into it.
+    assert "is a published run: its results.json and TensorBoard stay as published" in err
+    assert {p: p.read_bytes() for p in loaded.workdir.rglob("*") if p.is_file()} == before
+    assert not (loaded.workdir / "tensorboard").exists()
 
 
 def test_a_broken_download_resumes_where_it_stopped(published, cache, monkeypatch):

@@ -5,7 +5,8 @@ that checkpoint, 0 for a fresh run) first drops the rows of later steps: a kille
 checkpoint are computed again and logged once. The TensorBoard events of those steps are purged the way
 TensorBoard reads them (`purge_step`: a restart marker at initial_step + 1 hides every earlier-written event from
 that step on), so each curve shows each step once. At the end of a run `log_results` writes the hyperparameters,
-the config (as text) and the valid/test metrics to DIR/tensorboard/results (rewritten by a later finish).
+the config (as text) and the valid/test metrics to DIR/tensorboard/results (rewritten by a later finish), and
+`genrec eval` the metrics it recomputed to DIR/tensorboard/eval (rewritten by a later eval).
 """
 
 from __future__ import annotations
@@ -110,9 +111,11 @@ def _unique_suffix() -> str:
   return f".{time.time_ns()}.{os.getpid()}"
 
 
-def log_results(workdir: Path, config: dict, results: dict) -> None:
-  """The end of a run in TensorBoard, in DIR/tensorboard/results: the config (JSON text), its settings as
-  hyperparameters and the final valid/test metrics (scalars at the last step, the hparams table's metrics)."""
+def log_results(workdir: Path, config: dict, results: dict, *, name: str = "results", step: int | None = None) -> None:
+  """The end of a run in TensorBoard, in DIR/tensorboard/NAME: the config (JSON text), its settings as
+  hyperparameters and the valid/test metrics (scalars at `step`, default the last step; the hparams table's
+  metrics). NAME "results" is the trainer's finish, "eval" the last `genrec eval` (its eval.* settings in the
+  config)."""
   if jax.process_index() != 0:
     return
   try:
@@ -120,9 +123,9 @@ def log_results(workdir: Path, config: dict, results: dict) -> None:
     from tensorboardX.summary import hparams
   except ImportError:
     return
-  folder = workdir / "tensorboard" / "results"
-  shutil.rmtree(folder, ignore_errors=True)  # one copy, whichever finish wrote it last
-  step = int(results.get("steps") or 0)
+  folder = workdir / "tensorboard" / name
+  shutil.rmtree(folder, ignore_errors=True)  # one copy, whichever finish (or eval) wrote it last
+  step = int(results.get("steps") or 0) if step is None else step
   metrics = {  # tags as tensorboardX writes scalars ("ndcg@10" -> "ndcg_10"), so the hparams table finds them
     re.sub(r"[^-/\w.]", "_", f"{split}/{k}"): float(v)
     for split in ("valid", "test")

@@ -68,3 +68,25 @@ def test_tensorboard_itself_reads_the_same(resumed):
   results = accumulator.EventAccumulator(str(resumed / "tensorboard" / "results"))
   results.Reload()
   assert [e.step for e in results.Scalars("test/ndcg_10")] == [60]
+
+
+def test_eval_logs_the_metrics_it_recomputed_and_leaves_the_finish_alone(run, tmp_path):
+  """`genrec eval` (here under another protocol) writes DIR/tensorboard/eval: its metrics at the evaluated step and
+  the config it evaluated with; the finish's DIR/tensorboard/results stays as training wrote it."""
+  workdir = runs.copy_run(run, tmp_path / "run")
+  finish = {p.name: p.read_bytes() for p in (workdir / "tensorboard" / "results").iterdir()}
+  for _ in range(2):  # a second eval replaces the first one's events
+    code, _, err = runs.genrec_cli("eval", workdir, "--set", "eval.candidates=all")
+    assert code == 0, err
+  assert f"TensorBoard: {workdir / 'tensorboard' / 'eval'}" in err
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["protocol"]["candidates"] == "all" and results["test"] != run["results"]["test"]
+  folder = workdir / "tensorboard" / "eval"
+  assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+  scalars = tb_events.scalars(folder)
+  step = results["evaluated_step"]
+  assert scalars["test/ndcg_10"] == [(step, pytest.approx(results["test"]["ndcg@10"]))]
+  assert scalars["valid/recall_10"] == [(step, pytest.approx(results["valid"]["recall@10"]))]
+  text = tb_events.plugin_values(folder, "text")["config/text_summary"].tensor.string_val[0].decode()
+  assert '"candidates": "all"' in text
+  assert {p.name: p.read_bytes() for p in (workdir / "tensorboard" / "results").iterdir()} == finish

@@ -178,14 +178,15 @@ def _start_jax(args) -> None:
 
 def _train(args) -> int:
   from genrec import config as config_lib
+  from genrec.files import local_run_folder
 
+  workdir = local_run_folder(args.workdir)  # a gs:// workdir is refused before any work
   cfg = config_lib.override(_spec_config(args.spec), args.overrides)
   if args.stop_at is not None and args.stop_at < 1:
     raise config_lib.ConfigError(f"--stop-at must be a step >= 1, got {args.stop_at}")
   _start_jax(args)
   import jax
 
-  workdir = Path(args.workdir)
   if workdir.exists() and not workdir.is_dir():
     raise config_lib.ConfigError(f"--workdir {workdir} is a file, not a folder; give a folder (it is created)")
   if not args.fresh:

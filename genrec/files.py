@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from genrec.errors import ConfigError
 
 
 def cache_root() -> Path:
@@ -23,6 +26,22 @@ def sha256(path: str | os.PathLike) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
+
+
+def local_run_folder(folder: str | os.PathLike, flag: str = "--workdir") -> Path:
+  """The folder a run trains into, as a local path. A URI (gs://BUCKET/RUN, s3://, https://...) is refused
+  before any work: pathlib would make it a local folder named "gs:", and the run folder needs what object
+  stores lack (an flock lock, appends to metrics.jsonl, atomic renames, symlink checks on checkpoints)."""
+  text = os.fspath(folder)
+  scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", text)
+  if scheme:
+    raise ConfigError(
+      f"{flag} {text}: training into a remote ({scheme.group(1)}://) folder is not supported; a run folder "
+      "must be local (its lock is an flock, metrics.jsonl is appended to, results and artifacts are written "
+      "by an atomic rename). Train into a local folder, then copy it or `genrec publish` it to the bucket: "
+      "genrec.load, genrec eval, genrec recommend and --init-from read gs:// URIs"
+    )
+  return Path(folder)
 
 
 class PathEscapeError(ValueError):

@@ -9,6 +9,7 @@ import pytest
 
 import fixtures_runs as runs  # tests/ is on sys.path (conftest.py)
 import genrec
+import genrec.configs
 from genrec.registry import UnknownModelError
 from genrec.train.checkpoint import Checkpointer, CheckpointError, write_manifest
 
@@ -61,6 +62,23 @@ def test_unknown_model_names_registered_models(tmp_path):
 def test_unimportable_import_module():
   err = fails("--import", "no_such_module_xyz", "models")
   assert "no_such_module_xyz" in err
+
+
+def test_a_remote_workdir_is_refused_before_any_work(tmp_path, monkeypatch):
+  """pathlib would turn gs://bucket/run into a local folder "gs:/bucket/run"; a run folder needs a local
+  filesystem (flock, appends, atomic renames), so the URI is refused before a stage or step trains."""
+  from genrec import pipeline
+  from genrec.config import ConfigError
+
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "cache"))
+  err = fails(*train_args("gs://bucket/run"))
+  assert "--workdir gs://bucket/run: training into a remote (gs://) folder is not supported" in err
+  assert "genrec publish" in err
+  cfg = genrec.configs.get("tiger:tiny")  # its tokenizer stage would train first
+  with pytest.raises(ConfigError, match=r"workdir s3://bucket/run: training into a remote \(s3://\) folder"):
+    pipeline.trainer(cfg, "s3://bucket/run")
+  assert list(tmp_path.iterdir()) == []  # no local "gs:" folder, no stage in the cache
 
 
 def test_missing_data_files(tmp_path):

@@ -30,7 +30,7 @@ from genrec import config as config_lib
 from genrec import locks
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
-from genrec.files import atomic_write
+from genrec.files import atomic_write, local_run_folder
 from genrec.train import checkpoint as ckpt_lib
 from genrec.train import (
   next_item,  # noqa: F401  (registers the engine's own task)
@@ -128,7 +128,7 @@ class Trainer:
     init_which: str = "best",
     stages: Stages | None = None,
   ):
-    self.workdir = Path(workdir)
+    self.workdir = local_run_folder(workdir, "workdir")
     check_settings(cfg)
     # One trainer per workdir: a second process waits here (and says for whom) until the first is done.
     self._locked = jax.process_index() == 0

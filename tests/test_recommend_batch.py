@@ -22,6 +22,17 @@ def loaded(run):
   return genrec.load(run["dir"])
 
 
+def assert_every_user_gets_k_real_unseen_ranked(rows, data, k):
+  """rows: one per user of `data`, in order; each k distinct catalogue items the user has not seen, best first."""
+  assert [r["user"] for r in rows] == data.user_raw
+  catalogue = set(data.item_raw[1:])
+  for u, row in enumerate(rows):
+    seen = {data.item_raw[i] for i in data.sequences[u].tolist()}
+    assert len(row["items"]) == len(set(row["items"])) == k
+    assert set(row["items"]) <= catalogue and not set(row["items"]) & seen
+    assert row["scores"] == sorted(row["scores"], reverse=True)
+
+
 def test_batches_match_the_one_user_path(loaded):
   """Users split over batches of 8 rows (the last one padded) on 8 devices: the same items in the same order."""
   data = loaded.dataset()
@@ -50,13 +61,7 @@ def test_a_run_reads_its_dataset_once(run, monkeypatch):
 def test_every_user_gets_k_real_unseen_items_ranked(loaded):
   data = loaded.dataset()
   rows = loaded.recommend_all(k=5, batch_size=24)
-  assert [r["user"] for r in rows] == data.user_raw
-  catalogue = set(data.item_raw[1:])
-  for u, row in enumerate(rows):
-    seen = {data.item_raw[i] for i in data.sequences[u].tolist()}
-    assert len(row["items"]) == len(set(row["items"])) == 5
-    assert set(row["items"]) <= catalogue and not set(row["items"]) & seen
-    assert row["scores"] == sorted(row["scores"], reverse=True)
+  assert_every_user_gets_k_real_unseen_ranked(rows, data, 5)
 
 
 def test_cli_writes_jsonl_for_a_user_file(run, tmp_path, loaded):
@@ -142,13 +147,7 @@ def test_tiger_cli_all_users_real_unseen_and_as_run_recommend(tmp_path_factory, 
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   tiger = genrec.load(workdir)
   data = tiger.dataset()
-  assert [r["user"] for r in rows] == data.user_raw
-  catalogue = set(data.item_raw[1:])
-  for u, row in enumerate(rows):
-    seen = {data.item_raw[i] for i in data.sequences[u].tolist()}
-    assert len(row["items"]) == len(set(row["items"])) == 5
-    assert set(row["items"]) <= catalogue and not set(row["items"]) & seen
-    assert row["scores"] == sorted(row["scores"], reverse=True)
+  assert_every_user_gets_k_real_unseen_ranked(rows, data, 5)
   for u in (0, 7, len(rows) - 1):
     one = tiger.recommend(rows[u]["user"], k=5)
     assert rows[u]["items"] == [r["item"] for r in one]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from genrec.errors import ArtifactError
-from genrec.files import atomic_write, inside
+from genrec.files import as_path, atomic_write, inside
 
 FORMAT = "genrec-artifact-1"
 FOLDER = "artifacts"
@@ -58,7 +58,7 @@ def folder(run_dir: str | Path) -> Path:
 
 
 def exists(run_dir: str | Path, name: str) -> bool:
-  return (Path(run_dir) / FOLDER / f"{name}.json").is_file()
+  return (as_path(run_dir) / FOLDER / f"{name}.json").is_file()
 
 
 def write(run_dir: str | Path, name: str, arrays: dict[str, np.ndarray], meta: dict) -> dict:
@@ -106,7 +106,8 @@ def read(run_dir: str | Path, name: str, *, what: str = "", hint: str = "") -> A
     if not re.fullmatch(rf"{name}\.{key}\.[0-9a-f]{{16}}\.npy", str(file)):
       raise ArtifactError(f"{path}: array {key!r} names the file {file!r}, not one of this artifact's")
     try:
-      array = np.load(inside(run_dir, base / file, "artifact file"), allow_pickle=False)
+      with inside(run_dir, base / file, "artifact file").open("rb") as f:  # a local path or a gs:// object
+        array = np.load(f, allow_pickle=False)
     except (OSError, ValueError) as e:
       raise ArtifactError(f"{what} in {base}: cannot read {file} ({e})") from None
     if (

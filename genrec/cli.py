@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -178,9 +177,9 @@ def _start_jax(args) -> None:
 
 def _train(args) -> int:
   from genrec import config as config_lib
-  from genrec.files import local_run_folder
+  from genrec.files import remove, run_folder
 
-  workdir = local_run_folder(args.workdir)  # a gs:// workdir is refused before any work
+  workdir = run_folder(args.workdir)  # local, or gs://; another scheme is refused before any work
   cfg = config_lib.override(_spec_config(args.spec), args.overrides)
   if args.stop_at is not None and args.stop_at < 1:
     raise config_lib.ConfigError(f"--stop-at must be a step >= 1, got {args.stop_at}")
@@ -196,8 +195,7 @@ def _train(args) -> int:
   lock = locks.hold(workdir, f"genrec train {args.spec} --fresh", wait=False)
   with lock if jax.process_index() == 0 else contextlib.nullcontext():
     for sub in ("checkpoints", "best", "results.json", "metrics.jsonl", "tensorboard"):
-      path = workdir / sub
-      shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+      remove(workdir / sub)
     return _train_in(args, cfg, workdir)
 
 

@@ -13,6 +13,7 @@ EXTRAS = {
   "PIL": ("pillow", "hf"),
   "matplotlib": ("matplotlib", "plot"),
   "pyarrow": ("pyarrow", "parquet"),
+  "gcsfs": ("gcsfs", "gcs"),
 }
 
 

@@ -12,7 +12,9 @@ A published folder:
 URIs (`genrec.load`, `genrec eval`, `genrec recommend`, `--init-from`): a local folder; `https://HOST/PATH`
 (PATH/manifest.json and the files it lists, beside it); `hf://ORG/NAME[@REVISION]` (the Hugging Face Hub's
 resolve URLs under $HF_ENDPOINT, default https://huggingface.co; REVISION, default main, pins a branch, tag or
-commit); `gs://BUCKET/PATH` (read through etils.epath, which needs gcsfs). A remote run is fetched once into
+commit); `gs://BUCKET/PATH` (read through etils.epath, which needs gcsfs: genrec's [gcs] extra). A gs:// folder
+without a manifest.json that holds a run (`genrec train --workdir gs://...`) is read in place, its checkpoints
+checked by their own manifests. A published remote run is fetched once into
 $GENREC_CACHE/hub/ (a file already there with the published sha256 is not fetched again); every file is
 checked against the manifest's size and sha256 before anything reads it; an interrupted download resumes
 from its .part file (HTTP Range). A local published folder is checked the same way.
@@ -28,7 +30,7 @@ import sys
 from pathlib import Path
 
 from genrec.errors import CheckpointError, ConfigError
-from genrec.files import atomic_write, cache_root, inside, sha256
+from genrec.files import as_path, atomic_write, cache_root, inside, sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "genrec-published-1"
@@ -151,6 +153,8 @@ def local(uri) -> Path:
   try:
     manifest_bytes = source.read(MANIFEST)
   except CheckpointError as e:
+    if isinstance(source, _Epath) and source.is_run():  # a training workdir on gs://: orbax reads it there
+      return source.base
     if not (folder / MANIFEST).is_file():
       raise
     print(f"genrec: {e}; using the copy fetched before, in {folder}", file=sys.stderr)
@@ -272,20 +276,42 @@ class _Epath:
   """Files under a gs:// (or other etils.epath) folder."""
 
   def __init__(self, base: str, uri: str):
-    from etils import epath
+    self.base, self.uri = as_path(base), uri
 
-    self.base, self.uri = epath.Path(base), uri
+  def is_run(self) -> bool:
+    try:
+      return (self.base / "best").is_dir() or (self.base / "checkpoints").is_dir()
+    except Exception:  # noqa: BLE001 (as in read: an unreadable folder is not a run)
+      return False
 
   def read(self, rel: str) -> bytes:
     try:
       return (self.base / rel).read_bytes()
-    except Exception as e:  # noqa: BLE001 (gcsfs, auth and missing-file errors all mean: cannot read)
+    except FileNotFoundError:
+      scheme, _, rest = self.uri.partition("://")
+      bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+      if not _exists(bucket):
+        raise CheckpointError(f"{self.uri}: the bucket {bucket} does not exist (or is not readable)") from None
+      if rel == MANIFEST:
+        raise CheckpointError(
+          f"{self.uri}: manifest.json is not there: not a published run (manifest.json), nor a run folder "
+          "(best/, checkpoints/)"
+        ) from None
+      raise CheckpointError(f"{self.uri}: {rel} is not there") from None
+    except Exception as e:  # noqa: BLE001 (gcsfs, auth and network errors all mean: cannot read)
       raise CheckpointError(f"{self.uri}: cannot read {rel} ({type(e).__name__}: {e})") from None
 
   def fetch(self, rel: str, dest: Path, entry: dict) -> None:
     part = dest.with_name(dest.name + ".part")
     part.write_bytes(self.read(rel))
     _finish(part, dest, rel, entry, self.uri)
+
+
+def _exists(uri: str) -> bool:
+  try:
+    return as_path(uri).exists()
+  except Exception:  # noqa: BLE001
+    return False
 
 
 def _source(uri: str):

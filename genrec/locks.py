@@ -7,7 +7,8 @@ The lock is `flock` on the file (released by the kernel when the holder dies, so
 process is simply taken over; the file also records who held it, so the next holder can say so). Another live
 process waits (and says whom it waits for) or, with wait=False, gets a LockedError naming the holder. Re-entrant
 within one process: a pipeline that holds a stage folder may start the stage's trainer, which takes it again.
-Folders on object stores (gs://...) are not locked (flock needs a local or NFS file system).
+Folders on object stores (gs://...) are not locked (flock needs a local or NFS file system): acquire says so,
+once per folder and process, and one job per remote workdir is the caller's to keep.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from genrec.errors import ConfigError, LockedError
 LOCK_NAME = ".genrec-lock"
 
 _held: dict[str, list] = {}  # resolved folder -> [file object, depth]
+_told: set[str] = set()  # remote folders acquire has said it does not lock
 _mutex = threading.Lock()
 
 
@@ -68,6 +70,13 @@ def acquire(folder, what: str = "", *, wait: bool = True) -> None:
   """Takes FOLDER's lock (creating the folder), waiting for a live holder unless wait=False."""
   path = _folder(folder)
   if path is None:
+    if str(folder) not in _told:
+      _told.add(str(folder))
+      print(
+        f"genrec: {folder} is not locked (an object store has no flock): run one genrec train at a time in it",
+        file=sys.stderr,
+        flush=True,
+      )
     return
   path.mkdir(parents=True, exist_ok=True)
   key = str(path.resolve())

@@ -24,7 +24,7 @@ from genrec import config as config_lib
 from genrec import locks
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
-from genrec.files import cache_root, local_run_folder
+from genrec.files import cache_root, run_folder
 from genrec.train.tasks import Missing, StageRef, Stages, checked_task_class, task_class
 from genrec.train.trainer import Trainer
 
@@ -135,7 +135,7 @@ def locate(cfg: ExperimentConfig, *, who: str = "") -> Stages:
 
 def trainer(cfg: ExperimentConfig, workdir: str | Path, *, data=None, **kwargs) -> Trainer:
   """A Trainer for `cfg` in `workdir` with every stage it reads trained (or reused) first."""
-  workdir = local_run_folder(workdir, "workdir")  # before a stage trains
+  workdir = run_folder(workdir, "workdir")  # an unsupported URI is refused before a stage trains
   data = data if data is not None else load_dataset(cfg.data)
   stages = resolve(cfg, build=True, data=data, progress=cfg.trainer.progress)
   return Trainer(cfg, workdir, data=data, stages=stages, **kwargs)

@@ -64,21 +64,21 @@ def test_unimportable_import_module():
   assert "no_such_module_xyz" in err
 
 
-def test_a_remote_workdir_is_refused_before_any_work(tmp_path, monkeypatch):
-  """pathlib would turn gs://bucket/run into a local folder "gs:/bucket/run"; a run folder needs a local
-  filesystem (flock, appends, atomic renames), so the URI is refused before a stage or step trains."""
+def test_a_workdir_of_an_unsupported_scheme_is_refused_before_any_work(tmp_path, monkeypatch):
+  """pathlib would turn s3://bucket/run into a local folder "s3:/bucket/run"; a run folder is local or gs://
+  (test_gcs.py), so another URI is refused before a stage or step trains."""
   from genrec import pipeline
   from genrec.config import ConfigError
 
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("GENREC_CACHE", str(tmp_path / "cache"))
-  err = fails(*train_args("gs://bucket/run"))
-  assert "--workdir gs://bucket/run: training into a remote (gs://) folder is not supported" in err
+  err = fails(*train_args("s3://bucket/run"))
+  assert "--workdir s3://bucket/run: s3:// run folders are not supported; a run folder is local or gs://" in err
   assert "genrec publish" in err
   cfg = genrec.configs.get("tiger:tiny")  # its tokenizer stage would train first
-  with pytest.raises(ConfigError, match=r"workdir s3://bucket/run: training into a remote \(s3://\) folder"):
-    pipeline.trainer(cfg, "s3://bucket/run")
-  assert list(tmp_path.iterdir()) == []  # no local "gs:" folder, no stage in the cache
+  with pytest.raises(ConfigError, match=r"workdir https://host/run: https:// run folders are not supported"):
+    pipeline.trainer(cfg, "https://host/run")
+  assert list(tmp_path.iterdir()) == []  # no local "s3:" folder, no stage in the cache
 
 
 def test_missing_data_files(tmp_path):

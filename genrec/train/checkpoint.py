@@ -21,24 +21,28 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from genrec import files
 from genrec.errors import CheckpointError
-from genrec.files import atomic_write, sha256
+from genrec.files import as_path, atomic_write, is_remote, outside, sha256, tree
 
 MANIFEST = "genrec-manifest.json"
 
 
 def _files(folder: Path) -> dict[str, Path]:
-  return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+  return {str(p.relative_to(folder)): p for p in tree(folder) if p.name != MANIFEST}
 
 
 def write_manifest(folder: Path) -> None:
-  entries = {rel: [p.stat().st_size, sha256(p)] for rel, p in _files(folder).items()}
+  entries = {rel: [files.size(p), sha256(p)] for rel, p in _files(folder).items()}
   atomic_write(folder / MANIFEST, json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True))
 
 
 def _contained(folder: Path, step: int) -> None:
   """Every entry of the step folder (the folder itself, `state`, `meta`, their files) must resolve inside the
-  checkpoint directory's step folder: a link to another run or to a system file is refused, unread."""
+  checkpoint directory's step folder: a link to another run or to a system file is refused, unread. (An object
+  store has no links.)"""
+  if is_remote(folder):
+    return
   root = folder.resolve()
   if not root.is_relative_to(folder.parent.resolve()) or root.name != folder.name:
     raise CheckpointError(f"checkpoint step {step}: {folder} is a link out of {folder.parent}; refusing to read it")
@@ -69,9 +73,8 @@ def verify_manifest(folder: Path, step: int, *, allow_unverified: bool = False) 
     items = [(str(rel), int(size), str(digest)) for rel, (size, digest) in entries.items()]
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     raise CheckpointError(f"checkpoint step {step}: its manifest {path} is unreadable ({e})") from None
-  root = folder.resolve()
   for rel, _, _ in items:  # all checked before any file is read: nothing about a file outside is ever told
-    if Path(rel).is_absolute() or not (folder / rel).resolve().is_relative_to(root):
+    if outside(folder, rel):
       raise CheckpointError(
         f"checkpoint step {step}: its manifest {path} names {rel!r}, which is outside the checkpoint folder; "
         "refusing to read it (the manifest was edited)"
@@ -80,7 +83,7 @@ def verify_manifest(folder: Path, step: int, *, allow_unverified: bool = False) 
     file = folder / rel
     if not file.is_file():
       raise CheckpointError(f"checkpoint step {step}: file {file} is missing")
-    actual = file.stat().st_size
+    actual = files.size(file)
     if actual != size:
       raise CheckpointError(
         f"checkpoint step {step}: file {file} is truncated or grown ({actual} bytes, {size} when written)"
@@ -137,7 +140,7 @@ class Checkpointer:
     read_only: bool = False,
     allow_unverified: bool = False,
   ):
-    self.directory = Path(directory).absolute()
+    self.directory = as_path(directory) if is_remote(directory) else Path(directory).absolute()
     self.allow_unverified = allow_unverified
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=not read_only, enable_async_checkpointing=False

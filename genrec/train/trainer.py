@@ -30,7 +30,7 @@ from genrec import config as config_lib
 from genrec import locks
 from genrec.config import ConfigError, ExperimentConfig
 from genrec.data import load_dataset
-from genrec.files import atomic_write, local_run_folder
+from genrec.files import atomic_write, run_folder
 from genrec.train import checkpoint as ckpt_lib
 from genrec.train import (
   next_item,  # noqa: F401  (registers the engine's own task)
@@ -128,7 +128,7 @@ class Trainer:
     init_which: str = "best",
     stages: Stages | None = None,
   ):
-    self.workdir = local_run_folder(workdir, "workdir")
+    self.workdir = run_folder(workdir, "workdir")
     check_settings(cfg)
     # One trainer per workdir: a second process waits here (and says for whom) until the first is done.
     self._locked = jax.process_index() == 0
@@ -280,6 +280,7 @@ class Trainer:
     self.interrupted = None
     if tcfg.steps == 0 and self.best.latest_step() is None:  # a model fitted in prepare() (no gradient steps)
       self._validate(logger, 0)
+      logger.flush()
       self.checkpoints.save(0, self._saved_state(), self._meta())
     restore_handlers = _catch_stop_signals(self)
     try:
@@ -335,9 +336,11 @@ class Trainer:
       locks.release(self.workdir)
 
   def _log_pending(self, logger, pending) -> None:
-    """Writes the step's train row before its checkpoint: a kill right after the save cannot lose it."""
+    """Writes the step's train row (and every row before it) before its checkpoint: a kill right after the
+    save cannot lose them."""
     if pending is not None:
       self._log_train(logger, *pending)
+    logger.flush()
 
   def _log_train(self, logger, step, metrics):
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}

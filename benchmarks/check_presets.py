@@ -51,6 +51,9 @@ def main(argv=None) -> int:
   p.add_argument("--seeds", default="0")
   p.add_argument("--record", action="store_true", help="write the measured means as the expected values")
   p.add_argument("--tolerance", type=float, default=0.02, help="with --record: the tolerance written")
+  p.add_argument(
+    "--rel-tolerance", type=float, default=0.0, help="with --record: at least this fraction of each value (recon)"
+  )
   p.add_argument("--json", help="write every run's results here (input of benchmarks/readme_tables.py)")
   p.add_argument("--workdir", default="", help="where the runs go (default: a temporary folder)")
   args = p.parse_args(argv)
@@ -71,6 +74,7 @@ def main(argv=None) -> int:
     if args.record:
       expected.record(
         model, args.presets, runs, best_metric=best_metric, seeds=seeds, tolerance=args.tolerance,
+        rel_tolerance=args.rel_tolerance,
         command=command.replace(" --record", ""), commit=commit(), when=datetime.date.today().isoformat(),
       )  # fmt: skip
     try:

@@ -32,6 +32,21 @@ def test_every_tiny_preset_has_expected_metrics_with_their_command_and_commit():
     assert e["commit"] and e["protocol"]["split"]
 
 
+def test_every_ml100k_preset_has_expected_metrics_and_the_runs_behind_the_readme():
+  ml100k = [m for m in registry.list_models() if f"{m}:ml100k" in genrec.configs.list_configs()]
+  assert len(ml100k) >= 12
+  runs = {}
+  for f in sorted((ROOT / "benchmarks" / "results").glob("check-ml100k-*.json")):
+    runs.update(json.loads(f.read_text()))
+  for model in ml100k:
+    e = expected.entry(model, "ml100k")
+    assert e["metrics"] and e["command"].startswith("python benchmarks/check_presets.py --presets ml100k")
+    assert all(s["tolerance"] > 0 for s in e["metrics"].values())
+    got = runs[f"{model}:ml100k"]
+    assert got["seeds"] == e["seeds"]  # the check may run at a later commit than the record
+    assert expected.check(model, "ml100k", got["runs"]) == []
+
+
 @pytest.mark.parametrize("model", TINY)
 def test_the_tiny_preset_scores_what_is_recorded(model, tmp_path, stage_cache):
   cfg = genrec.configs.get(f"{model}:tiny")

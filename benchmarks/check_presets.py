@@ -30,8 +30,12 @@ from genrec.errors import ConfigError
 
 
 def commit() -> str:
+  """HEAD's short hash, with "+dirty" when tracked files differ from it (read once, when the run starts: the code
+  a run imports is the code it started with)."""
+  git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
   try:
-    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=12", "HEAD").strip()
+    return (head + "+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else head) or "unknown"
   except OSError:
     return "unknown"
 
@@ -51,6 +55,9 @@ def main(argv=None) -> int:
   p.add_argument("--seeds", default="0")
   p.add_argument("--record", action="store_true", help="write the measured means as the expected values")
   p.add_argument("--tolerance", type=float, default=0.02, help="with --record: the tolerance written")
+  p.add_argument(
+    "--rel-tolerance", type=float, default=0.0, help="with --record: at least this fraction of each value (recon)"
+  )
   p.add_argument("--json", help="write every run's results here (input of benchmarks/readme_tables.py)")
   p.add_argument("--workdir", default="", help="where the runs go (default: a temporary folder)")
   args = p.parse_args(argv)
@@ -61,17 +68,19 @@ def main(argv=None) -> int:
   root = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-check-"))
   command = "python benchmarks/check_presets.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
   rows, problems, dump = [], [], {}
+  at = commit()
   for model in models:
     spec = f"{model}:{args.presets}"
     runs = []
     for seed in seeds:
       results, best_metric = run_preset(spec, seed, root / model / f"seed{seed}")
       runs.append(results)
-    dump[spec] = {"runs": runs, "seeds": seeds, "command": command, "commit": commit()}
+    dump[spec] = {"runs": runs, "seeds": seeds, "command": command, "commit": at}
     if args.record:
       expected.record(
         model, args.presets, runs, best_metric=best_metric, seeds=seeds, tolerance=args.tolerance,
-        command=command.replace(" --record", ""), commit=commit(), when=datetime.date.today().isoformat(),
+        rel_tolerance=args.rel_tolerance,
+        command=command.replace(" --record", ""), commit=at, when=datetime.date.today().isoformat(),
       )  # fmt: skip
     try:
       recorded = expected.entry(model, args.presets)
@@ -87,7 +96,7 @@ def main(argv=None) -> int:
   if args.json:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(dump, indent=1, sort_keys=True))
-  print(f"\nseeds {seeds}; expected values from genrec/configs/expected_metrics/; commit {commit()}")
+  print(f"\nseeds {seeds}; expected values from genrec/configs/expected_metrics/; commit {at}")
   print("| preset | metric | expected | measured | tolerance | |")
   print("|---|---|---|---|---|---|")
   for spec, name, want, got, tol, ok in rows:

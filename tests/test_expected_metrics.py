@@ -32,6 +32,21 @@ def test_every_tiny_preset_has_expected_metrics_with_their_command_and_commit():
     assert e["commit"] and e["protocol"]["split"]
 
 
+def test_every_ml100k_preset_has_expected_metrics_and_the_runs_behind_the_readme():
+  ml100k = [m for m in registry.list_models() if f"{m}:ml100k" in genrec.configs.list_configs()]
+  assert len(ml100k) >= 12
+  runs = {}
+  for f in sorted((ROOT / "benchmarks" / "results").glob("check-ml100k-*.json")):
+    runs.update(json.loads(f.read_text()))
+  for model in ml100k:
+    e = expected.entry(model, "ml100k")
+    assert e["metrics"] and e["command"].startswith("python benchmarks/check_presets.py --presets ml100k")
+    assert all(s["tolerance"] > 0 for s in e["metrics"].values())
+    got = runs[f"{model}:ml100k"]
+    assert got["seeds"] == e["seeds"]  # the check may run at a later commit than the record
+    assert expected.check(model, "ml100k", got["runs"]) == []
+
+
 @pytest.mark.parametrize("model", TINY)
 def test_the_tiny_preset_scores_what_is_recorded(model, tmp_path, stage_cache):
   cfg = genrec.configs.get(f"{model}:tiny")
@@ -77,3 +92,40 @@ def test_readme_tables_rewrites_only_its_block(tmp_path):
   readme.write_text("no block here\n")
   with pytest.raises(SystemExit, match="has no block"):
     bench("readme_tables").main([str(tmp_path / "runs.json"), "--readme", str(readme)])
+
+
+def test_readme_tables_merges_several_run_files_and_names_each_command(tmp_path):
+  def runs(spec, ndcg, command):
+    result = {"test": {"ndcg@10": ndcg}, "valid": {"ndcg@10": ndcg}, "protocol": {"split": "leave_one_out"}}
+    return {spec: {"runs": [result], "command": command, "commit": "abc123"}}
+
+  (tmp_path / "a.json").write_text(json.dumps(runs("sasrec:ml100k", 0.1, "check A")))
+  (tmp_path / "b.json").write_text(json.dumps(runs("hstu:ml100k", 0.08, "check B")))
+  readme = tmp_path / "README.md"
+  readme.write_text("<!-- results:ml100k -->\nold\n<!-- /results -->\n")
+  files = [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+  assert bench("readme_tables").main([*files, "--readme", str(readme)]) == 0
+  text = readme.read_text()
+  assert "| hstu:ml100k | 1 | 0.0800 | 0.0800 |" in text and "| sasrec:ml100k | 1 | 0.1000 | 0.1000 |" in text
+  assert "- hstu:ml100k: `check B` at commit abc123" in text and "- sasrec:ml100k: `check A` at commit abc123" in text
+  (tmp_path / "c.json").write_text(json.dumps(runs("sasrec:ml100k", 0.2, "check C")))
+  with pytest.raises(SystemExit, match="sasrec:ml100k in more than one"):
+    bench("readme_tables").main([*files, str(tmp_path / "c.json"), "--readme", str(readme)])
+  (tmp_path / "d.json").write_text(json.dumps(runs("sasrec:tiny", 0.2, "check D")))
+  with pytest.raises(SystemExit, match="mix presets"):
+    bench("readme_tables").main([files[1], str(tmp_path / "d.json"), "--readme", str(readme)])
+
+
+def test_record_writes_the_larger_of_the_absolute_and_relative_tolerance(tmp_path, monkeypatch):
+  monkeypatch.setattr(expected, "FOLDER", tmp_path)
+  run = {"test": {"recon": 0.5, "ndcg@10": 0.1}, "valid": {"recon": 0.4}, "protocol": {"split": "catalogue"}}
+  expected.record(
+    "toy", "ml100k", [run], best_metric="recon", seeds=[0], tolerance=0.01, rel_tolerance=0.05,
+    command="python benchmarks/check_presets.py", commit="abc", when="2026-12-04",
+  )  # fmt: skip
+  metrics = expected.entry("toy", "ml100k")["metrics"]
+  assert metrics["test/recon"] == {"value": 0.5, "tolerance": 0.025}
+  assert metrics["valid/recon"] == {"value": 0.4, "tolerance": 0.02}
+  assert metrics["test/ndcg@10"] == {"value": 0.1, "tolerance": 0.01}
+  assert expected.check("toy", "ml100k", [{**run, "test": {"recon": 0.524, "ndcg@10": 0.1}}]) == []
+  assert len(expected.check("toy", "ml100k", [{**run, "test": {"recon": 0.526, "ndcg@10": 0.1}}])) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,10 +155,28 @@ def evaluate_run(run: Run, *, eval_cfg=None, write: bool = True) -> dict:
   }
   results.setdefault("steps", run.step)
   results.setdefault("train_seconds", None)
-  if write and not is_published(run):
+  if write:
+    saved, message = record_eval(run, cfg, results)
+    if not saved:
+      print(f"genrec: {message}", file=sys.stderr)
+  return results
+
+
+def record_eval(run: Run, cfg, results: dict) -> tuple[bool, str]:
+  """Writes what `evaluate_run` computed to DIR/results.json and DIR/tensorboard/eval, unless the run is a
+  published folder; returns (saved, what happened, for the user). A folder it cannot write to (read-only,
+  someone else's) keeps its old files, and the message says the metrics were not saved."""
+  if is_published(run):
+    return False, f"{run.workdir} is a published run: its results.json and TensorBoard stay as published"
+  try:
     write_results(run.workdir, results)
     log_results(run.workdir, config_lib.to_dict(cfg), results, name="eval", step=run.step)
-  return results
+  except OSError as e:
+    return False, (
+      f"cannot write to {run.workdir} ({e.strerror or e}): the metrics were not saved there; copy the run to a "
+      "folder you can write to, or keep the printed table"
+    )
+  return True, f"updated {run.workdir / 'results.json'}; TensorBoard: {run.workdir / 'tensorboard' / 'eval'}"
 
 
 def is_published(run: Run) -> bool:

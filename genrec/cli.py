@@ -255,7 +255,7 @@ def _spec_config(spec: str):
 def _eval(args) -> int:
   import genrec
   from genrec import config as config_lib
-  from genrec.api import evaluate_run, is_published
+  from genrec.api import evaluate_run, record_eval
   from genrec.config import ConfigError
   from genrec.train.report import results_table
 
@@ -265,14 +265,10 @@ def _eval(args) -> int:
   bad = [o for o in args.overrides if not o.startswith("eval.")]
   if bad:
     raise ConfigError(f"genrec eval only takes eval.* overrides, got {bad}")
-  eval_cfg = config_lib.override(run.config, args.overrides).eval
-  results = evaluate_run(run, eval_cfg=eval_cfg)
+  cfg = config_lib.override(run.config, args.overrides)
+  results = evaluate_run(run, eval_cfg=cfg.eval, write=False)
   print(results_table(results))
-  if is_published(run):
-    print(f"{run.workdir} is a published run: its results.json and TensorBoard stay as published", file=sys.stderr)
-  else:
-    logged = run.workdir / "tensorboard" / "eval"
-    print(f"updated {run.workdir / 'results.json'}; TensorBoard: {logged}", file=sys.stderr)
+  print(record_eval(run, cfg, results)[1], file=sys.stderr)
   return 0
 
 

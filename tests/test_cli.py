@@ -47,6 +47,23 @@ def test_eval_recomputes_the_test_metrics(run):
     assert again["test"][m] == pytest.approx(run["results"]["test"][m], abs=1e-6)
 
 
+def test_eval_into_a_folder_it_cannot_write_prints_the_metrics_and_says_they_were_not_saved(run, monkeypatch):
+  import genrec.api
+
+  before = (run["dir"] / "results.json").read_bytes()
+
+  def refuse(workdir, results):
+    raise PermissionError(13, "Permission denied", str(workdir / "results.json"))
+
+  monkeypatch.setattr(genrec.api, "write_results", refuse)
+  code, out, err = genrec_cli("eval", run["dir"])
+  assert code == 0, err
+  assert "protocol:" in out and "ndcg@10" in out  # the table is printed all the same
+  assert f"cannot write to {run['dir']} (Permission denied): the metrics were not saved there" in err
+  assert "updated" not in err
+  assert (run["dir"] / "results.json").read_bytes() == before
+
+
 def test_eval_with_all_candidates_can_only_rank_lower(run):
   code, out, err = genrec_cli("eval", run["dir"], "--set", "eval.candidates=all")
   assert code == 0, err

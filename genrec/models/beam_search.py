@@ -98,6 +98,14 @@ def _count_sorted(sorted_BxS, query_BxM):
   return side("right") - side("left")
 
 
+def masked_log_softmax(log_probs, ok):
+  """log_probs renormalised over the entries `ok` marks (last axis); the others -inf. A row with none stays
+  -inf (no NaN)."""
+  masked = jnp.where(ok, log_probs, -jnp.inf)
+  norm = jax.scipy.special.logsumexp(masked, axis=-1, keepdims=True)
+  return jnp.where(ok, masked - jnp.where(jnp.isfinite(norm), norm, 0.0), -jnp.inf)
+
+
 StepFn = Callable[[int, jax.Array, object], tuple[jax.Array, object]]
 
 
@@ -112,6 +120,7 @@ def beam_search(
   seen_BxS: jax.Array | None = None,
   constrained: bool = True,
   item_ok: jax.Array | None = None,
+  renormalize: bool = False,
 ) -> BeamResult:
   """Top-k code tuples by total log-probability, C steps of beam search.
 
@@ -127,6 +136,9 @@ def beam_search(
   searches all K^C tuples (for measuring how often an unconstrained model generates a non-item): a generated
   tuple that is no item comes back as -1 with its real score. `item_ok` (bool [N+1], constrained only) keeps the
   items it marks False out of the last level; their prefixes still count as live before it (the `prefixes` beam).
+  renormalize (constrained only): each beam's log-probabilities are renormalised over the codes the constraint
+  keeps (real, unseen items; `item_ok` does not narrow it), so a tuple's score is its log-probability among
+  the allowed items: what a model trained with that softmax (TIGER's mask_seen) gives.
   """
   width = max(beam_size, k)
   levels, num_codes = len(tables.next_prefix), tables.next_prefix[0].shape[1]
@@ -153,6 +165,8 @@ def beam_search(
         flat = child.reshape(batch_size, beams * num_codes)
         count = jnp.take(tables.prefix_count[level], jnp.maximum(flat, 0), axis=0)
         ok = ok & ((count - _count_sorted(seen[level], flat)) > 0).reshape(child.shape)
+      if renormalize:
+        log_probs = masked_log_softmax(log_probs.astype(jnp.float32), ok)
       if item_ok is not None and level == levels - 1:
         ok = ok & jnp.take(item_ok, jnp.maximum(child, 0), axis=0)
     cand = jnp.where(ok, scores[..., None] + log_probs.astype(jnp.float32), -jnp.inf)

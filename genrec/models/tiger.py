@@ -5,6 +5,19 @@ A T5-style encoder reads the user's history as a flat sequence of code tokens (p
 the decoder writes the next item's C codes, one level at a time; recommendation is beam search constrained to
 tuples of real, unseen items (genrec.models.beam_search).
 
+item_causal=True (not the paper's encoder): each encoder token attends only to tokens of its own and earlier
+items (and the user token), so the encoding of the first t items does not depend on what follows and one pass
+over a training row gives the decoder every prefix: row position t (history items <= t) predicts targets[:, t].
+The decoder's BOS input adds the encoder output at the newest visible item's last code, and its
+cross-attention gets a learned bias by how many items back a key is (T5 buckets), the causal counterpart of
+the recency embedding. Recommending decodes after the newest history item, the training's last position.
+
+mask_seen=True: the softmax at each decoding level runs only over codes whose prefix leads to a real item that
+the history lacks. Training masks the items of the row's input window (up to each target's position); the
+search masks the whole history (`seen`), renormalises each level over what it keeps and scores a tuple by its
+log-probability among those items. The model never spends probability on items it will not be allowed to
+recommend (SASRec's history bias does the same for its item softmax).
+
 Tokens: 0 = padding; (level l, code c) → 1 + l*K + c; user u → 1 + C*K + (u mod num_user_buckets); BOS last.
 At decoder position l only level l's K codes are outputs (the head has a K-wide slice per level).
 
@@ -18,7 +31,8 @@ meaningless. `recommend` follows TIGER's cold-start rule (Rajput et al., 2023, s
 items; new items whose first C-1 codes match a prefix in the search's beam before the last level are scored by
 that prefix's log-probability, and at most floor(new_item_fraction * k) of them enter the top k. Batches
 (left-padded, 0 = padding):
-  train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   one target per row: targets[:, -1]
+  train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   targets[:, -1] (every position's
+         with item_causal)
   eval:  {"history": int32[B, L], "seen": int32[B, S], "user": int32[B]}
 """
 
@@ -60,7 +74,13 @@ class TigerConfig(SequenceSizes):
   tokenizer: str = ""  # the stage giving the item -> semantic ID table, e.g. "rqvae:ml100k" (the trainer
   tokenizer_overrides: tuple[str, ...] = ()  # runs or reuses it); its --set overrides
   semantic_ids_version: str = ""  # the table this model was trained on (set by the trainer; a mismatch errors)
-  recency_emb: bool = True  # add a learned "items back from the newest" embedding to each history token
+  recency_emb: bool = True  # tell the model how many items back each history token is: a learned embedding
+  # added to the token (bidirectional encoder), or a learned cross-attention bias (item_causal)
+  item_causal: bool = False  # the encoder's tokens see no later item's tokens, so one pass encodes every prefix
+  # of the history and a training row trains every position's next item (SASRec's signal) rather than only the
+  # last; the decoder starts from the newest item's encoder state (see the module doc)
+  mask_seen: bool = False  # each level's softmax covers only the codes that lead to an item the history lacks
+  # (the search's all_minus_seen constraint), in training and in the search (see the module doc)
   new_item_fraction: float = 0.1  # epsilon: at most this fraction of a top-k list (floor) may be items training
   # never saw (cold-start or added items), scored by their prefix (see recommend)
 
@@ -103,7 +123,11 @@ class Tiger(nnx.Module):
     self.bos = 1 + C * K + cfg.num_user_buckets
     block = dict(dropout=cfg.dropout, rngs=rngs)
     self.embed = layers.Embed(self.bos + 1, cfg.dim, ("vocab", "embed"), rngs=rngs)
-    if cfg.recency_emb:
+    if cfg.recency_emb and cfg.item_causal:
+      self.cross_bias = t5.RelativePositionBias(
+        cfg.num_heads, bidirectional=False, num_buckets=NUM_BUCKETS, max_distance=MAX_DISTANCE, rngs=rngs
+      )
+    elif cfg.recency_emb:
       self.recency = layers.Embed(cfg.max_len, cfg.dim, (None, "embed"), rngs=rngs)
     self.enc_bias = t5.RelativePositionBias(
       cfg.num_heads, bidirectional=True, num_buckets=NUM_BUCKETS, max_distance=MAX_DISTANCE, rngs=rngs
@@ -213,13 +237,20 @@ class Tiger(nnx.Module):
     user_token = 1 + C * K + jnp.asarray(user_B, jnp.int32) % cfg.num_user_buckets
     return tokens.at[jnp.arange(B), where].set(user_token)
 
+  def token_items(self, length: int):
+    """[S]: the history position of each encoder token (the user token counts as before the first item)."""
+    return (jnp.arange(length) - 1) // self.cfg.code_levels
+
   def encode(self, tokens_BxS):
     """(encoder output [B, S, D], valid [B, S])."""
     valid = tokens_BxS > 0
     pos = jnp.arange(tokens_BxS.shape[1])
     bias, mask = self.enc_bias(pos, pos), layers.padding_mask(valid)
+    if self.cfg.item_causal:
+      item = self.token_items(len(pos))
+      mask = mask & (item[None, :] <= item[:, None])[None, None]
     x = self.embed(tokens_BxS)
-    if self.cfg.recency_emb:
+    if self.cfg.recency_emb and not self.cfg.item_causal:
       # T5 has no absolute positions, so only the encoder's own attention could tell the decoder which tokens
       # are the newest item; this says it directly (on planted data: far fewer steps to learn the rule).
       S, C = tokens_BxS.shape[1], self.cfg.code_levels
@@ -246,27 +277,71 @@ class Tiger(nnx.Module):
     return 1 + self.cfg.codebook_size * level + codes
 
   def decode(self, enc_BxSxD, enc_valid_BxS, codes_BxC):
-    """Teacher forcing, no cache: log-probs [B, C, K] of each level's code given the true earlier codes."""
-    B, C = codes_BxC.shape
-    prev = self.code_tokens(jnp.arange(C - 1, dtype=jnp.int32)[None, :], codes_BxC[:, :-1])
-    tokens = jnp.concatenate([jnp.full((B, 1), self.bos, jnp.int32), prev], axis=1)
-    h = self.decoder_hidden(self.dropout(self.embed(tokens)), enc_BxSxD, enc_valid_BxS)
-    return self.level_log_probs(h, jnp.arange(C))
+    """Teacher forcing, no cache: log-probs [B, C, K] of each level's code given the true earlier codes, for the
+    item after the whole history."""
+    return self.decode_positions(enc_BxSxD, enc_valid_BxS, codes_BxC[:, None])[:, 0]
 
-  def decoder_hidden(self, x_BxTxD, enc_BxSxD, enc_valid_BxS):
-    """The decoder stack over embedded inputs (position t sees inputs <= t): [B, T, D]."""
+  def decode_positions(self, enc_BxSxD, enc_valid_BxS, codes_BxTxC):
+    """Teacher forcing for the items after each of the last T history positions (T > 1 needs item_causal):
+    log-probs [B, T, C, K]; codes_BxTxC[:, t] is the item after history position L - T + t."""
+    B, T, C = codes_BxTxC.shape
+    prev = self.code_tokens(jnp.arange(C - 1, dtype=jnp.int32)[None, None, :], codes_BxTxC[..., :-1])
+    tokens = jnp.concatenate([jnp.full((B, T, 1), self.bos, jnp.int32), prev], axis=-1)
+    x = self.embed(tokens)
+    if not self.cfg.item_causal:
+      if T != 1:
+        raise ValueError(f"decoding after {T} history positions needs model.item_causal=True")
+      h = self.decoder_hidden(self.dropout(x[:, 0]), enc_BxSxD, self.cross_context(enc_BxSxD, enc_valid_BxS))
+      return self.level_log_probs(h, jnp.arange(C))[:, None]
+    # Row b*T + t decodes after position L - T + t; the grouped cross-attention sees all T*C queries of a row.
+    L = (enc_BxSxD.shape[1] - 1) // C
+    query_items = L - T + jnp.arange(T)
+    state_BxTxD = enc_BxSxD[:, C::C][:, L - T :]
+    x = self.dropout(x.at[:, :, 0].add(state_BxTxD.astype(x.dtype))).reshape(B * T, C, -1)
+    mask, bias = self.cross_context(enc_BxSxD, enc_valid_BxS, query_items)
+    mask = jnp.repeat(mask, C, axis=2)
+    bias = None if bias is None else jnp.repeat(bias, C, axis=2)
+    h = self.decoder_hidden(x, enc_BxSxD, (mask, bias))
+    return self.level_log_probs(h, jnp.arange(C)).reshape(B, T, C, -1)
+
+  def cross_context(self, enc_BxSxD, enc_valid_BxS, query_items_Q=None):
+    """(cross-attention mask [B, 1, Q, S] or [B, 1, 1, S], bias [1, H, Q, S] or None) for decoder queries after
+    history positions `query_items_Q` (default: the newest). Bidirectional encoder: every real token, no bias;
+    item_causal: the tokens of items up to the query's, biased by how many items back they are."""
+    mask = layers.padding_mask(enc_valid_BxS)
+    if not self.cfg.item_causal:
+      return mask, None
+    S = enc_BxSxD.shape[1]
+    item = self.token_items(S)
+    if query_items_Q is None:
+      query_items_Q = item[-1:]
+    mask = mask & (item[None, :] <= query_items_Q[:, None])[None, None]
+    bias = self.cross_bias(query_items_Q, item) if self.cfg.recency_emb else None
+    return mask, bias
+
+  def decoder_hidden(self, x_BxTxD, enc_BxSxD, cross):
+    """The decoder stack over embedded inputs (position t sees inputs <= t): [B, T, D]. `cross`: the
+    cross_context (mask, bias)."""
     pos = jnp.arange(x_BxTxD.shape[1])
     bias, mask = self.dec_bias(pos, pos), layers.causal_mask(len(pos))
-    cross_mask = layers.padding_mask(enc_valid_BxS)
+    cross_mask, cross_bias = cross
     for block in self.decoder:
       x_BxTxD, _ = block(
-        x_BxTxD, block.cross_attn.project_kv(enc_BxSxD), self_mask=mask, self_bias=bias, cross_mask=cross_mask
+        x_BxTxD,
+        block.cross_attn.project_kv(enc_BxSxD),
+        self_mask=mask,
+        self_bias=bias,
+        cross_mask=cross_mask,
+        cross_bias=cross_bias,
       )
     return self.dropout(self.dec_norm(x_BxTxD))
 
   def start_decoding(self, enc_BxSxD, enc_valid_BxS):
-    """What every decode step reuses: each decoder block's cross-attention (k, v) and the encoder mask."""
-    return [block.cross_attn.project_kv(enc_BxSxD) for block in self.decoder], layers.padding_mask(enc_valid_BxS)
+    """What every decode step reuses: each decoder block's cross-attention (k, v), the cross_context (mask,
+    bias) and, with item_causal, the newest item's encoder state [B, D] (added to the BOS input)."""
+    state = enc_BxSxD[:, -1] if self.cfg.item_causal else None
+    kv = [block.cross_attn.project_kv(enc_BxSxD) for block in self.decoder]
+    return kv, self.cross_context(enc_BxSxD, enc_valid_BxS), state
 
   def init_cache(self, rows: int):
     cfg = self.cfg
@@ -278,36 +353,83 @@ class Tiger(nnx.Module):
     level: the position (0 = BOS input); prev_code_R: the code chosen at level-1 (ignored at level 0).
     Returns (log-probs [R, K] over level `level`'s codes, the updated cache).
     """
-    cross_kv, cross_mask = context
+    cross_kv, (cross_mask, cross_bias), state_BxD = context
     C = self.cfg.code_levels
     if level == 0:
       token = jnp.full(prev_code_R.shape, self.bos, jnp.int32)
     else:
       token = self.code_tokens(level - 1, prev_code_R)
-    x = self.embed(token)[:, None]
+    x = self.embed(token)
+    if level == 0 and state_BxD is not None:  # beams of a row are consecutive
+      x = x + jnp.repeat(state_BxD, x.shape[0] // state_BxD.shape[0], axis=0).astype(x.dtype)
+    x = x[:, None]
     keys = jnp.arange(C)
     bias = self.dec_bias(jnp.full((1,), level), keys)
     mask = (keys <= level)[None, None, None, :]
     new_cache = []
     for block, kv, layer_cache in zip(self.decoder, cross_kv, cache, strict=True):
       x, layer_cache = block(
-        x, kv, self_mask=mask, self_bias=bias, cross_mask=cross_mask, cache=layer_cache, index=level
+        x,
+        kv,
+        self_mask=mask,
+        self_bias=bias,
+        cross_mask=cross_mask,
+        cross_bias=cross_bias,
+        cache=layer_cache,
+        index=level,
       )
       new_cache.append(layer_cache)
     return self.level_log_probs(self.dec_norm(x), jnp.full((1,), level))[:, 0], new_cache
 
   # ---- the model interface --------------------------------------------------------------------------------
 
+  def allowed_codes(self, targets_BxT, seen_BxS, visible_TxS=None):
+    """bool [B, T, C, K]: at each level of each target item, the codes that extend the target's true earlier
+    codes to a prefix of a real item not among the row's seen items (0 = padding; those `visible_TxS` marks for
+    target t, default all), as the search keeps them; the target's own code always counts."""
+    C, K = self.cfg.code_levels, self.cfg.codebook_size
+    tables = self.tables()
+    codes = jnp.take(self.item_codes[...], targets_BxT, axis=0)  # [B, T, C]
+    if visible_TxS is None:  # sorted, so repeats are adjacent
+      seen = jnp.sort(seen_BxS, axis=1)
+      first = jnp.concatenate([jnp.ones_like(seen[:, :1], bool), seen[:, 1:] != seen[:, :-1]], axis=1)
+      visible = jnp.ones((1, 1, seen.shape[1]), bool)
+    else:
+      seen, S = seen_BxS, seen_BxS.shape[1]
+      earlier = jnp.tril(jnp.ones((S, S), bool), -1)
+      first = ~((seen[:, :, None] == seen[:, None, :]) & earlier[None]).any(axis=2)
+      visible = visible_TxS[None]
+    seen = jnp.where(first & (seen > 0), seen, 0)
+    allowed = []
+    for level in range(C):
+      parent = jnp.zeros_like(targets_BxT) if level == 0 else tables.item_prefix[level - 1][targets_BxT]
+      child = jnp.take(tables.next_prefix[level], jnp.maximum(parent, 0), axis=0)  # [B, T, K]
+      count = jnp.take(tables.prefix_count[level], jnp.maximum(child, 0), axis=0)
+      seen_prefix = jnp.take(tables.item_prefix[level], seen, axis=0)  # [B, S], -1 for padding
+      hit = (seen_prefix[:, None, None, :] == child[..., None]) & (child >= 0)[..., None]
+      seen_count = (hit & visible[:, :, None, :]).sum(axis=-1)
+      own = jnp.arange(K)[None, None, :] == codes[:, :, level, None]
+      allowed.append(((child >= 0) & (count - seen_count > 0)) | own)
+    return jnp.stack(allowed, axis=2)
+
   def loss(self, batch):
-    """Cross-entropy of the next item's codes (mean over the C digits) given the history; one target per row."""
-    target_B = batch["targets"][:, -1]
+    """Cross-entropy of the next item's codes (mean over the C digits) given the history, averaged over the
+    targets: one per row (targets[:, -1]), or every position's with item_causal; a target counts where it and
+    its input are real items. `rows` counts them."""
+    targets_BxT = batch["targets"] if self.cfg.item_causal else batch["targets"][:, -1:]
     enc, valid = self.encode_batch(batch, "inputs")
-    codes = jnp.take(self.item_codes[...], target_B, axis=0)
-    log_probs = self.decode(enc, valid, codes)
-    nll_B = -jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].mean(axis=-1)
-    weight_B = (target_B > 0).astype(jnp.float32)
-    rows = weight_B.sum()
-    loss = (nll_B * weight_B).sum() / jnp.maximum(rows, 1.0)
+    codes = jnp.take(self.item_codes[...], targets_BxT, axis=0)
+    log_probs = self.decode_positions(enc, valid, codes)
+    if self.cfg.mask_seen:  # the window's items up to each target's position (the last: the whole window)
+      L, T = batch["inputs"].shape[1], targets_BxT.shape[1]
+      visible_TxL = jnp.arange(L)[None, :] <= (L - T + jnp.arange(T))[:, None]
+      allowed = self.allowed_codes(targets_BxT, batch["inputs"], visible_TxL)
+      log_probs = bs.masked_log_softmax(log_probs, allowed)
+    nll_BxT = -jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].mean(axis=-1)
+    T = targets_BxT.shape[1]
+    weight_BxT = ((targets_BxT > 0) & (batch["inputs"][:, -T:] > 0)).astype(jnp.float32)
+    rows = weight_BxT.sum()
+    loss = (nll_BxT * weight_BxT).sum() / jnp.maximum(rows, 1.0)
     return loss, {"loss": loss, "rows": rows}
 
   def item_log_probs(self, batch, items_BxM):
@@ -317,6 +439,10 @@ class Tiger(nnx.Module):
     codes = jnp.take(self.item_codes[...], items_BxM.reshape(B * M), axis=0)
     rep = lambda x: jnp.repeat(x, M, axis=0)
     log_probs = self.decode(rep(enc), rep(valid), codes)
+    if self.cfg.mask_seen:  # as the search scores them (no `seen`: every real item)
+      seen = batch["seen"] if "seen" in batch else jnp.zeros((B, 1), jnp.int32)
+      allowed = self.allowed_codes(items_BxM, seen).reshape(B * M, *log_probs.shape[1:])
+      log_probs = bs.masked_log_softmax(log_probs, allowed)
     return jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].sum(-1).reshape(B, M)
 
   def new_item_slots(self, k: int) -> int:
@@ -350,6 +476,7 @@ class Tiger(nnx.Module):
       seen_BxS=batch.get("seen") if constrained else None,
       constrained=constrained,
       item_ok=self.trained[...] if trained_only else None,
+      renormalize=self.cfg.mask_seen and constrained,
     )
 
   def recommend(self, batch, k: int, *, constrained: bool = True, beam_size: int | None = None):

@@ -61,7 +61,25 @@ def wide():
   return make_model(beam_size=16)
 
 
-def test_beam_search_equals_brute_force_and_filters_seen(wide):
+@pytest.fixture(scope="module")
+def causal():
+  """The item-causal encoder (one pass trains every position), beam 16: exact too."""
+  return make_model(beam_size=16, item_causal=True)
+
+
+@pytest.fixture(scope="module")
+def masked():
+  """item_causal with mask_seen: the softmax covers unseen real items only."""
+  return make_model(beam_size=16, item_causal=True, mask_seen=True)
+
+
+@pytest.fixture(params=["bidirectional", "item_causal", "mask_seen"])
+def either(request, wide, causal, masked):
+  return {"bidirectional": wide, "item_causal": causal, "mask_seen": masked}[request.param]
+
+
+def test_beam_search_equals_brute_force_and_filters_seen(either):
+  wide = either
   batch = eval_batch()
   items, scores = nnx.jit(lambda m, b: m.recommend(b, N))(wide, batch)
   everything = np.tile(np.arange(1, N + 1, dtype=np.int32), (3, 1))
@@ -150,7 +168,8 @@ def test_new_items_enter_by_their_prefix_score_within_the_cap():
     make_model(new_item_fraction=1.5)
 
 
-def test_kv_cache_decoding_equals_full_forward(wide):
+def test_kv_cache_decoding_equals_full_forward(either):
+  wide = either
   batch = eval_batch()
   codes = jnp.asarray(catalogue_codes()[[4, 0, 9]])  # a target tuple per row
 
@@ -175,7 +194,8 @@ def test_decoder_is_causal(wide):
   enc, valid = nnx.jit(lambda m, b: m.encode_batch(b))(wide, eval_batch())
   x = jax.random.normal(jax.random.key(0), (3, C, 32))
   t = 1
-  grad = nnx.jit(lambda m, x: jax.grad(lambda x: m.decoder_hidden(x, enc, valid)[:, t].sum())(x))(wide, x)
+  cross = nnx.jit(lambda m: m.cross_context(enc, valid))(wide)
+  grad = nnx.jit(lambda m, x: jax.grad(lambda x: m.decoder_hidden(x, enc, cross)[:, t].sum())(x))(wide, x)
   assert float(jnp.abs(grad[:, t + 1 :]).max()) == 0.0
   assert float(jnp.abs(grad[:, : t + 1]).min(axis=-1).max()) > 0.0
 
@@ -242,12 +262,67 @@ def test_tables_handle_dead_beams_and_tiny_catalogues():
   assert np.isneginf(float(result.scores[0, 2]))
 
 
-def test_learns_planted_next_item_rule():
+def test_item_causal_encoder_hides_later_items(causal, wide):
+  """item_causal: an encoder token's output depends on its own and earlier items only; the paper's
+  bidirectional encoder sees the whole history."""
+  batch = eval_batch()
+  changed = {**batch, "history": batch["history"].copy()}
+  changed["history"][:, -1] = [9, 10, 11]  # a different newest item in every row
+  tokens = 1 + (L - 1) * C  # the user token and the first L-1 items' tokens
+  enc = nnx.jit(lambda m, b: m.encode_batch(b))
+  for model, same in ((causal, True), (wide, False)):
+    (a, real), (b, _) = enc(model, batch), enc(model, changed)
+    a, b, real = np.asarray(a), np.asarray(b), np.asarray(real)[:, :tokens]  # padding outputs are never read
+    assert real.sum() == (1 + C) + (1 + 3 * C) + 1  # user tokens and the codes of items 3; 1, 2, 4
+    assert np.allclose(a[:, :tokens][real], b[:, :tokens][real], atol=1e-6) == same
+    assert not np.allclose(a[:, tokens:], b[:, tokens:], atol=1e-3)
+
+
+def test_item_causal_loss_trains_every_position_as_its_own_prefix(causal):
+  """One item_causal pass scores every position's next item: the loss equals the mean, over the real targets,
+  of -log p(target | that prefix) / C, each prefix scored alone (left-padded to L, decoded after its last item)."""
+  walk = np.array([[0, 3, 5, 2, 8], [1, 4, 6, 7, 12], [0, 0, 0, 9, 11]], np.int32)
+  user = np.array([0, 5, 13], np.int32)
+  got, aux = nnx.jit(lambda m, b: m.loss(b))(causal, {"inputs": walk[:, :-1], "targets": walk[:, 1:], "user": user})
+  score = nnx.jit(lambda m, b, i: m.item_log_probs(b, i))
+  nll = []
+  for row in range(3):
+    for t in range(L):
+      if walk[row, t] == 0:
+        continue
+      history = np.zeros((1, L), np.int32)
+      history[0, L - 1 - t :] = walk[row, : t + 1]
+      target = walk[row, t + 1 : t + 2][None]
+      nll.append(-float(score(causal, {"history": history, "user": user[row : row + 1]}, target)[0, 0]) / C)
+  assert float(aux["rows"]) == len(nll) == 8  # a target after padding (row 0's first) is no target
+  np.testing.assert_allclose(float(got), np.mean(nll), rtol=1e-5)
+
+
+def test_allowed_codes_by_hand():
+  """Items 1..4 = (0,0,0) (0,1,0) (1,0,0) (1,0,1). Target 2 after a window [1, 3, 4]: level 0 keeps code 0
+  (item 2 under it) and drops code 1 (items 3 and 4 both seen, for the last target); level 1 keeps code 1
+  (own) and drops 0 (item 1 seen); level 2 keeps its own code. Codes of no item are never allowed."""
+  codes = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 1]])
+  model = make_model(num_items=4, codes=codes, item_causal=True, mask_seen=True)
+  window = jnp.array([[1, 3, 4]], jnp.int32)
+  visible = jnp.tril(jnp.ones((3, 3), bool))  # target t sees window items <= t
+  allowed = np.asarray(model.allowed_codes(jnp.array([[2, 2, 2]], jnp.int32), window, visible))[0]
+  want_level0 = [[True, True, False, False], [True, True, False, False], [True, False, False, False]]
+  np.testing.assert_array_equal(allowed[:, 0], want_level0)  # after items 1 / 1, 3 / 1, 3, 4
+  np.testing.assert_array_equal(allowed[:, 1], [[False, True, False, False]] * 3)
+  np.testing.assert_array_equal(allowed[:, 2], [[True, False, False, False]] * 3)
+  # no window: every real item's codes
+  everything = np.asarray(model.allowed_codes(jnp.array([[3]], jnp.int32), jnp.zeros((1, 1), jnp.int32)))[0, 0]
+  np.testing.assert_array_equal(everything[:, :2], [[True, True], [True, False], [True, True]])
+
+
+@pytest.mark.parametrize("item_causal", [False, True])
+def test_learns_planted_next_item_rule(item_causal):
   """64 items, base-4 codes; the next item is a fixed random permutation of the last one."""
   n, steps = 64, 120
   codes = np.stack([(np.arange(n) // K ** (C - 1 - l)) % K for l in range(C)], axis=1)
   successor = np.random.default_rng(0).permutation(n) + 1  # item i → successor[i - 1]
-  model = make_model(num_items=n, codes=codes, beam_size=10, dropout=0.0)
+  model = make_model(num_items=n, codes=codes, beam_size=10, dropout=0.0, item_causal=item_causal)
   model.train()
 
   def chains(rng, rows):

@@ -135,7 +135,8 @@ class EncoderBlock(nnx.Module):
 class DecoderBlock(nnx.Module):
   """Pre-norm causal self-attention, cross-attention over the encoder output, MLP; each with a residual.
 
-  `cross_kv` is this block's `cross_attn.project_kv(encoder_output)`. With `cache` (k, v) the self-attention
+  `cross_kv` is this block's `cross_attn.project_kv(encoder_output)`; `cross_bias` (optional) is added to the
+  cross-attention logits. With `cache` (k, v) the self-attention
   writes the new positions at `index` and returns the updated cache; without it, it attends within x only.
   """
 
@@ -157,12 +158,14 @@ class DecoderBlock(nnx.Module):
     self.mlp_norm = RMSNorm(dim, rngs=rngs)
     self.mlp = MLP(dim, mlp_dim, activation=activation, dropout=dropout, rngs=rngs)
 
-  def __call__(self, x_BxTxD, cross_kv, *, self_mask=None, self_bias=None, cross_mask=None, cache=None, index=0):
+  def __call__(
+    self, x_BxTxD, cross_kv, *, self_mask=None, self_bias=None, cross_mask=None, cross_bias=None, cache=None, index=0
+  ):
     h = self.self_norm(x_BxTxD)
     if cache is None:
       x_BxTxD = x_BxTxD + self.self_attn(h, mask=self_mask, bias=self_bias)
     else:
       out, cache = self.self_attn.cached(h, cache, index, mask=self_mask, bias=self_bias)
       x_BxTxD = x_BxTxD + out
-    x_BxTxD = x_BxTxD + self.cross_attn.attend(self.cross_norm(x_BxTxD), *cross_kv, mask=cross_mask)
+    x_BxTxD = x_BxTxD + self.cross_attn.attend(self.cross_norm(x_BxTxD), *cross_kv, mask=cross_mask, bias=cross_bias)
     return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)), cache

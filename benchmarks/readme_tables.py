@@ -3,11 +3,13 @@
   python benchmarks/check_presets.py --presets tiny --json runs/check-tiny.json
   python benchmarks/readme_tables.py runs/check-tiny.json            # rewrites the README block for "tiny"
   python benchmarks/readme_tables.py benchmarks/results/check-ml100k-*.json   # several runs, one block
+  python benchmarks/readme_tables.py benchmarks/results/check-ml100k-tiger.json --per-seed tiger:ml100k  # prints
 
 A block is the text between `<!-- results:PRESET -->` and `<!-- /results -->` in README.md; it becomes a table
 of every model in the JSON files (mean over its seeds) and, per command, a line naming it, its commit and the
 presets it printed. A preset in two files is an error, as is a preset whose block is missing from the README
 (add the two markers where it belongs). The ml100k runs behind the README are kept in benchmarks/results/.
+`--per-seed SPEC` prints one row per seed of that preset (and the mean) instead, for the README's prose tables.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def table(dump: dict) -> str:
   return "\n".join(lines)
 
 
+SEED_COLUMNS = ("valid/ndcg@10", "test/ndcg@10", "test/recall@10", "test/mrr@10")
+
+
+def per_seed(spec: str, v: dict) -> str:
+  """One row per seed of `spec` (its valid/test metrics, best step, training seconds) and a mean ± stdev row."""
+  runs = v["runs"]
+  seeds = v.get("seeds") or list(range(len(runs)))
+  head = "| seed | " + " | ".join(SEED_COLUMNS) + " | best step | train (s) |"
+  lines = [head, "|---" * (len(SEED_COLUMNS) + 3) + "|"]
+  for seed, run in zip(seeds, runs, strict=True):
+    cells = " | ".join(cell([run], c) for c in SEED_COLUMNS)
+    lines.append(f"| {seed} | {cells} | {run.get('best_step', '–')} | {run.get('train_seconds', 0):,.0f} |")
+  if len(runs) > 1:
+    lines.append("| mean | " + " | ".join(cell(runs, c) for c in SEED_COLUMNS) + " | | |")
+  source = f"Printed by `{v['command']}` at commit {v['commit']}"
+  lines += ["", f"{source} (`benchmarks/readme_tables.py --per-seed {spec}`)."]
+  return "\n".join(lines)
+
+
 def rewrite(readme: str, preset: str, body: str) -> str:
   pattern = re.compile(rf"(<!-- results:{re.escape(preset)} -->\n).*?(<!-- /results -->)", re.S)
   if not pattern.search(readme):
@@ -68,6 +89,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("runs", nargs="+", help="--json outputs of benchmarks/check_presets.py (one preset name)")
   p.add_argument("--readme", default=str(ROOT / "README.md"))
+  p.add_argument("--per-seed", metavar="SPEC", help="print SPEC's runs one row per seed; the README is not touched")
   args = p.parse_args(argv)
   dump = {}
   for name in args.runs:
@@ -76,6 +98,11 @@ def main(argv=None) -> int:
     if twice:
       raise SystemExit(f"{', '.join(twice)} in more than one of {args.runs}; give each preset's runs once")
     dump.update(part)
+  if args.per_seed:
+    if args.per_seed not in dump:
+      raise SystemExit(f"{args.per_seed} is not in {args.runs}; they hold {', '.join(sorted(dump))}")
+    print(per_seed(args.per_seed, dump[args.per_seed]))
+    return 0
   presets = {spec.partition(":")[2] for spec in dump}
   if len(presets) != 1:
     raise SystemExit(f"{args.runs} mix presets {sorted(presets)}; one preset name (tiny, ml100k) per block")

@@ -116,6 +116,27 @@ def test_readme_tables_merges_several_run_files_and_names_each_command(tmp_path)
     bench("readme_tables").main([files[1], str(tmp_path / "d.json"), "--readme", str(readme)])
 
 
+def test_readme_tables_per_seed_prints_one_row_per_seed_and_leaves_the_readme(tmp_path, capsys):
+  def run(valid, test, step):
+    return {"valid": {"ndcg@10": valid}, "test": {"ndcg@10": test, "recall@10": 2 * test}, "best_step": step,
+            "train_seconds": 1234.4}  # fmt: skip
+
+  runs = {"tiger:ml100k": {"runs": [run(0.1, 0.09, 500), run(0.3, 0.11, 750)], "seeds": [3, 4], "command": "check",
+                           "commit": "abc123"}}  # fmt: skip
+  (tmp_path / "runs.json").write_text(json.dumps(runs))
+  readme = tmp_path / "README.md"
+  readme.write_text("<!-- results:ml100k -->\nold\n<!-- /results -->\n")
+  args = [str(tmp_path / "runs.json"), "--readme", str(readme), "--per-seed", "tiger:ml100k"]
+  assert bench("readme_tables").main(args) == 0
+  out = capsys.readouterr().out
+  assert "| 3 | 0.1000 | 0.0900 | 0.1800 | – | 500 | 1,234 |" in out
+  assert "| 4 | 0.3000 | 0.1100 | 0.2200 | – | 750 | 1,234 |" in out
+  assert "| mean | 0.2000 ± 0.1414 | 0.1000 ± 0.0141 | 0.2000 ± 0.0283 | – | | |" in out
+  assert "`check` at commit abc123" in out and readme.read_text().endswith("old\n<!-- /results -->\n")
+  with pytest.raises(SystemExit, match="sasrec:ml100k is not in"):
+    bench("readme_tables").main([*args[:-1], "sasrec:ml100k"])
+
+
 def test_record_writes_the_larger_of_the_absolute_and_relative_tolerance(tmp_path, monkeypatch):
   monkeypatch.setattr(expected, "FOLDER", tmp_path)
   run = {"test": {"recon": 0.5, "ndcg@10": 0.1}, "valid": {"recon": 0.4}, "protocol": {"split": "catalogue"}}

@@ -4,9 +4,12 @@
   python benchmarks/check_presets.py --presets ml100k --models sasrec --seeds 0,1,2
   python benchmarks/check_presets.py --presets tiny --record --tolerance 0.02   # write what it measured
   python benchmarks/check_presets.py --presets tiny --json runs/check-tiny.json # for benchmarks/readme_tables.py
+  python benchmarks/check_presets.py --presets ml100k --models tiger --seeds 0,1,2 --jobs 3  # seeds side by side
 
 Each seed sets trainer.seed and data.seed. Prints one table (expected, measured mean, tolerance per metric) and
-exits 1 when any preset is out of tolerance or has nothing recorded. Stages (tokenizers, encoders, CF models) are
+exits 1 when any preset is out of tolerance or has nothing recorded. --jobs N trains up to N runs at once, each
+in its own process (its log in WORKDIR/MODEL/seedS.log); the metrics are the same as one at a time, the times
+are not (the runs share the machine). Stages (tokenizers, encoders, CF models) are
 trained into $GENREC_CACHE as `genrec train` would.
 """
 
@@ -21,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import genrec.configs
@@ -48,6 +52,22 @@ def run_preset(spec: str, seed: int, workdir: Path) -> tuple[dict, str]:
   return pipeline.train(cfg, workdir, resume=False), cfg.trainer.best_metric
 
 
+def run_in_process(spec: str, seed: int, workdir: Path) -> tuple[dict, str]:
+  """run_preset in a child process (its output in workdir's sibling seedS.log); the results come back through
+  the results.json the run writes."""
+  shutil.rmtree(workdir, ignore_errors=True)
+  workdir.parent.mkdir(parents=True, exist_ok=True)
+  log = workdir.parent / f"{workdir.name}.log"
+  with log.open("w") as out:
+    done = subprocess.run(
+      [sys.executable, __file__, "--run-one", spec, str(seed), str(workdir)], stdout=out, stderr=subprocess.STDOUT
+    )
+  if done.returncode:
+    raise SystemExit(f"{spec} seed {seed} failed (exit {done.returncode}); its log: {log}")
+  cfg = genrec.configs.get(spec)
+  return json.loads((workdir / "results.json").read_text()), cfg.trainer.best_metric
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser()
   p.add_argument("--presets", default="tiny", help="preset name every checked model has (tiny, ml100k)")
@@ -60,7 +80,15 @@ def main(argv=None) -> int:
   )
   p.add_argument("--json", help="write every run's results here (input of benchmarks/readme_tables.py)")
   p.add_argument("--workdir", default="", help="where the runs go (default: a temporary folder)")
+  p.add_argument("--jobs", type=int, default=1, help="train up to this many runs at once (separate processes)")
+  p.add_argument("--run-one", nargs=3, metavar=("SPEC", "SEED", "WORKDIR"), help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.run_one:  # a child of --jobs
+    spec, seed, workdir = args.run_one
+    run_preset(spec, int(seed), Path(workdir))
+    return 0
+  if args.jobs < 1:
+    raise SystemExit(f"--jobs must be 1 or more, got {args.jobs}")
   seeds = [int(s) for s in args.seeds.split(",")]
   models = [m for m in args.models.split(",") if m] or [
     m for m in registry.list_models() if f"{m}:{args.presets}" in genrec.configs.list_configs()
@@ -69,11 +97,16 @@ def main(argv=None) -> int:
   command = "python benchmarks/check_presets.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
   rows, problems, dump = [], [], {}
   at = commit()
+  done = {}
+  if args.jobs > 1:
+    work = [(f"{m}:{args.presets}", seed, root / m / f"seed{seed}") for m in models for seed in seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+      done = dict(zip([(s, seed) for s, seed, _ in work], pool.map(lambda w: run_in_process(*w), work)))
   for model in models:
     spec = f"{model}:{args.presets}"
     runs = []
     for seed in seeds:
-      results, best_metric = run_preset(spec, seed, root / model / f"seed{seed}")
+      results, best_metric = done.get((spec, seed)) or run_preset(spec, seed, root / model / f"seed{seed}")
       runs.append(results)
     dump[spec] = {"runs": runs, "seeds": seeds, "command": command, "commit": at}
     if args.record:

@@ -55,6 +55,22 @@ def test_the_tiny_preset_scores_what_is_recorded(model, tmp_path, stage_cache):
   assert expected.check(model, "tiny", [results]) == []
 
 
+def test_check_presets_jobs_runs_seeds_in_processes_with_the_metrics_of_one_at_a_time(tmp_path, stage_cache):
+  check = bench("check_presets")
+  common = ["--presets", "tiny", "--models", "sasrec", "--seeds", "0,1"]
+  assert check.main([*common, "--json", str(tmp_path / "one.json"), "--workdir", str(tmp_path / "one")]) == 0
+  two = [*common, "--jobs", "2", "--json", str(tmp_path / "two.json"), "--workdir", str(tmp_path / "two")]
+  assert check.main(two) == 0  # in tolerance: the children ran the preset with each seed
+  one, two = (json.loads((tmp_path / f"{n}.json").read_text())["sasrec:tiny"] for n in ("one", "two"))
+  assert two["seeds"] == [0, 1] and (tmp_path / "two" / "sasrec" / "seed1.log").exists()
+  for a, b in zip(one["runs"], two["runs"], strict=True):  # this process has 8 CPU devices, a child 1
+    for split in ("valid", "test"):
+      assert b[split] == pytest.approx(a[split], abs=1e-5)
+  assert one["runs"][0]["test"] != one["runs"][1]["test"]  # the seeds differ, so the order is checked too
+  with pytest.raises(SystemExit, match="--jobs must be 1 or more"):
+    check.main([*common, "--jobs", "0"])
+
+
 def test_the_check_reports_a_run_out_of_tolerance():
   model = TINY[0]
   e = expected.entry(model, "tiny")

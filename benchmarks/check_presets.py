@@ -5,12 +5,16 @@
   python benchmarks/check_presets.py --presets tiny --record --tolerance 0.02   # write what it measured
   python benchmarks/check_presets.py --presets tiny --json runs/check-tiny.json # for benchmarks/readme_tables.py
   python benchmarks/check_presets.py --presets ml100k --models tiger --seeds 0,1,2 --jobs 3  # seeds side by side
+  python benchmarks/check_presets.py --presets ml100k --models tiger --seeds 0 --set model.mask_history=true \
+    --workdir runs/try                                                  # an experiment on top of the preset
 
 Each seed sets trainer.seed and data.seed. Prints one table (expected, measured mean, tolerance per metric) and
 exits 1 when any preset is out of tolerance or has nothing recorded. --jobs N trains up to N runs at once, each
 in its own process (its log in WORKDIR/MODEL/seedS.log); the metrics are the same as one at a time, the times
-are not (the runs share the machine). Stages (tokenizers, encoders, CF models) are
-trained into $GENREC_CACHE as `genrec train` would.
+are not (the runs share the machine). --resume continues the runs already in --workdir (an interrupted check,
+or seeds an experiment trained with the settings that the preset now has). Stages (tokenizers, encoders, CF
+models) are trained into $GENREC_CACHE as `genrec train` would, or reused from it: point GENREC_CACHE at an
+empty folder to check from a clean cache.
 """
 
 from __future__ import annotations
@@ -44,23 +48,30 @@ def commit() -> str:
     return "unknown"
 
 
-def run_preset(spec: str, seed: int, workdir: Path) -> tuple[dict, str]:
-  sets = [f"trainer.seed={seed}", f"data.seed={seed}", "trainer.progress=false"]
+def run_preset(spec: str, seed: int, workdir: Path, *, sets=(), resume=False) -> tuple[dict, str]:
+  """Trains the preset (with `sets` after the seed's) in workdir: afresh, or with resume=True continuing the
+  run there (a finished one is only evaluated; a run of another config is refused)."""
+  sets = [f"trainer.seed={seed}", f"data.seed={seed}", "trainer.progress=false", *sets]
   cfg = config_lib.override(genrec.configs.get(spec), sets)
   cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress=False))
-  shutil.rmtree(workdir, ignore_errors=True)
-  return pipeline.train(cfg, workdir, resume=False), cfg.trainer.best_metric
+  if not resume:
+    shutil.rmtree(workdir, ignore_errors=True)
+  return pipeline.train(cfg, workdir, resume=resume), cfg.trainer.best_metric
 
 
-def run_in_process(spec: str, seed: int, workdir: Path) -> tuple[dict, str]:
+def run_in_process(spec: str, seed: int, workdir: Path, *, sets=(), resume=False) -> tuple[dict, str]:
   """run_preset in a child process (its output in workdir's sibling seedS.log); the results come back through
   the results.json the run writes."""
-  shutil.rmtree(workdir, ignore_errors=True)
+  if not resume:
+    shutil.rmtree(workdir, ignore_errors=True)
   workdir.parent.mkdir(parents=True, exist_ok=True)
   log = workdir.parent / f"{workdir.name}.log"
-  with log.open("w") as out:
+  flags = [*(["--set", *sets] if sets else []), *(["--resume"] if resume else [])]
+  with log.open("a" if resume else "w") as out:
     done = subprocess.run(
-      [sys.executable, __file__, "--run-one", spec, str(seed), str(workdir)], stdout=out, stderr=subprocess.STDOUT
+      [sys.executable, __file__, "--run-one", spec, str(seed), str(workdir), *flags],
+      stdout=out,
+      stderr=subprocess.STDOUT,
     )
   if done.returncode:
     raise SystemExit(f"{spec} seed {seed} failed (exit {done.returncode}); its log: {log}")
@@ -81,14 +92,25 @@ def main(argv=None) -> int:
   p.add_argument("--json", help="write every run's results here (input of benchmarks/readme_tables.py)")
   p.add_argument("--workdir", default="", help="where the runs go (default: a temporary folder)")
   p.add_argument("--jobs", type=int, default=1, help="train up to this many runs at once (separate processes)")
+  p.add_argument(
+    "--resume", action="store_true", help="continue the runs already in --workdir (finished ones are only evaluated)"
+  )
+  p.add_argument(
+    "--set", nargs="+", default=[], metavar="KEY=VALUE", help="an experiment on top of the preset (not with --record)"
+  )
   p.add_argument("--run-one", nargs=3, metavar=("SPEC", "SEED", "WORKDIR"), help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.run_one:  # a child of --jobs
     spec, seed, workdir = args.run_one
-    run_preset(spec, int(seed), Path(workdir))
+    run_preset(spec, int(seed), Path(workdir), sets=args.set, resume=args.resume)
     return 0
   if args.jobs < 1:
     raise SystemExit(f"--jobs must be 1 or more, got {args.jobs}")
+  if args.set and args.record:
+    raise SystemExit("--set runs an experiment, not the preset: it cannot --record expected metrics")
+  if args.resume and not args.workdir:
+    raise SystemExit("--resume continues the runs in --workdir: name it")
+  opts = dict(sets=args.set, resume=args.resume)
   seeds = [int(s) for s in args.seeds.split(",")]
   models = [m for m in args.models.split(",") if m] or [
     m for m in registry.list_models() if f"{m}:{args.presets}" in genrec.configs.list_configs()
@@ -101,12 +123,12 @@ def main(argv=None) -> int:
   if args.jobs > 1:
     work = [(f"{m}:{args.presets}", seed, root / m / f"seed{seed}") for m in models for seed in seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-      done = dict(zip([(s, seed) for s, seed, _ in work], pool.map(lambda w: run_in_process(*w), work)))
+      done = dict(zip([(s, seed) for s, seed, _ in work], pool.map(lambda w: run_in_process(*w, **opts), work)))
   for model in models:
     spec = f"{model}:{args.presets}"
     runs = []
     for seed in seeds:
-      results, best_metric = done.get((spec, seed)) or run_preset(spec, seed, root / model / f"seed{seed}")
+      results, best_metric = done.get((spec, seed)) or run_preset(spec, seed, root / model / f"seed{seed}", **opts)
       runs.append(results)
     dump[spec] = {"runs": runs, "seeds": seeds, "command": command, "commit": at}
     if args.record:
@@ -130,6 +152,8 @@ def main(argv=None) -> int:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(dump, indent=1, sort_keys=True))
   print(f"\nseeds {seeds}; expected values from genrec/configs/expected_metrics/; commit {at}")
+  if args.set:
+    print(f"an experiment, not the presets: --set {' '.join(args.set)}")
   print("| preset | metric | expected | measured | tolerance | |")
   print("|---|---|---|---|---|---|")
   for spec, name, want, got, tol, ok in rows:

@@ -13,6 +13,7 @@ import pytest
 
 import genrec.configs
 from genrec import expected, pipeline, registry
+from genrec.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [m for m in registry.list_models() if f"{m}:tiny" in genrec.configs.list_configs()]
@@ -69,6 +70,29 @@ def test_check_presets_jobs_runs_seeds_in_processes_with_the_metrics_of_one_at_a
   assert one["runs"][0]["test"] != one["runs"][1]["test"]  # the seeds differ, so the order is checked too
   with pytest.raises(SystemExit, match="--jobs must be 1 or more"):
     check.main([*common, "--jobs", "0"])
+
+
+def test_check_presets_set_runs_an_experiment_that_resume_continues(tmp_path, stage_cache):
+  """--set trains the preset with more settings (and says so); --resume in the same workdir continues that run
+  (finished: not one more step) and refuses one of another config; --set cannot --record."""
+  check = bench("check_presets")
+  work = ["--presets", "tiny", "--models", "sasrec", "--workdir", str(tmp_path / "w")]
+  stop = ["--set", "trainer.steps=30", "--json"]
+  check.main([*work, *stop, str(tmp_path / "a.json")])  # 30 steps: out of tolerance, whatever it returns
+  log = (tmp_path / "w" / "sasrec" / "seed0" / "metrics.jsonl").read_text()
+  (tmp_path / "w" / "sasrec" / "seed0" / "mine").write_text("kept")  # a fresh run would start in an empty folder
+  check.main([*work, *stop, str(tmp_path / "b.json"), "--resume"])
+  a, b = (json.loads((tmp_path / f"{n}.json").read_text())["sasrec:tiny"]["runs"][0] for n in "ab")
+  assert a["steps"] == b["steps"] == 30 and a["test"] == b["test"]
+  steps = lambda text: [json.loads(line)["step"] for line in text.splitlines() if '"loss"' in line]
+  assert steps((tmp_path / "w" / "sasrec" / "seed0" / "metrics.jsonl").read_text()) == steps(log)
+  assert (tmp_path / "w" / "sasrec" / "seed0" / "mine").exists()
+  with pytest.raises(ConfigError, match="different config"):
+    check.main([*work, "--resume", "--set", "trainer.steps=30", "model.dropout=0.4"])
+  with pytest.raises(SystemExit, match="cannot --record"):
+    check.main([*work, "--set", "trainer.steps=30", "--record"])
+  with pytest.raises(SystemExit, match="name it"):
+    check.main(["--presets", "tiny", "--resume"])
 
 
 def test_the_check_reports_a_run_out_of_tolerance():

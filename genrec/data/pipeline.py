@@ -45,10 +45,12 @@ def next_item_train(
   window: str = "last",
   process_index: int = 0,
   process_count: int = 1,
+  before: bool = False,
 ) -> grain.MapDataset:
   """Batches {"inputs", "targets", "input_times", "target_times"} of int32 [B_local, max_len] and "user"
   [B_local] (user index); `ds[step]` is the batch of that step. Times are seconds since the dataset's first
-  interaction (`first_timestamp`).
+  interaction (`first_timestamp`). before=True adds "before" int32 [B_local, P]: the user's training items
+  older than the row's window, 0-padded on the right to P (the most any row can have, at least 1).
 
   window="last": each user's most recent max_len+1 training items (SASRec's protocol);
   "random": a full-length window (max_len+1 items, or the whole sequence if shorter) at a uniformly drawn
@@ -66,6 +68,7 @@ def next_item_train(
   times = [(data.timestamps[int(u)][: len(seq)] - t0).astype(np.int32) for u, seq in zip(users, sequences)]
   order = grain.MapDataset.range(len(users)).seed(seed).shuffle().repeat(None)
   rows = grain.MapDataset.source(ProcessRows(order, global_batch, process_index, process_count))
+  before_len = max(1, max(len(s) for s in sequences) - max_len - 1)
 
   def make(example):
     g, i = example
@@ -74,14 +77,17 @@ def next_item_train(
     if window == "random" and end > max_len + 1:
       end = int(np.random.default_rng([seed, g]).integers(max_len + 1, end + 1))
     start = max(0, end - max_len - 1)
-    seq, ts = seq[start:end], times[i][start:end]
-    return {
-      "inputs": left_pad(seq[:-1], max_len),
-      "targets": left_pad(seq[1:], max_len),
-      "input_times": left_pad(ts[:-1], max_len),
-      "target_times": left_pad(ts[1:], max_len),
+    row = {
+      "inputs": left_pad(seq[start : end - 1], max_len),
+      "targets": left_pad(seq[start + 1 : end], max_len),
+      "input_times": left_pad(times[i][start : end - 1], max_len),
+      "target_times": left_pad(times[i][start + 1 : end], max_len),
       "user": np.int32(users[i]),
     }
+    if before:
+      row["before"] = np.zeros(before_len, np.int32)
+      row["before"][:start] = seq[:start]
+    return row
 
   return rows.map(make).batch(global_batch // process_count, drop_remainder=True)
 

@@ -206,6 +206,9 @@ class SemanticIDRetrievalTask(NextItemTask):
       )
     return table, meta
 
+  def train_before(self) -> bool:
+    return bool(getattr(self.cfg.model, "mask_history", False))
+
   def configure(self) -> ExperimentConfig:
     if self.cfg.model.tokenizer:
       table, meta = self.item_codes

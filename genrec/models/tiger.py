@@ -13,9 +13,10 @@ cross-attention gets a learned bias by how many items back a key is (T5 buckets)
 the recency embedding. Recommending decodes after the newest history item, the training's last position.
 
 mask_seen=True: the softmax at each decoding level runs only over codes whose prefix leads to a real item that
-the history lacks. Training masks the items of the row's input window (up to each target's position); the
-search masks the whole history (`seen`), renormalises each level over what it keeps and scores a tuple by its
-log-probability among those items. The model never spends probability on items it will not be allowed to
+the history lacks. Training masks the items of the row's input window (up to each target's position) and,
+with mask_history, the user's items older than the window (the batch's "before" [B, P]); the search masks the
+whole history (`seen`), renormalises each level over what it keeps and scores a tuple by its log-probability
+among those items. The model never spends probability on items it will not be allowed to
 recommend (SASRec's history bias does the same for its item softmax).
 
 Tokens: 0 = padding; (level l, code c) → 1 + l*K + c; user u → 1 + C*K + (u mod num_user_buckets); BOS last.
@@ -32,7 +33,7 @@ items; new items whose first C-1 codes match a prefix in the search's beam befor
 that prefix's log-probability, and at most floor(new_item_fraction * k) of them enter the top k. Batches
 (left-padded, 0 = padding):
   train: {"inputs": int32[B, L], "targets": int32[B, L], "user": int32[B]}   targets[:, -1] (every position's
-         with item_causal)
+         with item_causal); with mask_history also "before": int32[B, P] (0-padded)
   eval:  {"history": int32[B, L], "seen": int32[B, S], "user": int32[B]}
 """
 
@@ -54,6 +55,11 @@ from genrec.models.semantic_ids.collisions import group_rows
 from genrec.registry import register
 
 NUM_BUCKETS, MAX_DISTANCE = 32, 128  # T5's relative position buckets
+
+
+def first_of_runs(sorted_BxS):
+  """bool [B, S]: where each row's sorted values start a new run (the first of each distinct value)."""
+  return jnp.concatenate([jnp.ones_like(sorted_BxS[:, :1], bool), sorted_BxS[:, 1:] != sorted_BxS[:, :-1]], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +87,8 @@ class TigerConfig(SequenceSizes):
   # last; the decoder starts from the newest item's encoder state (see the module doc)
   mask_seen: bool = False  # each level's softmax covers only the codes that lead to an item the history lacks
   # (the search's all_minus_seen constraint), in training and in the search (see the module doc)
+  mask_history: bool = False  # with mask_seen, training also masks the user's items before the row's window
+  # (the batch's "before" field), so that each target's softmax is the search's over the whole history
   new_item_fraction: float = 0.1  # epsilon: at most this fraction of a top-k list (floor) may be items training
   # never saw (cold-start or added items), scored by their prefix (see recommend)
 
@@ -112,6 +120,8 @@ class Tiger(nnx.Module):
         f"model.new_item_fraction must lie in [0, 1] (the most of a top-k list new items may "
         f"take), got {cfg.new_item_fraction}"
       )
+    if cfg.mask_history and not cfg.mask_seen:
+      raise ValueError("model.mask_history masks more of the softmax that mask_seen masks: set model.mask_seen=True")
     if min(cfg.num_items, cfg.code_levels, cfg.codebook_size, cfg.max_len) <= 0:
       raise ValueError(
         f"TigerConfig needs num_items, code_levels, codebook_size and max_len > 0 (got "
@@ -383,23 +393,29 @@ class Tiger(nnx.Module):
 
   # ---- the model interface --------------------------------------------------------------------------------
 
-  def allowed_codes(self, targets_BxT, seen_BxS, visible_TxS=None):
+  def allowed_codes(self, targets_BxT, seen_BxS, visible_TxS=None, before_BxP=None):
     """bool [B, T, C, K]: at each level of each target item, the codes that extend the target's true earlier
     codes to a prefix of a real item not among the row's seen items (0 = padding; those `visible_TxS` marks for
-    target t, default all), as the search keeps them; the target's own code always counts."""
+    target t, default all; and, for every target, the items of `before_BxP`), as the search keeps them; the
+    target's own code always counts."""
     C, K = self.cfg.code_levels, self.cfg.codebook_size
     tables = self.tables()
     codes = jnp.take(self.item_codes[...], targets_BxT, axis=0)  # [B, T, C]
     if visible_TxS is None:  # sorted, so repeats are adjacent
       seen = jnp.sort(seen_BxS, axis=1)
-      first = jnp.concatenate([jnp.ones_like(seen[:, :1], bool), seen[:, 1:] != seen[:, :-1]], axis=1)
+      first = first_of_runs(seen)
       visible = jnp.ones((1, 1, seen.shape[1]), bool)
     else:
       seen, S = seen_BxS, seen_BxS.shape[1]
       earlier = jnp.tril(jnp.ones((S, S), bool), -1)
       first = ~((seen[:, :, None] == seen[:, None, :]) & earlier[None]).any(axis=2)
       visible = visible_TxS[None]
+    if before_BxP is not None:  # each of those items counts once, from `before`, wherever else it appears
+      first &= ~(seen[:, :, None] == before_BxP[:, None, :]).any(axis=2)
+      before = jnp.sort(before_BxP, axis=1)
+      before = jnp.where(first_of_runs(before), before, 0)
     seen = jnp.where(first & (seen > 0), seen, 0)
+    rows = jnp.arange(targets_BxT.shape[0])[:, None]
     allowed = []
     for level in range(C):
       parent = jnp.zeros_like(targets_BxT) if level == 0 else tables.item_prefix[level - 1][targets_BxT]
@@ -408,6 +424,13 @@ class Tiger(nnx.Module):
       seen_prefix = jnp.take(tables.item_prefix[level], seen, axis=0)  # [B, S], -1 for padding
       hit = (seen_prefix[:, None, None, :] == child[..., None]) & (child >= 0)[..., None]
       seen_count = (hit & visible[:, :, None, :]).sum(axis=-1)
+      if before_BxP is not None:  # per-prefix counts of the items before the window: [B, prefixes]
+        prefix = tables.item_prefix[level][before]  # -1 for padding
+        counts = jnp.zeros((prefix.shape[0], tables.prefix_count[level].shape[0]), jnp.int32)
+        counts = counts.at[rows, jnp.maximum(prefix, 0)].add((prefix >= 0).astype(jnp.int32))
+        seen_count += jnp.take_along_axis(counts, jnp.maximum(child, 0).reshape(child.shape[0], -1), axis=1).reshape(
+          child.shape
+        ) * (child >= 0)
       own = jnp.arange(K)[None, None, :] == codes[:, :, level, None]
       allowed.append(((child >= 0) & (count - seen_count > 0)) | own)
     return jnp.stack(allowed, axis=2)
@@ -423,7 +446,8 @@ class Tiger(nnx.Module):
     if self.cfg.mask_seen:  # the window's items up to each target's position (the last: the whole window)
       L, T = batch["inputs"].shape[1], targets_BxT.shape[1]
       visible_TxL = jnp.arange(L)[None, :] <= (L - T + jnp.arange(T))[:, None]
-      allowed = self.allowed_codes(targets_BxT, batch["inputs"], visible_TxL)
+      before = batch["before"] if self.cfg.mask_history else None
+      allowed = self.allowed_codes(targets_BxT, batch["inputs"], visible_TxL, before)
       log_probs = bs.masked_log_softmax(log_probs, allowed)
     nll_BxT = -jnp.take_along_axis(log_probs, codes[..., None], axis=-1)[..., 0].mean(axis=-1)
     T = targets_BxT.shape[1]

@@ -42,7 +42,12 @@ class NextItemTask(Task):
       window=cfg.data.train_window,
       process_index=process_index,
       process_count=process_count,
+      before=self.train_before(),
     )
+
+  def train_before(self) -> bool:
+    """Whether training rows carry the items older than their window ("before"; see next_item_train)."""
+    return False
 
   def evaluator(self, placed):
     runner = make_eval_runner(placed, self.cfg)

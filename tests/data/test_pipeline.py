@@ -72,6 +72,27 @@ def test_last_window_rows_are_shifted_left_padded_training_items():
     assert not set(DATA.sequences[u][-2:]) & set(np.concatenate([x, y]).tolist())
 
 
+@pytest.mark.parametrize("window", ["last", "random"])
+def test_before_holds_the_training_items_older_than_the_window(window):
+  """before + the window's inputs is the user's training sequence up to the last target; the same rows as
+  without it; P = the longest training sequence minus a full window (10 - 2 - 5 = 3 here)."""
+  plain = next_item_train(DATA, max_len=L, global_batch=4, seed=0, window=window)
+  ds = next_item_train(DATA, max_len=L, global_batch=4, seed=0, window=window, before=True)
+  older = 0
+  for step in range(10):
+    batch, same = ds[step], plain[step]
+    assert batch["before"].shape == (4, 3) and batch["before"].dtype == np.int32
+    for key in same:
+      np.testing.assert_array_equal(batch[key], same[key])
+    for b, x, y in zip(batch["before"], batch["inputs"], batch["targets"]):
+      train = DATA.sequences[_user_of(x, y)][:-2].tolist()
+      end = train.index(int(y[-1]))
+      assert b[b > 0].tolist() + x[x > 0].tolist() == train[:end]
+      assert (b[len(b[b > 0]) :] == 0).all()  # 0-padded on the right
+      older += int((b > 0).any())
+  assert older  # some rows do have older items
+
+
 def test_last_window_each_training_user_once_per_epoch():
   ds = next_item_train(DATA, max_len=L, global_batch=2, seed=5)
   n = len(TRAIN_USERS)

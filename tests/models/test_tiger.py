@@ -359,3 +359,37 @@ def test_learns_planted_next_item_rule(item_causal):
   recall = float((np.asarray(items) == walk[:, -1:]).any(1).mean())
   # random guessing: ~10/60
   assert recall > 0.9, (recall, float(loss))
+
+
+def test_allowed_codes_with_items_before_the_window_by_hand():
+  """Items as above. Target 2 after window [3] with item 4 before it: level 0 drops code 1 (3 seen in the window,
+  4 before it) and level 1 drops code 0 (item 1 before). Item 3 both before and in the window counts once:
+  code 1 keeps item 4 (one of its two items seen)."""
+  codes = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 1]])
+  model = make_model(num_items=4, codes=codes, item_causal=True, mask_seen=True)
+  target, window, visible = jnp.array([[2]], jnp.int32), jnp.array([[3]], jnp.int32), jnp.ones((1, 1), bool)
+  allowed = np.asarray(model.allowed_codes(target, window, visible, jnp.array([[4, 1, 0]], jnp.int32)))[0, 0]
+  np.testing.assert_array_equal(allowed[:2], [[True, False, False, False], [False, True, False, False]])
+  twice = np.asarray(model.allowed_codes(target, window, visible, jnp.array([[3, 0, 0]], jnp.int32)))[0, 0]
+  np.testing.assert_array_equal(twice[0], [True, True, False, False])
+
+
+def test_allowed_codes_before_plus_window_equal_the_whole_history():
+  """For every target position, (window up to it) + (items before the window) gives the mask of that whole
+  prefix of the history, as the search builds it from `seen`; repeats included."""
+  model = make_model(item_causal=True, mask_seen=True)
+  rng = np.random.default_rng(3)
+  rows, P = 6, 5
+  history = rng.integers(1, 8, (rows, P + L + 1)).astype(np.int32)  # few items: many repeats and seen prefixes
+  history[0, : P + 2] = 0  # a short user: padding before and in the window
+  before, window, targets = history[:, :P], history[:, P : P + L], history[:, P + 1 :]
+  visible = jnp.tril(jnp.ones((L, L), bool))
+  got = np.asarray(model.allowed_codes(jnp.asarray(targets), jnp.asarray(window), visible, jnp.asarray(before)))
+  for t in range(L):
+    want = np.asarray(model.allowed_codes(jnp.asarray(targets[:, t : t + 1]), jnp.asarray(history[:, : P + t + 1])))
+    np.testing.assert_array_equal(got[:, t], want[:, 0], err_msg=f"target position {t}")
+
+
+def test_mask_history_needs_mask_seen():
+  with pytest.raises(ValueError, match="mask_seen=True"):
+    make_model(mask_history=True)

@@ -73,3 +73,18 @@ def test_a_different_semantic_id_table_is_refused(tiger_run, cache, tmp_path):
       pipeline.trainer(config_lib.override(genrec.configs.get("tiger:tiny"), ["trainer.progress=false"]), workdir)
   finally:
     semantic_ids.write_semantic_ids(stage, table, meta["stats"], genrec.configs.get("rqkmeans:tiny"))
+
+
+def test_mask_history_trains_on_rows_that_carry_older_items(cache, tmp_path):
+  """model.mask_history: the task's training rows carry "before" (the items older than the window; plain
+  rows do not), and the trainer runs on them."""
+  sets = ["trainer.progress=false", "model.item_causal=true", "model.mask_seen=true", "trainer.steps=20"]
+  plain = pipeline.trainer(config_lib.override(genrec.configs.get("tiger:tiny"), sets), tmp_path / "plain")
+  assert "before" not in plain.train_data[0]
+  trainer = pipeline.trainer(
+    config_lib.override(genrec.configs.get("tiger:tiny"), [*sets, "model.mask_history=true"]), tmp_path / "history"
+  )
+  batch = trainer.train_data[0]
+  assert batch["before"].shape[0] == batch["inputs"].shape[0] and (batch["before"] > 0).any()
+  results = trainer.run()
+  assert np.isfinite(results["test"]["ndcg@10"])

@@ -80,11 +80,15 @@ def build_tables(codes_NxC: np.ndarray, codebook_size: int) -> PrefixTables:
   return tables
 
 
+def first_of_runs(sorted_BxS: jax.Array) -> jax.Array:
+  """bool [B, S]: where each row's sorted values start a new run (the first of each distinct value)."""
+  return jnp.concatenate([jnp.ones_like(sorted_BxS[:, :1], bool), sorted_BxS[:, 1:] != sorted_BxS[:, :-1]], axis=1)
+
+
 def seen_prefixes(tables: PrefixTables, seen_BxS: jax.Array) -> tuple:
   """Per level, each row's distinct seen items mapped to their prefix ids and sorted: C x int32 [B, S]."""
   seen = jnp.sort(seen_BxS, axis=1)
-  first = jnp.concatenate([jnp.ones_like(seen[:, :1], bool), seen[:, 1:] != seen[:, :-1]], axis=1)
-  seen = jnp.where(first & (seen > 0), seen, 0)
+  seen = jnp.where(first_of_runs(seen) & (seen > 0), seen, 0)
   out = []
   for item_prefix in tables.item_prefix:
     prefix = jnp.take(item_prefix, seen, axis=0)
@@ -92,7 +96,7 @@ def seen_prefixes(tables: PrefixTables, seen_BxS: jax.Array) -> tuple:
   return tuple(out)
 
 
-def _count_sorted(sorted_BxS, query_BxM):
+def count_sorted(sorted_BxS, query_BxM):
   """How many times each query value occurs in its row of a sorted array: [B, M]."""
   side = lambda s: jax.vmap(lambda row, q: jnp.searchsorted(row, q, side=s))(sorted_BxS, query_BxM)
   return side("right") - side("left")
@@ -164,7 +168,7 @@ def beam_search(
       if seen is not None:
         flat = child.reshape(batch_size, beams * num_codes)
         count = jnp.take(tables.prefix_count[level], jnp.maximum(flat, 0), axis=0)
-        ok = ok & ((count - _count_sorted(seen[level], flat)) > 0).reshape(child.shape)
+        ok = ok & ((count - count_sorted(seen[level], flat)) > 0).reshape(child.shape)
       if renormalize:
         log_probs = masked_log_softmax(log_probs.astype(jnp.float32), ok)
       if item_ok is not None and level == levels - 1:
@@ -229,7 +233,7 @@ def mix_new_items(
   items = jnp.where(ok, items, 0).reshape(B, W * slots)
   ok = ok.reshape(B, W * slots)
   if seen_BxS is not None:
-    ok = ok & (_count_sorted(jnp.sort(seen_BxS, axis=1), items) == 0)
+    ok = ok & (count_sorted(jnp.sort(seen_BxS, axis=1), items) == 0)
   scores = jnp.where(ok, jnp.repeat(result.prefix_scores, slots, axis=1), -jnp.inf)
   scores, pos = jax.lax.top_k(scores, slots)
   items = jnp.where(jnp.isfinite(scores), jnp.take_along_axis(items, pos, axis=1), -1)

@@ -57,11 +57,6 @@ from genrec.registry import register
 NUM_BUCKETS, MAX_DISTANCE = 32, 128  # T5's relative position buckets
 
 
-def first_of_runs(sorted_BxS):
-  """bool [B, S]: where each row's sorted values start a new run (the first of each distinct value)."""
-  return jnp.concatenate([jnp.ones_like(sorted_BxS[:, :1], bool), sorted_BxS[:, 1:] != sorted_BxS[:, :-1]], axis=1)
-
-
 @dataclasses.dataclass(frozen=True)
 class TigerConfig(SequenceSizes):
   num_items: int = 0  # 0: taken from the dataset
@@ -403,7 +398,7 @@ class Tiger(nnx.Module):
     codes = jnp.take(self.item_codes[...], targets_BxT, axis=0)  # [B, T, C]
     if visible_TxS is None:  # sorted, so repeats are adjacent
       seen = jnp.sort(seen_BxS, axis=1)
-      first = first_of_runs(seen)
+      first = bs.first_of_runs(seen)
       visible = jnp.ones((1, 1, seen.shape[1]), bool)
     else:
       seen, S = seen_BxS, seen_BxS.shape[1]
@@ -412,10 +407,8 @@ class Tiger(nnx.Module):
       visible = visible_TxS[None]
     if before_BxP is not None:  # each of those items counts once, from `before`, wherever else it appears
       first &= ~(seen[:, :, None] == before_BxP[:, None, :]).any(axis=2)
-      before = jnp.sort(before_BxP, axis=1)
-      before = jnp.where(first_of_runs(before), before, 0)
+      before_prefixes = bs.seen_prefixes(tables, before_BxP)  # per level, sorted: counted by binary search
     seen = jnp.where(first & (seen > 0), seen, 0)
-    rows = jnp.arange(targets_BxT.shape[0])[:, None]
     allowed = []
     for level in range(C):
       parent = jnp.zeros_like(targets_BxT) if level == 0 else tables.item_prefix[level - 1][targets_BxT]
@@ -424,13 +417,8 @@ class Tiger(nnx.Module):
       seen_prefix = jnp.take(tables.item_prefix[level], seen, axis=0)  # [B, S], -1 for padding
       hit = (seen_prefix[:, None, None, :] == child[..., None]) & (child >= 0)[..., None]
       seen_count = (hit & visible[:, :, None, :]).sum(axis=-1)
-      if before_BxP is not None:  # per-prefix counts of the items before the window: [B, prefixes]
-        prefix = tables.item_prefix[level][before]  # -1 for padding
-        counts = jnp.zeros((prefix.shape[0], tables.prefix_count[level].shape[0]), jnp.int32)
-        counts = counts.at[rows, jnp.maximum(prefix, 0)].add((prefix >= 0).astype(jnp.int32))
-        seen_count += jnp.take_along_axis(counts, jnp.maximum(child, 0).reshape(child.shape[0], -1), axis=1).reshape(
-          child.shape
-        ) * (child >= 0)
+      if before_BxP is not None:
+        seen_count += bs.count_sorted(before_prefixes[level], child.reshape(child.shape[0], -1)).reshape(child.shape)
       own = jnp.arange(K)[None, None, :] == codes[:, :, level, None]
       allowed.append(((child >= 0) & (count - seen_count > 0)) | own)
     return jnp.stack(allowed, axis=2)
